@@ -1,0 +1,175 @@
+"""LossTeachingEnv: teach one student by setting its loss coefficients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs.losses import unknown_name_error
+from envs.process import TeachingProcess
+from envs.rewards import REWARDS, RewardFunction
+from envs.state import STATE_BOUND, DefaultState, StateFunction
+from students.optim import SGDConfig
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class LossTeachingEnv(gymnasium.Env):
+    """Teach one student by setting the coefficients of its loss.
+
+    ## Observation
+    float32 Box in [-10, 10]^n, the state function's features (default: 12, listed in
+    ``envs.state.DefaultState`` and the README): progress, train/dev loss and accuracy, best dev
+    accuracy, learning-rate ratio, update size, coefficient summaries, the family loss.
+
+    ## Action
+    float32 Box in [-1, 1]^d, d = the loss family's dimension; the family maps it affinely (or
+    through 2^a for temperatures) to coefficients. Finite actions outside the box are clipped;
+    NaN/inf, a wrong shape or a non-numeric action raise ``ValueError`` before anything changes.
+
+    ## Transition
+    ``interval`` momentum-SGD steps of the student on ``family(logits, y, coeffs)``.
+
+    ## Reward
+    ``reward`` (default ``"dev-accuracy-delta"``): change of dev-subset accuracy over the step, so an
+    episode's return is final minus initial dev accuracy. ``"terminal"`` pays the final dev accuracy
+    at the horizon only; ``"dev-loss-delta"`` pays the drop of dev cross-entropy; or pass a callable
+    ``(prev_info, info, done) -> float``.
+
+    ## Episode end
+    ``terminated``: the student diverged (non-finite loss): reward = ``divergence_penalty``
+    (default -1, below any accuracy change), ``info["termination_reason"] = "non-finite loss"``,
+    the observation is clipped to finite values. ``truncated``: ``horizon`` actions taken.
+    Stepping a finished episode raises ``RuntimeError``; ``reset`` always starts a clean student.
+
+    ## Seeding
+    ``reset(seed=s)`` draws the student's initial weights and data order from ``s`` alone, so the
+    same seed and actions replay the same run. Without a seed, a seed is drawn from the env's RNG.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        dataset: str = "mnist5k",
+        student: str = "mlp",
+        loss: str = "bilinear",
+        *,
+        horizon: int = 12,
+        interval: int = 50,
+        batch_size: int = 64,
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        schedule: str = "cosine",
+        reward: str | RewardFunction = "dev-accuracy-delta",
+        state_fn: StateFunction | None = None,
+        divergence_penalty: float = -1.0,
+        dev_subset: int = 256,
+        device: str = "auto",
+        dtype: str = "float32",
+        data_root: str | None = None,
+        download: bool = False,
+        student_kwargs: dict | None = None,
+        loss_kwargs: dict | None = None,
+    ) -> None:
+        if horizon < 1 or interval < 1:
+            raise ValueError(f"horizon and interval must be >= 1, got {horizon}, {interval}")
+        if dtype not in DTYPES:
+            raise unknown_name_error("dtype", dtype, DTYPES)
+        if callable(reward):
+            self.reward_fn = reward
+        elif reward in REWARDS:
+            self.reward_fn = REWARDS[reward]
+        else:
+            raise unknown_name_error("reward", reward, REWARDS)
+        self.horizon, self.interval = horizon, interval
+        self.divergence_penalty = float(divergence_penalty)
+        optim = SGDConfig(lr, momentum, weight_decay, schedule, total_steps=horizon * interval)
+        self.process = TeachingProcess(
+            dataset,
+            student,
+            loss,
+            batch_size=batch_size,
+            optim=optim,
+            dev_subset=dev_subset,
+            device=device,
+            dtype=DTYPES[dtype],
+            data_root=data_root,
+            download=download,
+            student_kwargs=student_kwargs,
+            loss_kwargs=loss_kwargs,
+        )
+        self.family = self.process.family
+        self.state_fn = state_fn or DefaultState()
+        n = len(self.state_fn.names)
+        self.observation_space = spaces.Box(-STATE_BOUND, STATE_BOUND, (n,), np.float32)
+        self.action_space = spaces.Box(-1.0, 1.0, (self.family.dim,), np.float32)
+        self.t = 0
+        self._done = True
+        self._metrics: dict[str, Any] = {}
+
+    # -- gymnasium API ------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        student_seed = seed if seed is not None else int(self.np_random.integers(2**31 - 1))
+        self.process.reset(student_seed)
+        self.t = 0
+        self._done = False
+        obs, self._metrics = self._observe()
+        return obs, {**self._metrics, "student_seed": student_seed}
+
+    def step(self, action):
+        if self._done:
+            raise RuntimeError("episode has ended (terminated or truncated): call reset() first")
+        coeffs = self.family.action_to_coeffs(action)  # raises ValueError before any change
+        self.process.train(coeffs, self.interval)
+        self.t += 1
+        truncated = self.t >= self.horizon
+        if bool(self.process.diverged):  # one host sync per env step, none per student step
+            self._done = True
+            obs = np.clip(
+                np.nan_to_num(self._state_vector(), nan=0.0), -STATE_BOUND, STATE_BOUND
+            ).astype(np.float32)
+            info = {**self._metrics, "diverged": True, "termination_reason": "non-finite loss"}
+            return obs, self.divergence_penalty, True, False, info
+        prev = self._metrics
+        obs, self._metrics = self._observe()
+        reward = float(self.reward_fn(prev, self._metrics, truncated))
+        self._done = truncated
+        return obs, reward, False, truncated, dict(self._metrics)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _state_vector(self) -> np.ndarray:
+        return self.state_fn(self.process).detach().cpu().numpy()
+
+    def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
+        """The observation and the info metrics, read from the device in one transfer."""
+        state = self.state_fn(self.process).detach()
+        dev_ce, dev_acc = self.process.dev_subset_metrics()
+        interval = self.process.last_interval
+        scalars = [dev_ce, dev_acc]
+        if interval:
+            scalars += [interval["train_ce"], interval["train_accuracy"], interval["loss"]]
+        values = torch.cat([state.double(), torch.stack(scalars).double()]).cpu().numpy()
+        obs, rest = values[: len(state)], values[len(state) :].tolist()
+        self.process.best_dev_accuracy = max(self.process.best_dev_accuracy, rest[1])
+        nan = float("nan")
+        train = rest[2:] if interval else [nan, nan, nan]
+        metrics = {
+            "dev_loss": rest[0],
+            "dev_accuracy": rest[1],
+            "best_dev_accuracy": self.process.best_dev_accuracy,
+            "train_loss": train[0],
+            "train_accuracy": train[1],
+            "family_loss": train[2],
+            "student_steps": self.process.step,
+            "lr": self.process.lr,
+            "diverged": False,
+            "termination_reason": "",
+        }
+        return obs.astype(np.float32), metrics

@@ -1,0 +1,376 @@
+"""Loss families: a coefficient vector in, a differentiable classification loss out.
+
+A family knows its dimension ``dim``, its default coefficients, and the map from a teacher's
+action in ``[-1, 1]^dim`` to coefficients. ``family(logits, y, coeffs)`` is the mean loss over the
+batch and is differentiable in both ``logits`` and ``coeffs`` (the gradient teachers need the
+mixed second derivative d^2 L / d omega d coeffs). No ``.item()`` and no data-dependent branches,
+so the losses run under ``torch.func.vmap``.
+
+| name            | dim         | what the coefficients are                                           |
+|-----------------|-------------|---------------------------------------------------------------------|
+| bilinear        | C*C (+ C)   | L2T-DLF: l = -sigmoid(Phi[y] . log_softmax(z) + b[y])               |
+| dln             | 5,000       | L2T-DLN: the weights of a 4-40-40-40-40-1 loss network               |
+| ce              | 1           | inverse temperature tau of cross-entropy on tau * z                  |
+| label-smoothing | 1           | smoothing epsilon                                                    |
+| compact         | 4           | tau, smoothing, focal gamma, logit margin; all-default = plain CE    |
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "LOSSES",
+    "Bilinear",
+    "Compact",
+    "CrossEntropy",
+    "DynamicLossNetwork",
+    "LabelSmoothing",
+    "LossFamily",
+    "make_loss",
+]
+
+
+class LossFamily:
+    """Base class: a parametrised loss ``(logits, y, coeffs) -> scalar``.
+
+    Subclasses set ``name`` and ``dim`` and implement :meth:`default_coeffs`,
+    :meth:`action_to_coeffs` (on an already validated, clipped tensor), :meth:`coeffs_to_action`
+    and :meth:`loss`.
+    """
+
+    name: str = "base"
+
+    def __init__(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"a classification loss needs >= 2 classes, got {num_classes}")
+        self.num_classes = num_classes
+        self.dim = 0
+
+    # -- coefficients -------------------------------------------------------------------------
+    def default_coeffs(self, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def default_action(self) -> np.ndarray:
+        """The action in [-1, 1]^dim that gives the default coefficients."""
+        action = self.coeffs_to_action(self.default_coeffs(torch.float64))
+        return action.clamp(-1, 1).numpy().astype(np.float32)
+
+    def validate_action(self, action) -> torch.Tensor:
+        """Check an action's type, shape and finiteness; clip finite values into [-1, 1].
+
+        Raises ``ValueError`` naming the problem: the env must not train a student on garbage
+        (DACBench silently trains on NaN learning rates; see shared/papers/baselines-and-peers.md).
+        """
+        try:
+            a = torch.as_tensor(np.asarray(action, dtype=np.float64))
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"loss {self.name!r} takes a numeric action of shape ({self.dim},), got {action!r}"
+            ) from err
+        if a.shape != (self.dim,):
+            raise ValueError(
+                f"loss {self.name!r} takes an action of shape ({self.dim},), got shape "
+                f"{tuple(a.shape)}. A batch of actions passed to a single env?"
+            )
+        if not torch.isfinite(a).all():
+            bad = torch.nonzero(~torch.isfinite(a)).flatten()[:5].tolist()
+            raise ValueError(
+                f"non-finite action for loss {self.name!r} (NaN or inf at indices {bad}); "
+                "actions must be finite numbers in [-1, 1]"
+            )
+        return a.clamp(-1.0, 1.0)
+
+    def action_to_coeffs(self, action) -> torch.Tensor:
+        """Map an action in [-1, 1]^dim (validated, clipped) to float64 coefficients."""
+        return self._action_to_coeffs(self.validate_action(action))
+
+    def _action_to_coeffs(self, a: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def coeffs_to_action(self, coeffs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- the loss -----------------------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, logits: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, y, coeffs)
+
+    def coeff_features(self, coeffs: torch.Tensor) -> torch.Tensor:
+        """Three O(1) numbers that summarise how far `coeffs` are from the default, for the
+        state vector: mean deviation, mean absolute deviation, max absolute deviation."""
+        d = coeffs - self.default_coeffs(coeffs.dtype, coeffs.device)
+        return torch.stack([d.mean(), d.abs().mean(), d.abs().max()])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_classes={self.num_classes}, dim={self.dim})"
+
+
+class _AffineFamily(LossFamily):
+    """A family whose coefficients are ``center + half_range * action`` element-wise."""
+
+    def _center_and_half_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def _action_to_coeffs(self, a: torch.Tensor) -> torch.Tensor:
+        center, half = self._center_and_half_range()
+        return center + half * a
+
+    def coeffs_to_action(self, coeffs: torch.Tensor) -> torch.Tensor:
+        center, half = self._center_and_half_range()
+        return (coeffs.detach().double().cpu() - center) / half
+
+
+class Bilinear(_AffineFamily):
+    """L2T-DLF's loss (Wu et al. 2018, Fig. 2; official demo lines 483-509).
+
+        l_Phi(z, y) = -sigmoid( Phi[y, :] . log_softmax(z) + b[y] )
+
+    ``Phi`` is C x C in the paper's orientation (row = true label; the demo's ``W`` is Phi^T),
+    ``b`` an optional per-class bias (the demo's extra, absent from the paper's caption).
+    Coefficients are ``[Phi.flatten(), b]``. Default: Phi = I (the paper's identity start) and
+    b = ``bias_init``. With b = 0 the identity loss is CE re-weighted per example by
+    p_y / (1 + p_y)^2 <= 1/4, which vanishes for wrong examples and learns very slowly from scratch
+    (74.8% test error after 600 steps on mnist5k, shared/papers/l2t-dlf.md); ``bias_init = log C``
+    puts the sigmoid at its steepest point for a uniform prediction (10.8% there), so it is our
+    default. Actions move Phi by +-``phi_range`` and b by +-``bias_range`` around the default.
+    """
+
+    name = "bilinear"
+
+    def __init__(
+        self,
+        num_classes: int,
+        bias: bool = True,
+        bias_init: float | None = None,
+        phi_range: float = 1.0,
+        bias_range: float = 3.0,
+    ) -> None:
+        super().__init__(num_classes)
+        self.bias = bias
+        self.bias_init = math.log(num_classes) if bias_init is None else float(bias_init)
+        self.phi_range = phi_range
+        self.bias_range = bias_range
+        C = num_classes
+        self.dim = C * C + (C if bias else 0)
+
+    def default_coeffs(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        C = self.num_classes
+        parts = [torch.eye(C, dtype=dtype, device=device).flatten()]
+        if self.bias:
+            parts.append(torch.full((C,), self.bias_init, dtype=dtype, device=device))
+        return torch.cat(parts)
+
+    def _center_and_half_range(self):
+        C = self.num_classes
+        half = torch.full((self.dim,), self.phi_range, dtype=torch.float64)
+        if self.bias:
+            half[C * C :] = self.bias_range
+        return self.default_coeffs(torch.float64), half
+
+    def split(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(Phi as C x C, b or None) views of a coefficient vector."""
+        C = self.num_classes
+        phi = coeffs[: C * C].reshape(C, C)
+        return phi, (coeffs[C * C :] if self.bias else None)
+
+    def loss(self, logits, y, coeffs):
+        phi, b = self.split(coeffs.to(logits.dtype))
+        u = (phi[y] * F.log_softmax(logits, dim=-1)).sum(-1)  # y^T Phi log p
+        if b is not None:
+            u = u + b[y]
+        return -torch.sigmoid(u).mean()
+
+    def coeff_features(self, coeffs):
+        phi, b = self.split(coeffs)
+        eye = torch.eye(self.num_classes, dtype=coeffs.dtype, device=coeffs.device)
+        off = phi - phi * eye
+        bias_shift = (b - self.bias_init).mean() if b is not None else coeffs.new_zeros(())
+        return torch.stack([phi.diagonal().mean() - 1.0, off.abs().sum() / off.numel(), bias_shift])
+
+
+class DynamicLossNetwork(_AffineFamily):
+    """L2T-DLN's loss network g_phi (Hai et al. 2023; official ``MetaOptimizer`` class).
+
+    The 1-vs-1 transformation turns the sigmoid scores s = sigmoid(z) of a sample with label y
+    into C rows u_j = [s_y, s_j, 1, 0] for j != y and u_y = 0; g_phi is a bias-free MLP
+    4-40-40-40-40-1 with LeakyReLU(0.01) and no output activation, and
+
+        L_phi(z, y) = 1/(B C) sum_b sum_j g_phi(u_{b, j}).
+
+    The coefficients are its 4*40 + 3*40*40 + 40 = 5,000 weights, flattened layer by layer. The
+    default is a Kaiming-normal (fan_out, leaky-ReLU gain) draw from a fixed seed, as in the
+    official code; the loss is unbounded (divergence is handled by the env).
+    """
+
+    name = "dln"
+    widths = (4, 40, 40, 40, 40, 1)
+
+    def __init__(self, num_classes: int, init_seed: int = 0, action_range: float = 0.1) -> None:
+        super().__init__(num_classes)
+        self.init_seed = init_seed
+        self.action_range = action_range
+        self.shapes = [(o, i) for i, o in zip(self.widths[:-1], self.widths[1:], strict=True)]
+        self.dim = sum(o * i for o, i in self.shapes)
+        gen = torch.Generator().manual_seed(init_seed)
+        gain = math.sqrt(2.0 / (1 + 0.01**2))  # leaky-ReLU(0.01) gain, Kaiming fan_out
+        weights = [
+            torch.empty(shape, dtype=torch.float64).normal_(
+                0.0, gain / math.sqrt(shape[0]), generator=gen
+            )
+            for shape in self.shapes
+        ]
+        self._default = torch.cat([w.flatten() for w in weights])
+
+    def default_coeffs(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        return self._default.to(dtype=dtype, device=device)
+
+    def _center_and_half_range(self):
+        return self._default, torch.full((self.dim,), self.action_range, dtype=torch.float64)
+
+    def weights(self, coeffs: torch.Tensor) -> list[torch.Tensor]:
+        """The layer weight matrices (out, in) as views of the coefficient vector."""
+        out, start = [], 0
+        for shape in self.shapes:
+            n = shape[0] * shape[1]
+            out.append(coeffs[start : start + n].reshape(shape))
+            start += n
+        return out
+
+    def one_vs_one(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(B, C, 4) rows [s_y, s_j, 1, 0], zeroed where j == y."""
+        s = torch.sigmoid(logits)
+        s_y = s.gather(-1, y.unsqueeze(-1)).expand_as(s)
+        rows = torch.stack([s_y, s, torch.ones_like(s), torch.zeros_like(s)], dim=-1)
+        rival = 1.0 - F.one_hot(y, self.num_classes).to(s.dtype)
+        return rows * rival.unsqueeze(-1)
+
+    def loss(self, logits, y, coeffs):
+        h = self.one_vs_one(logits, y)
+        layers = self.weights(coeffs.to(logits.dtype))
+        for w in layers[:-1]:
+            h = F.leaky_relu(h @ w.T, 0.01)
+        return (h @ layers[-1].T).mean()
+
+
+class CrossEntropy(LossFamily):
+    """Cross-entropy on tau * z; one coefficient, tau = 2^action (default tau = 1: plain CE)."""
+
+    name = "ce"
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.dim = 1
+
+    def default_coeffs(self, dtype=torch.float32, device=None):
+        return torch.ones(1, dtype=dtype, device=device)
+
+    def _action_to_coeffs(self, a):
+        return torch.exp2(a)
+
+    def coeffs_to_action(self, coeffs):
+        return torch.log2(coeffs.detach().double().cpu())
+
+    def loss(self, logits, y, coeffs):
+        return F.cross_entropy(coeffs.to(logits.dtype)[0] * logits, y)
+
+
+class LabelSmoothing(_AffineFamily):
+    """Cross-entropy against (1 - eps) one-hot + eps uniform; eps in [0, 0.5], default 0.1."""
+
+    name = "label-smoothing"
+
+    def __init__(self, num_classes: int, epsilon: float = 0.1) -> None:
+        super().__init__(num_classes)
+        if not 0.0 <= epsilon <= 0.5:
+            raise ValueError(f"label smoothing epsilon must lie in [0, 0.5], got {epsilon}")
+        self.dim = 1
+        self.epsilon = epsilon
+
+    def default_coeffs(self, dtype=torch.float32, device=None):
+        return torch.full((1,), self.epsilon, dtype=dtype, device=device)
+
+    def _center_and_half_range(self):
+        return torch.full((1,), 0.25, dtype=torch.float64), torch.full(
+            (1,), 0.25, dtype=torch.float64
+        )
+
+    def loss(self, logits, y, coeffs):
+        eps = coeffs.to(logits.dtype)[0]
+        logp = F.log_softmax(logits, dim=-1)
+        nll = -logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        return ((1 - eps) * nll - eps * logp.mean(-1)).mean()
+
+
+class Compact(LossFamily):
+    """A few interpretable knobs for RL teachers; the all-default point is plain CE.
+
+    coefficients  [tau, eps, gamma, m]:
+        tau   = 2^a0             in [0.5, 2]  inverse temperature on the logits
+        eps   = 0.15 (a1 + 1)    in [0, 0.3]  label smoothing
+        gamma = 1.5 (a2 + 1)     in [0, 3]    focal exponent (Lin et al. 2017)
+        m     = 0.5 (a3 + 1)     in [0, 1]    additive margin subtracted from the true logit
+
+        z' = tau (z - m e_y);  l = (1 - p'_y)^gamma [ -(1 - eps) log p'_y - eps mean_j log p'_j ]
+    """
+
+    name = "compact"
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.dim = 4
+
+    def default_coeffs(self, dtype=torch.float32, device=None):
+        return torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=dtype, device=device)
+
+    def _action_to_coeffs(self, a):
+        return torch.stack(
+            [torch.exp2(a[0]), 0.15 * (a[1] + 1), 1.5 * (a[2] + 1), 0.5 * (a[3] + 1)]
+        )
+
+    def coeffs_to_action(self, coeffs):
+        c = coeffs.detach().double().cpu()
+        return torch.stack([torch.log2(c[0]), c[1] / 0.15 - 1, c[2] / 1.5 - 1, c[3] / 0.5 - 1])
+
+    def loss(self, logits, y, coeffs):
+        tau, eps, gamma, margin = coeffs.to(logits.dtype).unbind()
+        onehot = F.one_hot(y, self.num_classes).to(logits.dtype)
+        logp = F.log_softmax(tau * (logits - margin * onehot), dim=-1)
+        logp_y = (logp * onehot).sum(-1)
+        smoothed = -(1 - eps) * logp_y - eps * logp.mean(-1)
+        # (1 - p)^gamma through exp/log1p so that gamma = 0 has a finite gradient at p -> 1
+        focal = torch.exp(gamma * torch.log1p(-logp_y.exp().clamp(max=1 - 1e-6)))
+        return (focal * smoothed).mean()
+
+
+LOSSES: dict[str, type[LossFamily]] = {
+    "bilinear": Bilinear,
+    "dln": DynamicLossNetwork,
+    "ce": CrossEntropy,
+    "label-smoothing": LabelSmoothing,
+    "compact": Compact,
+}
+
+
+def unknown_name_error(kind: str, name: object, known: Sequence[str]) -> ValueError:
+    """A ValueError that lists the valid names and suggests the closest one."""
+    near = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f" Did you mean {near[0]!r}?" if near else ""
+    return ValueError(f"unknown {kind} {name!r}; known: {sorted(known)}.{hint}")
+
+
+def make_loss(name: str | LossFamily, num_classes: int, **kwargs) -> LossFamily:
+    """Build a loss family by name (an instance passes through unchanged)."""
+    if isinstance(name, LossFamily):
+        return name
+    if name not in LOSSES:
+        raise unknown_name_error("loss", name, LOSSES)
+    return LOSSES[name](num_classes, **kwargs)

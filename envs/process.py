@@ -1,0 +1,320 @@
+"""One student's training run as a process driven by loss coefficients from outside.
+
+The process owns the student's weights w (a dict, trained through ``torch.func.functional_call``),
+its BatchNorm buffers, the momentum buffer v, the seeded data stream and the step counter. It
+advances by momentum-SGD steps on ``family(logits, y, coeffs)``:
+
+    w_{t+1}, v_{t+1} = SGD(w_t, v_t, grad_w L_Phi(w_t; B_t), eta_t)          (students/optim.py)
+
+with the same pure function on both paths:
+
+* fast (``differentiable=False``): each step's gradient by ``torch.autograd.grad`` on detached
+  leaves, the update under ``no_grad``; no value is read back to the host inside the loop;
+* differentiable (``differentiable=True``): the gradient with ``create_graph=True`` so the new
+  weights stay functions of ``coeffs`` (and of the weights before), for unrolled hypergradients.
+
+Everything a teacher may observe is a view of this object (:meth:`state`), and budgets are counted
+in its student SGD steps (:attr:`student_steps`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from envs.losses import LossFamily, make_loss
+from students.data import Splits, load_dataset, resolve_device
+from students.models import build_student, init_student
+from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
+
+DEV_OBJECTIVES = ("ce", "smooth-error", "expected-error")
+
+
+class OptState(NamedTuple):
+    """What a student step carries forward besides the weights: the momentum buffer, the
+    BatchNorm running statistics and the step index (which sets eta_t and the minibatch)."""
+
+    velocity: Tensors
+    buffers: Tensors
+    step: int
+
+
+class StepStats(NamedTuple):
+    """Per-step scalars, left on the device: the family loss, batch cross-entropy, #correct."""
+
+    loss: torch.Tensor
+    ce: torch.Tensor
+    correct: torch.Tensor
+
+
+class TeachingProcess:
+    """A student trained by momentum SGD under a loss family whose coefficients come from outside.
+
+    Args:
+        dataset: a name from ``students.data.DATASETS`` or a :class:`Splits` (user tensors).
+        student: a name from ``students.models.STUDENTS``.
+        loss: a name from ``envs.losses.LOSSES`` or a :class:`LossFamily` instance.
+        batch_size: minibatch size B.
+        optim: the student's SGD hyper-parameters; ``total_steps`` is the episode length T that
+            the schedule and the state's progress feature refer to.
+        dev_subset: size of the fixed dev subset the state and :meth:`dev_objective` use, so the
+            cost per observation is bounded whatever the dev split's size.
+        device: "auto" (CUDA when present), "cpu", "cuda", ...
+        dtype: float32, or float64 for finite-difference checks.
+    """
+
+    def __init__(
+        self,
+        dataset: str | Splits = "mnist5k",
+        student: str = "mlp",
+        loss: str | LossFamily = "bilinear",
+        *,
+        batch_size: int = 64,
+        optim: SGDConfig | None = None,
+        dev_subset: int = 256,
+        device: str | torch.device = "auto",
+        dtype: torch.dtype = torch.float32,
+        data_root: str | None = None,
+        download: bool = False,
+        student_kwargs: dict | None = None,
+        loss_kwargs: dict | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        if isinstance(dataset, Splits):
+            splits = dataset
+        else:
+            splits = load_dataset(dataset, data_root=data_root, download=download)
+        self.data = splits.to(self.device, dtype)
+        self.num_classes = self.data.num_classes
+        self.model = build_student(
+            student, self.data.input_shape, self.num_classes, **(student_kwargs or {})
+        ).to(self.device, dtype)
+        self.student_name = student
+        self.family = make_loss(loss, self.num_classes, **(loss_kwargs or {}))
+        self.optim = optim or SGDConfig()
+        if batch_size < 1 or batch_size > len(self.data.y_train):
+            raise ValueError(
+                f"batch_size must lie in [1, {len(self.data.y_train)}] (the training split), "
+                f"got {batch_size}"
+            )
+        self.batch_size = batch_size
+        n_dev = len(self.data.y_dev)
+        self.dev_subset = min(dev_subset, n_dev)
+        self.student_steps = 0
+        """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
+        self.seed: int | None = None
+
+    # -- episode ------------------------------------------------------------------------------
+    def reset(self, seed: int) -> None:
+        """A fresh student: weights and data order drawn from `seed` alone."""
+        self.seed = int(seed)
+        gen = torch.Generator().manual_seed(self.seed)
+        params, buffers = init_student(self.model, gen)
+        self.params = {k: v.to(self.device, self.dtype) for k, v in params.items()}
+        self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
+        self.velocity = init_velocity(self.params)
+        self.step = 0
+        self._order_gen = torch.Generator().manual_seed(self.seed + 1_000_003)
+        self._epochs: list[torch.Tensor] = []
+        self.best_dev_accuracy = 0.0
+        self.last_interval: dict[str, torch.Tensor] = {}
+        self.diverged = torch.zeros((), dtype=torch.bool, device=self.device)
+        self.coeffs: torch.Tensor | None = None
+        self._dev_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _require_reset(self) -> None:
+        if self.seed is None:
+            raise RuntimeError("call reset(seed) before training or observing the process")
+
+    # -- data ---------------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.data.y_train) // self.batch_size
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minibatch B_step: a seeded permutation per epoch, drawn on the host once per epoch and
+        moved to the device; batches are index gathers on the device. Deterministic in (seed,
+        step), so the reverse pass of a hypergradient can replay any step."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        while len(self._epochs) <= epoch:
+            perm = torch.randperm(len(self.data.y_train), generator=self._order_gen)
+            self._epochs.append(perm.to(self.device, non_blocking=True))
+        idx = self._epochs[epoch][pos * self.batch_size : (pos + 1) * self.batch_size]
+        return self.data.x_train[idx], self.data.y_train[idx]
+
+    # -- the pure student step ----------------------------------------------------------------
+    def student_loss(
+        self, params: Tensors, buffers: Tensors, x: torch.Tensor, y: torch.Tensor, coeffs
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(L_Phi(w; x, y), logits) in training mode. BatchNorm updates `buffers` in place:
+        callers pass a copy."""
+        logits = functional_call(self.model, (params, buffers), (x,))
+        return self.family(logits, y, coeffs), logits
+
+    def student_step(
+        self,
+        params: Tensors,
+        opt_state: OptState,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        coeffs: torch.Tensor,
+        *,
+        differentiable: bool = False,
+    ) -> tuple[Tensors, OptState, StepStats]:
+        """One momentum-SGD step on L_Phi: (w_t, opt_state_t) -> (w_{t+1}, opt_state_{t+1}).
+
+        Pure: the inputs are not modified. With ``differentiable=True`` the outputs are functions
+        of `params`, `opt_state.velocity` and `coeffs` in the autograd graph.
+        """
+        x, y = batch
+        buffers = {k: b.clone() for k, b in opt_state.buffers.items()}
+        if differentiable:
+            inputs = params
+        else:
+            inputs = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+            coeffs = coeffs.detach()
+        with torch.enable_grad():
+            loss, logits = self.student_loss(inputs, buffers, x, y, coeffs)
+            grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=differentiable)
+        grads = dict(zip(inputs, grads, strict=True))
+        lr = self.optim.lr_at(opt_state.step)
+        with torch.set_grad_enabled(differentiable):
+            if not differentiable:
+                inputs = {k: p.detach() for k, p in inputs.items()}
+            new_params, velocity = sgd_step(
+                inputs, opt_state.velocity, grads, lr, self.optim.momentum, self.optim.weight_decay
+            )
+        with torch.no_grad():
+            detached = logits.detach()
+            stats = StepStats(
+                loss.detach(),
+                F.cross_entropy(detached, y),
+                (detached.argmax(-1) == y).sum(),
+            )
+        return new_params, OptState(velocity, buffers, opt_state.step + 1), stats
+
+    # -- training -----------------------------------------------------------------------------
+    def train(self, coeffs: torch.Tensor, steps: int, *, differentiable: bool = False) -> dict:
+        """Take `steps` student SGD steps under `coeffs`.
+
+        Returns the interval's mean family loss, train cross-entropy and accuracy, and the final
+        gradient norm as 0-d device tensors (read them when you need them: no sync here).
+        Divergence (a non-finite loss) is recorded in :attr:`diverged`, a device flag.
+        """
+        self._require_reset()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        coeffs = coeffs.to(self.device, self.dtype)
+        if not differentiable:
+            coeffs = coeffs.detach()
+        params, opt_state = self.params, OptState(self.velocity, self.buffers, self.step)
+        sum_loss = sum_ce = torch.zeros((), device=self.device, dtype=self.dtype)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for _ in range(steps):
+            batch = self.batch(opt_state.step)
+            params, opt_state, stats = self.student_step(
+                params, opt_state, batch, coeffs, differentiable=differentiable
+            )
+            sum_loss = sum_loss + stats.loss
+            sum_ce = sum_ce + stats.ce
+            correct = correct + stats.correct
+        self.params, self.velocity, self.buffers, self.step = (
+            params,
+            opt_state.velocity,
+            opt_state.buffers,
+            opt_state.step,
+        )
+        self.student_steps += steps
+        self._dev_cache = None
+        self.coeffs = coeffs.detach()
+        mean_loss = sum_loss / steps
+        self.diverged = self.diverged | ~torch.isfinite(mean_loss)
+        self.last_interval = {
+            "loss": mean_loss,
+            "train_ce": sum_ce / steps,
+            "train_accuracy": correct / (steps * self.batch_size),
+            # |v_{t+1}| = |mu v_t + g'_t|: the size of the last update direction, free to read
+            "update_norm": torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(v.detach()) for v in self.velocity.values()])
+            ),
+        }
+        return self.last_interval
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def _logits(self, params: Tensors, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+        """Eval-mode logits (BatchNorm running statistics, no buffer updates), in chunks."""
+        self.model.eval()
+        try:
+            outs = [
+                functional_call(self.model, (params, self.buffers), (x[i : i + chunk],))
+                for i in range(0, len(x), chunk)
+            ]
+        finally:
+            self.model.train()
+        return torch.cat(outs)
+
+    def dev_objective(
+        self,
+        params: Tensors | None = None,
+        *,
+        kind: str = "ce",
+        sharpness: float = 50.0,
+        full: bool = False,
+    ) -> torch.Tensor:
+        """A smooth, differentiable surrogate M(w) of dev error, to be minimised.
+
+        kinds: ``ce`` (cross-entropy), ``smooth-error`` (the L2T-DLF demo's
+        mean 2 sigmoid(k (max_j p_j - p_y)) - 1 with k = `sharpness`), ``expected-error``
+        (mean 1 - p_y). On the fixed dev subset unless ``full``; BatchNorm statistics enter as
+        constants.
+        """
+        self._require_reset()
+        params = self.params if params is None else params
+        x, y = self.data.x_dev, self.data.y_dev
+        if not full:
+            x, y = x[: self.dev_subset], y[: self.dev_subset]
+        logits = self._logits(params, x)
+        if kind == "ce":
+            return F.cross_entropy(logits, y)
+        p = logits.softmax(-1)
+        p_y = p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        if kind == "smooth-error":
+            return (2 * torch.sigmoid(sharpness * (p.max(-1).values - p_y)) - 1).mean()
+        if kind == "expected-error":
+            return (1 - p_y).mean()
+        raise ValueError(f"unknown dev objective {kind!r}; known: {list(DEV_OBJECTIVES)}")
+
+    @torch.no_grad()
+    def _metrics(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self._logits({k: p.detach() for k, p in self.params.items()}, x)
+        return F.cross_entropy(logits, y), (logits.argmax(-1) == y).to(self.dtype).mean()
+
+    def evaluate(self, split: str = "dev") -> dict[str, float]:
+        """Loss and accuracy of the current student on a whole split ("train", "dev", "test").
+        One host sync; call at fixed points, never to pick a teacher on "test"."""
+        self._require_reset()
+        x, y = self.data.split(split)
+        loss, acc = self._metrics(x, y)
+        loss, acc = torch.stack([loss, acc]).tolist()
+        return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
+
+    def dev_subset_metrics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, accuracy) on the fixed dev subset, as device scalars; computed once
+        per student state, so the state function and the env's info share one forward pass."""
+        self._require_reset()
+        if self._dev_cache is None:
+            n = self.dev_subset
+            self._dev_cache = self._metrics(self.data.x_dev[:n], self.data.y_dev[:n])
+        return self._dev_cache
+
+    @property
+    def lr(self) -> float:
+        return self.optim.lr_at(self.step) if self.seed is not None else self.optim.lr
+
+    @property
+    def log_classes(self) -> float:
+        return math.log(self.num_classes)

@@ -1,0 +1,197 @@
+"""One interface for every teacher: fit within a budget, act on observations, save and load.
+
+A teacher is fitted on an :class:`EnvSpec` (how to build the environment) within a budget counted
+in student SGD steps, the unit the :class:`~envs.process.TeachingProcess` counts; wall time is
+recorded beside it. It then teaches fresh students with its parameters frozen
+(:meth:`Teacher.teach`), one :class:`EpisodeResult` per student seed. Teachers read what the env
+exposes and nothing else; the analysis suite builds on this module and nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from envs.loss_teaching import LossTeachingEnv
+
+
+@dataclass
+class EnvSpec:
+    """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison."""
+
+    dataset: str = "mnist5k"
+    """a name from students.data.DATASETS"""
+    student: str = "mlp"
+    """a name from students.models.STUDENTS"""
+    loss: str = "bilinear"
+    """the loss family teachers act on when they have no family of their own"""
+    horizon: int = 12
+    """env steps (teacher decisions) per episode"""
+    interval: int = 50
+    """student SGD steps per env step"""
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    reward: str = "dev-accuracy-delta"
+    dev_subset: int = 256
+    device: str = "auto"
+    dtype: str = "float32"
+    data_root: str | None = None
+    student_kwargs: dict = field(default_factory=dict)
+    loss_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def episode_steps(self) -> int:
+        """Student SGD steps in one full episode."""
+        return self.horizon * self.interval
+
+    def replace(self, **changes: Any) -> EnvSpec:
+        return dataclasses.replace(self, **changes)
+
+    def make_env(self, **overrides: Any) -> LossTeachingEnv:
+        kwargs = {**self.to_dict(), **overrides}
+        return LossTeachingEnv(
+            kwargs.pop("dataset"), kwargs.pop("student"), kwargs.pop("loss"), **kwargs
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EnvSpec:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown EnvSpec fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**d)
+
+
+@dataclass
+class FitReport:
+    """What fitting cost and what it logged."""
+
+    student_steps: int = 0
+    """student SGD steps spent (<= the budget)"""
+    wall_time: float = 0.0
+    """seconds"""
+    episodes: int = 0
+    log: list[dict] = field(default_factory=list)
+    """one row per teacher update (episode return, dev objective, ...), for the records"""
+
+
+@dataclass
+class EpisodeResult:
+    """One fresh student taught by a frozen teacher."""
+
+    seed: int
+    steps: list[dict]
+    """per env step: t, student_steps, reward and the env's info metrics"""
+    coeffs: list[np.ndarray]
+    """the loss coefficients used at each env step"""
+    final: dict
+    """whole-split dev and test loss/error of the final student, diverged, wall_time"""
+
+
+class Teacher(ABC):
+    """Base class. Subclasses set ``name`` and implement :meth:`act`; learning teachers override
+    :meth:`fit` and :meth:`state_dict` / :meth:`load_state_dict`."""
+
+    name: ClassVar[str] = "teacher"
+    family: ClassVar[str | None] = None
+    """the loss family this teacher acts on; None = the spec's"""
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    # -- the interface ------------------------------------------------------------------------
+    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+        """The spec this teacher runs on: the given one, with its own loss family if it has one."""
+        family = self.config.get("family", self.family)
+        return spec if family is None else spec.replace(loss=family)
+
+    def fit(
+        self, spec: EnvSpec, budget: int, *, seed: int = 0, callback: Callable | None = None
+    ) -> FitReport:
+        """Learn within `budget` student SGD steps. The base teacher has nothing to learn."""
+        check_budget(budget)
+        return FitReport()
+
+    @abstractmethod
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """An action in [-1, 1]^d for the current observation."""
+
+    def begin_episode(self, env: LossTeachingEnv) -> None:
+        """Called after each reset of a taught episode; stateful teachers reset memory here."""
+
+    def teach(
+        self, spec: EnvSpec, seed: int, *, env: LossTeachingEnv | None = None
+    ) -> EpisodeResult:
+        """Train one fresh student (seed `seed`) from scratch with this teacher frozen."""
+        env = env or self.spec_for(spec).make_env()
+        start = time.perf_counter()
+        obs, info = env.reset(seed=seed)
+        self.begin_episode(env)
+        rows = [{"t": 0, "reward": 0.0, **info}]
+        coeffs = []
+        done = False
+        while not done:
+            action = self.act(obs)
+            coeffs.append(env.family.action_to_coeffs(action).numpy().astype(np.float32))
+            obs, reward, terminated, truncated, info = env.step(action)
+            rows.append({"t": len(rows), "reward": reward, **info})
+            done = terminated or truncated
+        return EpisodeResult(seed, rows, coeffs, final_metrics(env, start, info["diverged"]))
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"name": self.name, "config": self.config, "state": self.state_dict()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Teacher:
+        """Rebuild a saved teacher; works from the base class or the right subclass."""
+        from teachers.registry import make_teacher
+
+        blob = torch.load(Path(path), map_location="cpu", weights_only=False)
+        teacher = make_teacher(blob["name"], **blob["config"])
+        teacher.load_state_dict(blob["state"])
+        return teacher
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+def check_budget(budget: int) -> int:
+    if not isinstance(budget, (int, np.integer)) or budget < 0:
+        raise ValueError(
+            f"budget must be a non-negative number of student SGD steps, got {budget!r}"
+        )
+    return int(budget)
+
+
+def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:
+    """Whole-split dev and test metrics of the env's current student (test reported, never used)."""
+    proc = env.unwrapped.process
+    out = {"diverged": bool(diverged), "student_steps": proc.step}
+    for split in ("dev", "test"):
+        m = proc.evaluate(split)
+        out[f"{split}_loss"], out[f"{split}_error"] = m["loss"], m["error"]
+    out["wall_time"] = time.perf_counter() - start
+    return out

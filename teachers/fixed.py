@@ -1,0 +1,80 @@
+"""Teachers that do not learn: fixed losses and random coefficients.
+
+``ce`` and ``label-smoothing`` switch the env to their own loss family at its default
+coefficients, so the student sees exactly that loss through the same process, optimiser and
+schedule as under every other teacher: differences come from the loss alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+
+
+class FixedTeacher(Teacher):
+    """A constant action (default: the family's default coefficients)."""
+
+    name = "fixed"
+
+    def __init__(self, action: Sequence[float] | None = None, family: str | None = None) -> None:
+        super().__init__(action=None if action is None else list(map(float, action)), family=family)
+        self._action: np.ndarray | None = None if action is None else np.asarray(action, np.float32)
+
+    def begin_episode(self, env) -> None:
+        if self._action is None:
+            self._action = env.family.default_action()
+        else:  # validate shape and values against this env's family once, clearly
+            env.family.validate_action(self._action)
+
+    def fit(self, spec: EnvSpec, budget: int, *, seed: int = 0, callback=None) -> FitReport:
+        check_budget(budget)
+        return FitReport()
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        if self._action is None:
+            raise RuntimeError("FixedTeacher without an action: call begin_episode(env) first")
+        return self._action
+
+
+class CrossEntropyTeacher(FixedTeacher):
+    """Plain cross-entropy (the ``ce`` family at tau = 1)."""
+
+    name = "ce"
+    family = "ce"
+
+    def __init__(self) -> None:
+        super().__init__(family="ce")
+        self.config = {}
+
+
+class LabelSmoothingTeacher(FixedTeacher):
+    """Cross-entropy with label smoothing epsilon (default 0.1)."""
+
+    name = "label-smoothing"
+    family = "label-smoothing"
+
+    def __init__(self, epsilon: float = 0.1) -> None:
+        super().__init__(action=[4 * epsilon - 1], family="label-smoothing")
+        self.config = {"epsilon": epsilon}
+
+
+class RandomTeacher(Teacher):
+    """Uniform random actions in [-1, 1]^d, seeded: the floor any learning teacher must beat."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0, family: str | None = None) -> None:
+        super().__init__(seed=seed, family=family)
+        self._rng = np.random.default_rng(seed)
+        self._dim: int | None = None
+
+    def begin_episode(self, env) -> None:
+        self._dim = env.family.dim
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        if self._dim is None:
+            raise RuntimeError("RandomTeacher: call begin_episode(env) first")
+        return self._rng.uniform(-1.0, 1.0, self._dim).astype(np.float32)
