@@ -20,6 +20,7 @@ in its student SGD steps (:attr:`student_steps`).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -108,6 +109,9 @@ class TeachingProcess:
         self.student_steps = 0
         """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None
+        self.on_step: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None
+        """optional hook, called as on_step(t, w_t, v_t, coeffs) before each step of :meth:`train`:
+        the RMD engine (teachers/rmd.py) records its weight checkpoints through it"""
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
@@ -172,8 +176,11 @@ class TeachingProcess:
         """
         x, y = batch
         buffers = {k: b.clone() for k, b in opt_state.buffers.items()}
-        if differentiable:
-            inputs = params
+        if differentiable:  # w_0 enters as a leaf; later w_t carry the graph back to coeffs
+            inputs = {
+                k: p if p.requires_grad else p.detach().requires_grad_(True)
+                for k, p in params.items()
+            }
         else:
             inputs = {k: p.detach().requires_grad_(True) for k, p in params.items()}
             coeffs = coeffs.detach()
@@ -215,6 +222,8 @@ class TeachingProcess:
         sum_loss = sum_ce = torch.zeros((), device=self.device, dtype=self.dtype)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         for _ in range(steps):
+            if self.on_step is not None:
+                self.on_step(opt_state.step, params, opt_state.velocity, coeffs)
             batch = self.batch(opt_state.step)
             params, opt_state, stats = self.student_step(
                 params, opt_state, batch, coeffs, differentiable=differentiable

@@ -32,11 +32,28 @@ from torch.func import functional_call
 Shape = tuple[int, int, int]
 
 
-class MLP(nn.Module):
-    """Flatten, then Linear-ReLU layers of sizes `hidden`, then a Linear to the logits."""
+MLP_ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "softplus": F.softplus}
 
-    def __init__(self, input_shape: Shape, num_classes: int, hidden: int | tuple[int, ...] = 256):
+
+class MLP(nn.Module):
+    """Flatten, then Linear-activation layers of sizes `hidden`, then a Linear to the logits.
+
+    ``activation`` defaults to ReLU; a smooth one (tanh, softplus) makes the trained weights a
+    smooth function of the loss coefficients, which finite-difference checks of hypergradients
+    need (through ReLU the gradient jumps at kinks, so w_{t+1} is discontinuous in Phi).
+    """
+
+    def __init__(
+        self,
+        input_shape: Shape,
+        num_classes: int,
+        hidden: int | tuple[int, ...] = 256,
+        activation: str = "relu",
+    ):
         super().__init__()
+        if activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {sorted(MLP_ACTIVATIONS)}")
+        self.activation = MLP_ACTIVATIONS[activation]
         hidden = (hidden,) if isinstance(hidden, int) else tuple(hidden)
         sizes = [math.prod(input_shape), *hidden, num_classes]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
@@ -44,7 +61,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = x.flatten(1)
         for layer in self.layers[:-1]:
-            x = F.relu(layer(x))
+            x = self.activation(layer(x))
         return self.layers[-1](x)
 
 

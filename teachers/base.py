@@ -146,7 +146,7 @@ class Teacher(ABC):
         done = False
         while not done:
             action = self.act(obs)
-            coeffs.append(env.family.action_to_coeffs(action).numpy().astype(np.float32))
+            coeffs.append(env.unwrapped.family.action_to_coeffs(action).numpy().astype(np.float32))
             obs, reward, terminated, truncated, info = env.step(action)
             rows.append({"t": len(rows), "reward": reward, **info})
             done = terminated or truncated

@@ -22,12 +22,14 @@ class FixedTeacher(Teacher):
     def __init__(self, action: Sequence[float] | None = None, family: str | None = None) -> None:
         super().__init__(action=None if action is None else list(map(float, action)), family=family)
         self._action: np.ndarray | None = None if action is None else np.asarray(action, np.float32)
+        self._use_default = action is None
 
     def begin_episode(self, env) -> None:
-        if self._action is None:
-            self._action = env.family.default_action()
-        else:  # validate shape and values against this env's family once, clearly
-            env.family.validate_action(self._action)
+        family = env.unwrapped.family
+        if self._use_default:  # the default of *this* env's family, every episode
+            self._action = family.default_action()
+        else:  # validate shape and values against this env's family, clearly
+            family.validate_action(self._action)
 
     def fit(self, spec: EnvSpec, budget: int, *, seed: int = 0, callback=None) -> FitReport:
         check_budget(budget)
@@ -72,9 +74,17 @@ class RandomTeacher(Teacher):
         self._dim: int | None = None
 
     def begin_episode(self, env) -> None:
-        self._dim = env.family.dim
+        self._dim = env.unwrapped.family.dim
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         if self._dim is None:
             raise RuntimeError("RandomTeacher: call begin_episode(env) first")
         return self._rng.uniform(-1.0, 1.0, self._dim).astype(np.float32)
+
+    def state_dict(self) -> dict:
+        # the generator's position, so a saved and reloaded teacher continues the same sequence
+        return {"rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "rng" in state:
+            self._rng.bit_generator.state = state["rng"]

@@ -1,0 +1,391 @@
+"""The comparison grid: teacher x budget x seed, every unit under the same env spec and budget.
+
+For each unit: build a fresh teacher, ``fit`` it within ``budget`` student SGD steps (seed =
+the fitting seed), then ``teach`` ``students_per_seed`` fresh students with the teacher frozen and
+record everything as tidy rows (``analysis.records``).
+
+Taught students get seeds ``student_seed_offset + 1000 * seed + j`` with the offset 2**31: above
+the 31-bit range teachers draw their training students from (REINFORCE draws from [0, 2**31 - 1),
+SB3 uses the fitting seed + i), so no taught student was seen in fitting; and equal across teachers, so teacher A and teacher B teach students with the same initial
+weights and data order for the same seed: the paired differences in ``analysis.tables`` use that.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id
+from envs.losses import LOSSES, unknown_name_error
+from students.data import DATASETS
+from students.models import STUDENTS
+from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
+from teachers.registry import TEACHERS, make_teacher, teacher_class
+
+STUDENT_SEED_OFFSET = 2**31
+MAX_STUDENTS_PER_SEED = 1000
+MAX_COEFF_DIM = 1024
+"""families with more coefficients (dln: 5,000) keep only summaries (coeff_mean/std) in records"""
+# Keys of an env info row that are bookkeeping, not metrics.
+_STEP_KEYS = {"t", "student_steps", "student_seed", "termination_reason", "diverged"}
+_FIT_KEYS = {"episode", "student_steps", "wall_time"}
+
+
+@dataclass
+class Grid:
+    """What to compare; its fields are the ``l2t compare`` options."""
+
+    teachers: list[str]
+    """registry names, e.g. ce, label-smoothing, random, l2t-dlf, reinforce, ppo"""
+    seeds: int = 3
+    """fitting seeds 0..seeds-1; each fits its own teacher (the unit of replication)"""
+    budgets: list[int] = field(default_factory=lambda: [6000])
+    """student SGD steps each teacher may spend fitting; several give quality-vs-budget"""
+    spec: EnvSpec = field(default_factory=EnvSpec)
+    """the environment every teacher is fitted and evaluated on"""
+    students_per_seed: int = 1
+    """fresh students each fitted teacher teaches"""
+    teacher_configs: dict[str, dict] = field(default_factory=dict)
+    """constructor kwargs per teacher name"""
+    student_seed_offset: int = STUDENT_SEED_OFFSET
+
+    def __post_init__(self) -> None:
+        validate_grid(self)
+
+    def units(self) -> list[tuple[str, int, int]]:
+        return [(t, b, s) for b in self.budgets for s in range(self.seeds) for t in self.teachers]
+
+    def student_seed(self, seed: int, j: int) -> int:
+        return self.student_seed_offset + MAX_STUDENTS_PER_SEED * seed + j
+
+    def to_config(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["spec"] = self.spec.to_dict()
+        return out
+
+
+def validate_grid(grid: Grid) -> None:
+    """Every name and number checked before any long work; errors list the valid values."""
+    if not grid.teachers:
+        raise ValueError(f"no teachers given; known: {sorted(TEACHERS)}")
+    for name in grid.teachers:
+        if name not in TEACHERS:
+            raise unknown_name_error("teacher", name, TEACHERS)
+    if len(set(grid.teachers)) != len(grid.teachers):
+        raise ValueError(f"teachers listed twice: {grid.teachers}")
+    unknown = set(grid.teacher_configs) - set(grid.teachers)
+    if unknown:
+        raise ValueError(
+            f"teacher configs given for {sorted(unknown)}, which are not among the teachers "
+            f"{grid.teachers}"
+        )
+    for kind, name, known in (
+        ("dataset", grid.spec.dataset, DATASETS),
+        ("student", grid.spec.student, STUDENTS),
+        ("loss", grid.spec.loss, LOSSES),
+    ):
+        if name not in known:
+            raise unknown_name_error(kind, name, known)
+    _positive("seeds", grid.seeds)
+    _positive("students per seed", grid.students_per_seed)
+    if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
+        raise ValueError(f"students per seed must be <= {MAX_STUDENTS_PER_SEED}")
+    if not grid.budgets:
+        raise ValueError("no budgets given: pass at least one number of student SGD steps")
+    for b in grid.budgets:
+        _positive("budget (student SGD steps)", b)
+
+
+def check_teachers_importable(names: Sequence[str]) -> dict[str, str]:
+    """Teachers whose module cannot be imported, with the reason (empty when all import)."""
+    broken = {}
+    for name in names:
+        try:
+            teacher_class(name)
+        except (ImportError, AttributeError) as err:
+            broken[name] = f"{type(err).__name__}: {err}"
+    return broken
+
+
+def build_teacher(name: str, config: dict[str, Any], seed: int) -> Teacher:
+    """A fresh teacher; a constructor ``seed`` (e.g. the random teacher's) follows the unit's."""
+    config = dict(config)
+    if "seed" in inspect.signature(teacher_class(name)).parameters:
+        config.setdefault("seed", seed)
+    return make_teacher(name, **config)
+
+
+def run_unit(
+    grid: Grid, teacher_name: str, budget: int, seed: int, *, progress: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, Teacher]:
+    """Fit one teacher and teach its students; returns (records, coeffs, fitted teacher)."""
+    teacher = build_teacher(teacher_name, grid.teacher_configs.get(teacher_name, {}), seed)
+    start = time.perf_counter()
+    with tqdm(
+        total=budget, desc=f"fit {teacher_name}", unit="step", leave=False, disable=not progress
+    ) as bar:
+
+        def advance(row: dict) -> None:
+            """Teachers call back once per update with a log row; show the steps spent."""
+            spent = _number(row.get("student_steps"))
+            if spent is not None:
+                bar.update(min(spent, budget) - bar.n)
+
+        report = teacher.fit(grid.spec, budget, seed=seed, callback=advance)
+    fit_wall = time.perf_counter() - start
+    if report.student_steps > budget:
+        warnings.warn(
+            f"teacher {teacher_name!r} spent {report.student_steps} student steps, over its "
+            f"budget of {budget}: its comparison is not at equal budget",
+            stacklevel=2,
+        )
+    results = [
+        teacher.teach(grid.spec, seed=grid.student_seed(seed, j))
+        for j in range(grid.students_per_seed)
+    ]
+    meta = {
+        "teacher": teacher_name,
+        "student": grid.spec.student,
+        "dataset": grid.spec.dataset,
+        "loss": teacher.spec_for(grid.spec).loss,
+        "budget": budget,
+        "seed": seed,
+    }
+    rows = fit_rows(report, fit_wall) + [
+        r for j, res in enumerate(results) for r in episode_rows(res, j)
+    ]
+    for r in rows:
+        r.update(meta, budget_used=report.student_steps)
+    coeff_rows = [r for j, res in enumerate(results) for r in coefficient_rows(res, j)]
+    for r in coeff_rows:
+        r.update(meta)
+    return tidy(rows), tidy(coeff_rows, COEFF_COLUMNS), teacher
+
+
+def fit_rows(report: FitReport, wall_time: float) -> list[dict[str, Any]]:
+    """The teacher's fit log (one row per update, every numeric entry a metric) and its totals."""
+    rows = []
+    for i, entry in enumerate(report.log):
+        step = _number(entry.get("student_steps"))
+        wall = _number(entry.get("wall_time"))
+        episode = int(entry.get("episode", i))
+        for key, value in entry.items():
+            v = _number(value)
+            if key not in _FIT_KEYS and v is not None:
+                rows.append(_row("fit", episode, step, key, v, wall))
+    totals = {
+        "fit_student_steps": report.student_steps,
+        "fit_episodes": report.episodes,
+        "fit_wall_time": wall_time,
+    }
+    for key, value in totals.items():
+        rows.append(_row("fit", -1, report.student_steps, key, value, wall_time))
+    return rows
+
+
+def episode_rows(result: EpisodeResult, episode: int) -> list[dict[str, Any]]:
+    """Per env step: every numeric info metric and coefficient summaries; then the final metrics."""
+    rows = []
+    for info in result.steps:
+        step = info["student_steps"]
+        for key, value in info.items():
+            v = _number(value)
+            if key not in _STEP_KEYS and v is not None:
+                rows.append(_row("teach", episode, step, key, v, math.nan, result.seed))
+    for t, c in enumerate(result.coeffs):
+        start = result.steps[t]["student_steps"]  # coefficients in force from this step on
+        c = np.asarray(c, dtype=np.float64)
+        rows.append(
+            _row("teach", episode, start, "coeff_mean", float(c.mean()), math.nan, result.seed)
+        )
+        rows.append(
+            _row("teach", episode, start, "coeff_std", float(c.std()), math.nan, result.seed)
+        )
+    final = result.final
+    for key, value in final.items():
+        v = _number(value)
+        if key not in {"student_steps", "wall_time"} and v is not None:
+            rows.append(
+                _row(
+                    "final",
+                    episode,
+                    final["student_steps"],
+                    key,
+                    v,
+                    final["wall_time"],
+                    result.seed,
+                )
+            )
+    rows.append(
+        _row(
+            "final",
+            episode,
+            final["student_steps"],
+            "teach_wall_time",
+            final["wall_time"],
+            final["wall_time"],
+            result.seed,
+        )
+    )
+    return rows
+
+
+def coefficient_rows(result: EpisodeResult, episode: int) -> list[dict[str, Any]]:
+    """Each coefficient of each action, one row each (skipped for families above MAX_COEFF_DIM)."""
+    rows = []
+    for t, c in enumerate(result.coeffs):
+        c = np.asarray(c).ravel()
+        if c.size > MAX_COEFF_DIM:
+            return []
+        start = result.steps[t]["student_steps"]
+        rows += [
+            {
+                "student_seed": result.seed,
+                "episode": episode,
+                "t": t + 1,
+                "step": start,
+                "index": i,
+                "value": float(v),
+            }
+            for i, v in enumerate(c)
+        ]
+    return rows
+
+
+def prepare(grid: Grid, out: str | Path, *, download: bool = False) -> RecordStore:
+    """Everything that can fail on bad input, before any long work: teachers importable and
+    constructible with their configs, the dataset present (fetched once with `download`), the env
+    buildable, `out` compatible with the records already there."""
+    broken = check_teachers_importable(grid.teachers)
+    if broken:
+        lines = "\n".join(f"  {k}: {v}" for k, v in broken.items())
+        raise ValueError(f"these teachers are registered but cannot be loaded:\n{lines}")
+    for name in grid.teachers:
+        try:
+            build_teacher(name, grid.teacher_configs.get(name, {}), seed=0)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"teacher {name!r} rejects its config: {err}") from err
+    grid.spec.make_env(download=download)
+    store = RecordStore(out)
+    store.open(grid.to_config())
+    return store
+
+
+def run_pending(
+    grid: Grid,
+    store: RecordStore,
+    *,
+    progress: bool = True,
+    workers: int = 1,
+    threads: int = 1,
+) -> RecordStore:
+    """Run every unit not already complete in `store`, writing each as it finishes.
+
+    Units are independent, so ``workers > 1`` runs them in that many processes (spawned, each
+    with `threads` torch threads); each worker writes its own unit files, so resuming works the
+    same. Results do not depend on `workers`: a unit's seeds fix everything it computes.
+    """
+    units = grid.units()
+    todo = [u for u in units if not store.is_complete(unit_id(*u))]
+    bar = tqdm(total=len(todo), desc="units", unit="unit", disable=not progress)
+    if len(todo) < len(units) and progress:
+        bar.write(f"resuming {store.root}: {len(units) - len(todo)} unit(s) already complete")
+    if workers <= 1 or len(todo) <= 1:
+        for unit in todo:
+            bar.set_postfix_str(unit_id(*unit))
+            _named(complete_unit, grid, store.root, unit, unit=unit, progress=progress)
+            bar.update()
+    else:
+        spawn = multiprocessing.get_context("spawn")  # no fork of a process that holds torch
+        pool = ProcessPoolExecutor(
+            workers, mp_context=spawn, initializer=torch.set_num_threads, initargs=(threads,)
+        )
+        try:
+            futures = {pool.submit(complete_unit, grid, store.root, u): u for u in todo}
+            for future in as_completed(futures):
+                _named(future.result, unit=futures[future])
+                bar.set_postfix_str(unit_id(*futures[future]))
+                bar.update()
+        finally:  # on an error or Ctrl-C, do not start the queued units
+            pool.shutdown(wait=True, cancel_futures=True)
+    bar.close()
+    return store
+
+
+def complete_unit(
+    grid: Grid, root: str | Path, unit: tuple[str, int, int], *, progress: bool = False
+) -> str:
+    """Run one unit and write it (teacher file, coefficients, then records: the done-marker)."""
+    store = RecordStore(root)
+    uid = unit_id(*unit)
+    records, coeffs, teacher = run_unit(grid, *unit, progress=progress)
+    teacher.save(store.teacher_path(uid))
+    store.write_unit(uid, records, coeffs)
+    return uid
+
+
+def _named(fn: Callable, *args: Any, unit: tuple[str, int, int], **kw: Any) -> Any:
+    """Call `fn`; an exception says which unit failed (the rest of the grid is resumable)."""
+    try:
+        return fn(*args, **kw)
+    except Exception as err:
+        raise RuntimeError(
+            f"unit {unit_id(*unit)} failed ({type(err).__name__}: {err}); units completed so far "
+            f"are kept: fix the cause and re-run the same command to resume"
+        ) from err
+
+
+def run_grid(
+    grid: Grid, out: str | Path, *, progress: bool = True, workers: int = 1
+) -> RecordStore:
+    """:func:`prepare` then :func:`run_pending`: the whole comparison, resumable."""
+    return run_pending(grid, prepare(grid, out), progress=progress, workers=workers)
+
+
+def _positive(what: str, value: Any) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{what} must be a positive integer, got {value!r}")
+
+
+def _number(value: Any) -> float | None:
+    """A float for numeric values (bools included, as 0/1); None for anything else."""
+    if isinstance(value, (bool, np.bool_)):
+        return float(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    if isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 0:
+        return float(value)  # a fit log's 0-d tensor: read once per row, outside any hot loop
+    return None
+
+
+def _row(
+    phase: str,
+    episode: int,
+    step: float | None,
+    metric: str,
+    value: float,
+    wall_time: float | None,
+    student_seed: int = -1,
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "episode": episode,
+        "step": math.nan if step is None else float(step),
+        "metric": metric,
+        "value": float(value),
+        "wall_time": math.nan if wall_time is None else float(wall_time),
+        "student_seed": student_seed,
+    }

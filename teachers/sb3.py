@@ -1,0 +1,275 @@
+"""PPO and A2C teachers from stable-baselines3, on the registered LossTeachingEnv.
+
+The env is SB3's own vector env over ``spec.make_env`` (``DummyVecEnv`` of ``Monitor``-wrapped
+envs: students are trained in-process, so subprocesses would only add pickling) under
+``VecNormalize(norm_obs=True, norm_reward=False)``: observations are standardised with running
+statistics while fitting; those statistics are saved with the teacher and used, frozen, in
+:meth:`act`. Rewards are left alone: an episode's return stays "final minus initial dev accuracy".
+
+Budget, in student SGD steps: one env step costs ``spec.interval`` of them, and SB3 learns in whole
+rollouts of ``n_steps * n_envs`` env steps, so
+
+    total_timesteps = floor(budget / interval / rollout) * rollout     (<= budget / interval)
+
+and the budget holds exactly. ``n_steps`` (when not given) is derived from the budget,
+
+    n_steps = clip(budget / interval / (min_updates * n_envs), 2, algorithm default)
+
+so that a small budget still completes ``min_updates`` policy updates (PPO's default rollout of
+2,048 env steps is 102,400 student steps at interval 50; A2C keeps its default of 5).
+
+Cost: on the default spec (mnist5k, mlp, 12 x 50) a budget of 12,000 student steps (240 env steps,
+20 episodes; PPO 4 rollouts of 60, A2C 48 of 5) fits in 45-50 s on 2 CPU cores shared with other
+jobs (load ~6), nearly all of it student training (/tmp/p5/sanity.py in issue 5's report).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+from stable_baselines3 import A2C, PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+from teachers.reinforce import student_steps_of
+
+
+class _Recorder(BaseCallback):
+    """Logs one row per rollout (completed episodes' returns, student steps spent) and forwards
+    it to the user's callback; a callback returning False stops learning at the next env step."""
+
+    def __init__(self, envs: list, report: FitReport, user: Callable | None, start: float) -> None:
+        super().__init__()
+        self.envs, self.report, self.user, self.start = envs, report, user, start
+        self.returns: list[float] = []
+        self.go_on = True
+
+    def _on_step(self) -> bool:
+        for info in self.locals["infos"]:
+            if "episode" in info:  # Monitor's record of a finished episode
+                self.returns.append(float(info["episode"]["r"]))
+                self.report.episodes += 1
+        return self.go_on
+
+    def _on_rollout_end(self) -> None:
+        row = {
+            "rollout": len(self.report.log) + 1,
+            "env_steps": int(self.num_timesteps),
+            "student_steps": sum(student_steps_of(e) for e in self.envs),
+            "episodes": self.report.episodes,
+            "mean_return": float(np.mean(self.returns)) if self.returns else float("nan"),
+            "episode_returns": self.returns,
+            "wall_time": time.perf_counter() - self.start,
+        }
+        self.returns = []
+        self.report.log.append(row)
+        if self.user is not None and self.user(row) is False:
+            self.go_on = False
+
+
+def largest_divisor_at_most(n: int, cap: int) -> int:
+    """PPO's minibatch: the largest divisor of the rollout size <= cap, so no minibatch is ragged."""
+    return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+class SB3Teacher(Teacher):
+    """Shared base of the SB3 teachers: subclasses name the algorithm and its default rollout.
+
+    Config (constructor kwargs, recorded in ``self.config``):
+        family: loss family acted on ('compact' default, 'bilinear', ...; None = the spec's).
+        n_envs: env copies in the DummyVecEnv (each trains its own student).
+        n_steps: env steps per env per rollout; None = derived from the budget (module docstring).
+        min_updates: policy updates a budget must allow when n_steps is derived.
+        log_std_init: initial log sigma of the Gaussian policy (SB3's default is 0: sigma = 1,
+            half the [-1, 1] box; -0.5 explores a little less).
+        net_arch: hidden layers of the policy and value networks.
+        device: where SB3 runs its (small) networks; 'cpu' is fastest for MLP policies.
+        progress_bar: SB3's progress bar (tqdm + rich) during fit.
+        algo_kwargs: any other keyword for the SB3 algorithm (learning_rate, gamma, n_epochs, ...).
+    """
+
+    algo: ClassVar[type[BaseAlgorithm]]
+    default_n_steps: ClassVar[int]
+
+    def __init__(
+        self,
+        family: str | None = "compact",
+        n_envs: int = 1,
+        n_steps: int | None = None,
+        min_updates: int = 4,
+        log_std_init: float = -0.5,
+        net_arch: list[int] | None = None,
+        device: str = "cpu",
+        progress_bar: bool = False,
+        verbose: int = 0,
+        algo_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if n_envs < 1 or min_updates < 1 or (n_steps is not None and n_steps < 2):
+            raise ValueError(
+                f"need n_envs >= 1, min_updates >= 1 and n_steps >= 2 (or None), got "
+                f"n_envs={n_envs}, min_updates={min_updates}, n_steps={n_steps}"
+            )
+        net_arch = [64, 64] if net_arch is None else list(map(int, net_arch))
+        super().__init__(
+            family=family,
+            n_envs=n_envs,
+            n_steps=n_steps,
+            min_updates=min_updates,
+            log_std_init=log_std_init,
+            net_arch=net_arch,
+            device=device,
+            progress_bar=progress_bar,
+            verbose=verbose,
+            algo_kwargs=dict(algo_kwargs or {}),
+        )
+        self.model: BaseAlgorithm | None = None
+        self.obs_stats: dict[str, Any] | None = None
+        """VecNormalize's observation statistics (mean, var, epsilon, clip_obs), frozen for act"""
+
+    def rollout_steps(self, budget: int, interval: int) -> int:
+        """n_steps per env: as given, or derived from the budget (module docstring)."""
+        if self.config["n_steps"] is not None:
+            return self.config["n_steps"]
+        per_update = budget // interval // (self.config["min_updates"] * self.config["n_envs"])
+        return int(np.clip(per_update, 2, self.default_n_steps))
+
+    def _algo_kwargs(self, rollout: int) -> dict[str, Any]:
+        return {}
+
+    # -- learning -----------------------------------------------------------------------------
+    def fit(
+        self,
+        spec: EnvSpec,
+        budget: int,
+        *,
+        seed: int = 0,
+        callback: Callable[[dict], bool | None] | None = None,
+    ) -> FitReport:
+        """Learn with SB3 for exactly ``total_timesteps`` env steps (module docstring).
+
+        `callback(row)` sees one row per rollout; returning False stops learning.
+        """
+        budget = check_budget(budget)
+        start = time.perf_counter()
+        spec = self.spec_for(spec)
+        cfg = self.config
+        envs: list = []
+
+        def make_env():
+            env = spec.make_env()
+            envs.append(env)
+            return Monitor(env)
+
+        venv = VecNormalize(
+            DummyVecEnv([make_env] * cfg["n_envs"]),
+            norm_obs=True,
+            norm_reward=False,
+            gamma=cfg["algo_kwargs"].get("gamma", 0.99),
+        )
+        n_steps = self.rollout_steps(budget, spec.interval)
+        rollout = n_steps * cfg["n_envs"]
+        total_timesteps = budget // spec.interval // rollout * rollout
+        kwargs = {
+            "n_steps": n_steps,
+            "policy_kwargs": {"log_std_init": cfg["log_std_init"], "net_arch": cfg["net_arch"]},
+            **self._algo_kwargs(rollout),
+            **cfg["algo_kwargs"],
+        }
+        self.model = self.algo(
+            "MlpPolicy", venv, seed=seed, device=cfg["device"], verbose=cfg["verbose"], **kwargs
+        )
+        # training students get their own seed stream, away from the evaluation seeds 0, 1, ...
+        venv.seed(int(np.random.default_rng([seed, 0x5EED]).integers(2**31 - 1)))
+        report = FitReport()
+        self.model.learn(
+            total_timesteps,
+            callback=_Recorder(envs, report, callback, start),
+            progress_bar=cfg["progress_bar"],
+        )
+        rms = venv.obs_rms
+        self.obs_stats = {
+            "mean": rms.mean.copy(),
+            "var": rms.var.copy(),
+            "count": float(rms.count),
+            "epsilon": venv.epsilon,
+            "clip_obs": venv.clip_obs,
+        }
+        report.student_steps = sum(student_steps_of(e) for e in envs)
+        report.wall_time = time.perf_counter() - start
+        venv.close()
+        self.model.env = None  # drop the students and their data; act needs only the policy
+        return report
+
+    # -- acting -------------------------------------------------------------------------------
+    def normalize(self, observation: np.ndarray) -> np.ndarray:
+        """VecNormalize._normalize_obs with the statistics frozen at the end of fit."""
+        s = self.obs_stats
+        obs = np.asarray(observation, dtype=np.float32)
+        if obs.shape != s["mean"].shape:
+            raise ValueError(
+                f"expected one observation of shape {s['mean'].shape}, got {obs.shape}"
+            )
+        z = (obs - s["mean"]) / np.sqrt(s["var"] + s["epsilon"])
+        return np.clip(z, -s["clip_obs"], s["clip_obs"]).astype(np.float32)
+
+    def begin_episode(self, env) -> None:
+        self._require_model()
+        want = self.model.action_space.shape
+        if env.action_space.shape != want:
+            raise ValueError(
+                f"this teacher was fitted for actions of shape {want}, the env takes "
+                f"{env.action_space.shape}; teach on the family it was fitted on "
+                f"({self.config['family']!r})"
+            )
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        """The policy's deterministic (mean) action, clipped to the box by SB3."""
+        self._require_model()
+        action, _ = self.model.predict(self.normalize(observation), deterministic=True)
+        return np.asarray(action, dtype=np.float32)
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no policy yet: call fit(...) or load(...)"
+            )
+
+    # -- persistence --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        if self.model is None:
+            return {}
+        buf = io.BytesIO()
+        self.model.save(buf)  # SB3's own zip format, kept as bytes inside the teacher's file
+        return {"sb3_zip": buf.getvalue(), "obs_stats": self.obs_stats}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.model = self.algo.load(io.BytesIO(state["sb3_zip"]), device=self.config["device"])
+        self.obs_stats = state["obs_stats"]
+
+
+class PPOTeacher(SB3Teacher):
+    """SB3's PPO (clip 0.2, GAE 0.95, 10 epochs); minibatches divide the rollout."""
+
+    name = "ppo"
+    algo = PPO
+    default_n_steps = 2048
+
+    def _algo_kwargs(self, rollout: int) -> dict[str, Any]:
+        return {"batch_size": largest_divisor_at_most(rollout, 64)}
+
+
+class A2CTeacher(SB3Teacher):
+    """SB3's A2C (RMSprop, one update per 5-step rollout by default)."""
+
+    name = "a2c"
+    algo = A2C
+    default_n_steps = 5

@@ -1,0 +1,195 @@
+"""The L2T-DLF teacher: gradients reach every parameter, budgets hold, selection is dev-only,
+save/load round-trips, memory and time stay flat, and fitted teachers teach fresh students."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import envs.process
+from envs.process import TeachingProcess
+from students.data import load_dataset
+from teachers.base import EnvSpec, Teacher
+from teachers.l2t_dlf import L2TDLFTeacher
+from teachers.registry import make_teacher
+
+# a small student so that an episode (3 x 5 steps) takes milliseconds; real data, real env
+SPEC = EnvSpec(horizon=3, interval=5, device="cpu", student_kwargs={"hidden": 16})
+
+
+def fresh(form="attention", **kw) -> tuple[L2TDLFTeacher, object]:
+    teacher = L2TDLFTeacher(form=form, **kw)
+    env = teacher.spec_for(SPEC).make_env()
+    teacher.build(env.observation_space.shape[0], env.family.dim)
+    return teacher, env
+
+
+@pytest.mark.parametrize("form", ["attention", "mlp"])
+def test_every_parameter_gets_a_nonzero_hypergradient_at_init(form):
+    teacher, env = fresh(form)
+    before = {k: p.detach().clone() for k, p in teacher.params.items()}
+    opt = torch.optim.SGD(list(teacher.params.values()), lr=0.0)
+    (row,) = teacher.train_episode(env, seed=0, opt=opt)
+    assert row["updated"] and row["grad_norm"] > 0
+    for name, p in teacher.params.items():
+        assert p.grad is not None, name
+        # every entry of V / W1 feeds the state pathway: none may be stuck at exactly zero
+        assert (p.grad != 0).float().mean() > 0.5, name
+        torch.testing.assert_close(p.detach(), before[name])  # lr 0: the update left theta
+
+
+def test_action_is_valid_and_maps_to_coefficients_affinely():
+    teacher, env = fresh()
+    obs, _ = env.reset(seed=0)
+    a = teacher.act(obs)
+    assert a.shape == (env.family.dim,) and a.dtype == np.float32
+    assert np.all(np.abs(a) <= 1.0)
+    # near the family's default loss at initialisation (memory = small noise around 0)
+    assert np.abs(a - env.family.default_action()).max() < 0.2
+    center, half = env.family._center_and_half_range()
+    coeffs = env.family.action_to_coeffs(a)
+    torch.testing.assert_close(coeffs, center + half * torch.as_tensor(a, dtype=torch.float64))
+    # attention over distinct memories: different states give different losses
+    obs2 = obs.copy()
+    obs2[0] = 1.0
+    assert not np.allclose(teacher.act(obs2), a)
+
+
+def test_fit_respects_budget_selects_on_dev_only_and_records(monkeypatch):
+    evaluated = []
+    original = TeachingProcess.evaluate
+
+    def guarded(self, split="dev"):
+        evaluated.append(split)
+        if split == "test":
+            raise AssertionError("the teacher looked at test data while fitting")
+        return original(self, split)
+
+    monkeypatch.setattr(TeachingProcess, "evaluate", guarded)
+    teacher = make_teacher("l2t-dlf", select_every=2, select_seeds=1)
+    budget = 7 * SPEC.episode_steps + 3  # not a multiple of the episode
+    report = teacher.fit(SPEC, budget, seed=1)
+    assert report.student_steps <= budget
+    assert report.student_steps >= budget - SPEC.episode_steps - 3
+    assert report.wall_time > 0 and report.episodes >= 3
+    assert set(evaluated) == {"dev"}
+    selects = [r for r in report.log if r["kind"] == "select"]
+    assert selects[0]["updates"] == 0  # the untrained teacher is a candidate
+    assert len(selects) >= 2
+    best = [r for r in selects if r.get("best")][-1]
+    assert teacher.best_dev_error == pytest.approx(best["dev_error"])
+    assert min(r["dev_error"] for r in selects) == pytest.approx(teacher.best_dev_error)
+    train = [r for r in report.log if r["kind"] == "train"]
+    assert all(r["updated"] for r in train)
+    assert [r["seed"] for r in train] == sorted({r["seed"] for r in train})  # fresh students
+
+
+def test_budget_below_one_episode_fits_nothing():
+    teacher = make_teacher("l2t-dlf")
+    report = teacher.fit(SPEC, SPEC.episode_steps - 1)
+    assert report.student_steps == 0 and report.episodes == 0
+    with pytest.raises(ValueError, match="budget"):
+        teacher.fit(SPEC, -1)
+
+
+def test_truncated_windows_update_once_per_window():
+    teacher, env = fresh(window=1)
+    opt = torch.optim.Adam(list(teacher.params.values()), lr=1e-3)
+    rows = teacher.train_episode(env, seed=0, opt=opt)
+    assert len(rows) == SPEC.horizon and all(r["updated"] for r in rows)
+
+
+def test_memory_and_step_time_do_not_grow_across_episodes():
+    teacher = make_teacher("l2t-dlf", select_every=100, select_seeds=1)
+    spec = SPEC.replace(horizon=4, interval=10, student_kwargs={"hidden": 64})
+    report = teacher.fit(spec, 11 * spec.episode_steps)
+    train = [r for r in report.log if r["kind"] == "train"]
+    assert len(train) == 10
+    rss = [r["rss_mb"] for r in train]
+    times = [r["episode_time"] for r in train]
+    tape = {r["tape_mb"] for r in train}
+    assert len(tape) == 1  # the same checkpoints per episode
+    # later episodes hold no more memory than the early ones (a leaked tape would add
+    # tape_mb per episode) and do not slow down (medians: the machine is shared)
+    assert rss[-1] - rss[2] < 2 * max(tape) + 4.0
+    assert np.median(times[-4:]) < 2.0 * np.median(times[1:5]) + 0.05
+
+
+@pytest.mark.parametrize("form", ["attention", "mlp"])
+def test_save_load_round_trip(tmp_path, form):
+    teacher = make_teacher("l2t-dlf", form=form, select_seeds=1)
+    teacher.fit(SPEC, 3 * SPEC.episode_steps)
+    teacher.save(tmp_path / "t.pt")
+    loaded = Teacher.load(tmp_path / "t.pt")
+    assert isinstance(loaded, L2TDLFTeacher) and loaded.config == teacher.config
+    obs = np.random.default_rng(0).uniform(-1, 1, teacher._obs_dim()).astype(np.float32)
+    np.testing.assert_array_equal(loaded.act(obs), teacher.act(obs))
+    assert loaded.best_dev_error == teacher.best_dev_error
+
+
+def test_teaches_a_fresh_mnist5k_mlp_student():
+    teacher = make_teacher("l2t-dlf", select_seeds=1)
+    spec = SPEC.replace(student_kwargs={})  # the registered default student, 784-256-10
+    teacher.fit(spec, 2 * spec.episode_steps)
+    result = teacher.teach(spec, seed=0)
+    assert len(result.steps) == spec.horizon + 1 and len(result.coeffs) == spec.horizon
+    assert result.final["student_steps"] == spec.episode_steps
+    assert 0.0 <= result.final["test_error"] < 0.9  # it learned something in 15 steps
+    # dynamic: the coefficients follow the state
+    assert not np.allclose(result.coeffs[0], result.coeffs[-1])
+
+
+def test_teaches_resnet8_on_generated_cifar(tmp_path, monkeypatch):
+    from fake_datasets import accept_fake_cifar, write_fake_cifar
+
+    write_fake_cifar(tmp_path, 200, 40)
+    accept_fake_cifar(monkeypatch)
+    # the CIFAR default dev split (5,000) exceeds the fake data; a small one, same code path
+    monkeypatch.setattr(envs.process, "load_dataset", functools.partial(load_dataset, dev_size=40))
+    spec = EnvSpec(
+        dataset="cifar10",
+        student="resnet8",
+        data_root=str(tmp_path),
+        horizon=2,
+        interval=2,
+        batch_size=16,
+        dev_subset=32,
+        device="cpu",
+    )
+    teacher = make_teacher("l2t-dlf", select_seeds=1, checkpoint_every=2)
+    report = teacher.fit(spec, 2 * spec.episode_steps)
+    assert report.episodes == 1
+    train = [r for r in report.log if r["kind"] == "train"]
+    assert train[0]["updated"] and train[0]["grad_norm"] > 0
+    result = teacher.teach(spec, seed=0)
+    assert result.final["student_steps"] == spec.episode_steps
+    assert np.isfinite(result.final["test_loss"])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"form": "transformer"}, "unknown teacher form"),
+        ({"family": "ce"}, "bilinear"),
+        ({"memory": 0}, "memory"),
+        ({"window": 0}, "window"),
+        ({"objective": "accuracy"}, "dev objective"),
+        ({"teacher_lr": -1.0}, "positive"),
+    ],
+)
+def test_bad_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        L2TDLFTeacher(**kwargs)
+
+
+def test_bad_use_raises():
+    with pytest.raises(RuntimeError, match="fit"):
+        L2TDLFTeacher().act(np.zeros(12, np.float32))
+    teacher, _ = fresh()
+    with pytest.raises(ValueError, match="features"):
+        teacher.act(np.zeros(5, np.float32))
+    with pytest.raises(ValueError, match="parameters"):
+        L2TDLFTeacher(form="mlp").load_state_dict(teacher.state_dict())

@@ -1,0 +1,267 @@
+"""L2T-DLN teacher: sizes, the look-ahead hypergradient against finite differences, the commit
+against the process's own training, memory and step time flat, budgets, save/load, the rows."""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from envs.losses import make_loss
+from envs.process import TeachingProcess
+from students.data import from_tensors
+from students.optim import SGDConfig
+from teachers.base import EnvSpec, Teacher
+from teachers.l2t_dln import (
+    CoordinateLSTM,
+    L2TDLNTeacher,
+    bce_warm_start,
+    lookahead_hypergradient,
+    preprocess,
+)
+from teachers.registry import make_teacher
+
+
+def tiny_spec(**kw) -> EnvSpec:
+    base = dict(
+        student_kwargs={"hidden": 16},
+        horizon=2,
+        interval=10,
+        batch_size=16,
+        dev_subset=64,
+        device="cpu",
+    )
+    return EnvSpec(**{**base, **kw})
+
+
+def lstm_size(n_in: int, hidden: int = 64) -> int:
+    """Parameters of LSTMCells n_in -> h -> h -> h -> 1: 4 o (i + o) weights + 8 o biases each."""
+    sizes = [n_in, hidden, hidden, hidden, 1]
+    return sum(4 * o * (i + o) + 8 * o for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_parameter_counts():
+    assert make_loss("dln", 10).dim == 4 * 40 + 3 * 40 * 40 + 40 == 5000
+    assert n_params(L2TDLNTeacher().lstm) == lstm_size(2) == 84_236  # the notes' "about 84k"
+    assert n_params(L2TDLNTeacher(student_features=True).lstm) == lstm_size(2 + 12)
+
+
+def test_preprocessing_known_values():
+    p = 10.0
+    g = torch.tensor([1.0, -math.exp(-5.0), 1e-6, 0.0], dtype=torch.float64)
+    out = preprocess(g, p)
+    expected = torch.tensor(
+        [[0.0, 1.0], [-0.5, -1.0], [-1.0, math.exp(p) * 1e-6], [-1.0, 0.0]], dtype=torch.float64
+    )
+    torch.testing.assert_close(out, expected)
+
+
+def test_identity_start_emits_zero_update():
+    lstm = CoordinateLSTM(identity_start=True)
+    g = torch.randn(50)
+    delta, state = lstm(g, lstm.initial_state(50, torch.float32, "cpu"))
+    assert torch.equal(delta, torch.zeros(50))
+    delta.sum().backward()  # ... yet psi gets a gradient through the zeroed cell
+    assert lstm.cells[-1].weight_ih.grad.abs().sum() > 0
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError, match="lookahead"):
+        L2TDLNTeacher(lookahead=0)
+    with pytest.raises(ValueError, match="warm_start"):
+        L2TDLNTeacher(warm_start="ce-ish")
+    with pytest.raises(ValueError, match="dln_step"):
+        L2TDLNTeacher(dln_step=float("nan"))
+    with pytest.raises(TypeError):
+        L2TDLNTeacher(no_such_option=1)
+
+
+def test_warm_start_is_a_loss_that_rewards_the_true_class():
+    """g(s_y, s_j) falls as the true score rises and rises with the rival score."""
+    family = make_loss("dln", 10)
+    phi = bce_warm_start(10)
+    y = torch.zeros(1, dtype=torch.long)
+    good = torch.tensor([[3.0] + [-3.0] * 9], dtype=torch.float64)
+    bad = torch.tensor([[-3.0] + [3.0] * 9], dtype=torch.float64)
+    assert family(good, y, phi) < family(bad, y, phi)
+
+
+def _dev_after(proc: TeachingProcess, coeffs: torch.Tensor, steps: int) -> torch.Tensor:
+    proc.reset(0)
+    proc.train(coeffs, steps)
+    return proc.dev_objective(kind="ce")
+
+
+def test_lookahead_hypergradient_matches_central_finite_differences():
+    """d CE_val(theta^(K)(phi)) / d phi through K momentum-SGD steps under the DLN, float64.
+
+    A tanh student (no kinks in the student); eps is small enough that no LeakyReLU unit of the
+    DLN changes side between phi +- eps d on these seeded batches."""
+    proc = TeachingProcess(
+        "mnist5k",
+        "mlp",
+        "dln",
+        batch_size=8,
+        dev_subset=32,
+        device="cpu",
+        dtype=torch.float64,
+        optim=SGDConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, total_steps=20),
+        student_kwargs={"hidden": 8, "activation": "tanh"},
+    )
+    phi = bce_warm_start(10).double()
+    steps = 3
+    proc.reset(0)
+    grad, val = lookahead_hypergradient(proc, phi, steps)
+    assert proc.step == 0  # the look-ahead leaves the student where it was
+    torch.testing.assert_close(val, _dev_after(proc, phi, steps))  # and trained the same student
+    gen = torch.Generator().manual_seed(0)
+    eps = 1e-7
+    for d in torch.randn(3, phi.numel(), generator=gen, dtype=torch.float64):
+        d = d / d.norm()
+        with torch.no_grad():
+            fd = (
+                _dev_after(proc, phi + eps * d, steps) - _dev_after(proc, phi - eps * d, steps)
+            ) / (2 * eps)
+        analytic = grad @ d
+        assert abs(analytic - fd) <= 1e-4 * abs(fd), (float(analytic), float(fd))
+
+
+def _bn_data():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 3, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g)
+    return from_tensors(x[:80], y[:80], x[80:], y[80:], num_classes=10, dev_size=16)
+
+
+def test_commit_equals_training_under_the_new_dln_with_batchnorm():
+    """Stage 3's committed student (weights, momentum, BatchNorm buffers, step) is the student the
+    process's own fast path trains under phi_{t+1}; the look-ahead is counted in the budget."""
+    data = _bn_data()
+    teacher = L2TDLNTeacher(lookahead=2, identity_start=False)
+    family = make_loss("dln", 10, action_range=4.0)
+    a, b = (
+        TeachingProcess(data, "resnet8", family, batch_size=16, dev_subset=16, device="cpu")
+        for _ in range(2)
+    )
+    a.reset(1)
+    b.reset(1)
+    teacher.start_run(a)
+    phi0 = teacher.phi.clone()
+    row = teacher._fit_iteration(a, 2)
+    assert not row["diverged"]
+    assert not torch.equal(teacher.phi, phi0)  # the DLN moved ...
+    assert (teacher.phi - phi0).abs().max() <= teacher.cfg.dln_step  # ... by at most alpha
+    b.train(teacher.phi, 2)
+    assert a.step == b.step == 2 and a.student_steps == 4 and b.student_steps == 2
+    for mine, theirs in ((a.params, b.params), (a.velocity, b.velocity), (a.buffers, b.buffers)):
+        for k in theirs:
+            torch.testing.assert_close(mine[k], theirs[k], atol=1e-5, rtol=1e-4)
+            assert mine[k].grad_fn is None
+    tracked = [v for k, v in a.buffers.items() if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(v) == 2 for v in tracked)  # BatchNorm saw the 2 committed steps
+    torch.testing.assert_close(a.dev_subset_metrics(), b.dev_subset_metrics())
+
+
+def test_dln_changes_after_a_teacher_step_and_nothing_keeps_a_graph():
+    """With the identity start, the first iteration leaves phi alone and teaches psi; the second
+    moves phi. Afterwards no tensor the teacher or the student keeps is part of a graph."""
+    teacher = L2TDLNTeacher(lookahead=5)
+    spec = tiny_spec()
+    env = teacher.spec_for(spec).make_env()
+    env.reset(seed=0)
+    teacher.begin_episode(env)
+    proc = env.unwrapped.process
+    phi0 = teacher.phi.clone()
+    psi0 = [p.detach().clone() for p in teacher.lstm.parameters()]
+    teacher._fit_iteration(proc, 5)
+    assert torch.equal(teacher.phi, phi0)
+    assert any(not torch.equal(p, q) for p, q in zip(teacher.lstm.parameters(), psi0, strict=True))
+    teacher._fit_iteration(proc, 5)
+    assert not torch.equal(teacher.phi, phi0)
+    kept = [teacher.phi, *(t for hc in teacher.memory for t in hc), *proc.params.values()]
+    assert all(t.grad_fn is None and not t.requires_grad for t in kept)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_memory_and_step_time_flat_across_iterations():
+    """A graph or history kept per iteration would add ~MBs and time per iteration here."""
+    teacher = L2TDLNTeacher(lookahead=5)
+    spec = tiny_spec(student_kwargs={"hidden": 64}, horizon=1, interval=400)
+    env = teacher.spec_for(spec).make_env()
+    env.reset(seed=0)
+    teacher.begin_episode(env)
+    proc = env.unwrapped.process
+    times, rss = [], []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        teacher._fit_iteration(proc, 5)
+        times.append(time.perf_counter() - t0)
+        rss.append(_rss_mb())
+    # keeping each iteration's LSTM graph adds ~5 MB per iteration here (checked by hand)
+    assert rss[-1] - rss[9] < 15.0, rss
+    early, late = np.median(times[3:10]), np.median(times[-7:])
+    assert late < 2.0 * early, (early, late)  # a graph chained over iterations grows linearly
+
+
+def test_fit_respects_the_budget_and_resets_each_run():
+    teacher = L2TDLNTeacher(lookahead=5)
+    spec = tiny_spec()  # 20-step runs: 4 iterations, each 5 look-ahead + 5 committed steps
+    report = teacher.fit(spec, 95, seed=0)
+    assert report.student_steps == 90  # 2 whole runs and 1 iteration; the next would overrun
+    assert report.episodes == 3
+    assert [r["episode"] for r in report.log] == [0] * 4 + [1] * 4 + [2]
+    assert [r["step"] for r in report.log] == [5, 10, 15, 20] * 2 + [5]
+    assert [r["student_steps"] for r in report.log] == list(range(10, 100, 10))
+    assert teacher.fit(spec, 9).student_steps == 0
+    with pytest.raises(ValueError, match="budget"):
+        teacher.fit(spec, -1)
+
+
+def test_teach_rows_match_the_base_teacher_and_act_expresses_the_dln():
+    spec = tiny_spec()
+    teacher = L2TDLNTeacher(lookahead=4, identity_start=False)  # moves phi from the start
+    result = teacher.teach(spec, seed=3)
+    base = make_teacher("ce").teach(spec, seed=3)
+    assert [set(r) for r in result.steps] == [set(r) for r in base.steps]
+    assert [r["student_steps"] for r in result.steps] == [0, 10, 20]
+    assert len(result.coeffs) == spec.horizon and result.coeffs[0].shape == (5000,)
+    assert not np.array_equal(result.coeffs[0], result.coeffs[1])
+    assert result.final["student_steps"] == spec.episode_steps and not result.final["diverged"]
+    assert np.isclose(
+        sum(r["reward"] for r in result.steps),
+        result.steps[-1]["dev_accuracy"] - result.steps[0]["dev_accuracy"],
+    )
+    env = teacher.spec_for(spec).make_env()
+    action = teacher.act(np.zeros(12, np.float32))
+    assert action.shape == (5000,) and action.dtype == np.float32 and np.abs(action).max() <= 1
+    back = env.family.action_to_coeffs(action).float()
+    torch.testing.assert_close(back, teacher.phi.float(), atol=1e-5, rtol=0)
+
+
+def test_save_load_round_trip_replays_teaching(tmp_path):
+    spec = tiny_spec()
+    teacher = L2TDLNTeacher(lookahead=5, student_features=True)
+    teacher.fit(spec, 80, seed=1)
+    path = tmp_path / "dln.pt"
+    teacher.save(path)
+    loaded = Teacher.load(path)
+    assert isinstance(loaded, L2TDLNTeacher) and loaded.config == teacher.config
+    for (k, v), (k2, v2) in zip(
+        teacher.lstm.state_dict().items(), loaded.lstm.state_dict().items(), strict=True
+    ):
+        assert k == k2 and torch.equal(v, v2)
+    a, b = teacher.teach(spec, seed=7), loaded.teach(spec, seed=7)
+    assert a.final["dev_loss"] == b.final["dev_loss"]
+    np.testing.assert_array_equal(a.coeffs[-1], b.coeffs[-1])

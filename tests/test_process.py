@@ -1,0 +1,186 @@
+"""TeachingProcess: the two paths agree, hypergradients match finite differences, seeds replay,
+no host syncs in the fast path, budgets are counted."""
+
+import numpy as np
+import pytest
+import torch
+
+from envs.process import OptState, TeachingProcess
+from students.data import from_tensors, load_dataset
+from students.optim import SGDConfig
+
+
+def small_process(loss="bilinear", dtype=torch.float32, student="mlp", **kw):
+    kw.setdefault("student_kwargs", {"hidden": 32} if student == "mlp" else {})
+    kw.setdefault("optim", SGDConfig(lr=0.1, momentum=0.9, weight_decay=5e-4, total_steps=60))
+    return TeachingProcess(
+        "mnist5k", student, loss, batch_size=32, dev_subset=128, device="cpu", dtype=dtype, **kw
+    )
+
+
+@pytest.mark.parametrize("loss", ["bilinear", "compact", "dln"])
+def test_fast_path_equals_differentiable_path(loss):
+    fast, slow = small_process(loss), small_process(loss)
+    fast.reset(3)
+    slow.reset(3)
+    c = fast.family.action_to_coeffs(np.full(fast.family.dim, 0.1)).float()
+    fast.train(c, 50)
+    slow.train(c.clone().requires_grad_(), 50, differentiable=True)
+    for k, p in fast.params.items():
+        assert slow.params[k].requires_grad  # still a function of the coefficients
+        torch.testing.assert_close(slow.params[k].detach(), p, atol=1e-5, rtol=1e-5)
+
+
+def test_fast_and_differentiable_paths_agree_with_batchnorm(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 3, 8, 8, generator=g), torch.randint(0, 10, (96,), generator=g)
+    data = from_tensors(x[:80], y[:80], x[80:], y[80:], num_classes=10, dev_size=16)
+    procs = [
+        TeachingProcess(data, "resnet8", "bilinear", batch_size=16, dev_subset=16, device="cpu")
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.reset(1)
+    c = procs[0].family.default_coeffs()
+    procs[0].train(c, 8)
+    procs[1].train(c.clone().requires_grad_(), 8, differentiable=True)
+    for k in procs[0].params:
+        torch.testing.assert_close(
+            procs[1].params[k].detach(), procs[0].params[k], atol=1e-5, rtol=1e-4
+        )
+    for k in procs[0].buffers:  # BatchNorm running statistics carried forward on both paths
+        torch.testing.assert_close(procs[1].buffers[k], procs[0].buffers[k])
+    assert (
+        procs[0].buffers["bn1.num_batches_tracked"] == 8
+        if "bn1.num_batches_tracked" in procs[0].buffers
+        else True
+    )
+
+
+def _dev_after(proc, coeffs, steps, seed=0):
+    proc.reset(seed)
+    proc.train(coeffs, steps, differentiable=coeffs.requires_grad)
+    return proc.dev_objective(kind="ce")
+
+
+@pytest.mark.parametrize("loss", ["compact", "bilinear"])
+def test_hypergradient_matches_central_finite_differences(loss):
+    """d dev_objective / d coeffs through 20 unrolled momentum-SGD steps, float64."""
+    # a smooth student: through ReLU kinks w_T jumps with Phi and finite differences are meaningless
+    proc = small_process(
+        loss, dtype=torch.float64, student_kwargs={"hidden": 32, "activation": "tanh"}
+    )
+    fam = proc.family
+    c0 = fam.action_to_coeffs(np.full(fam.dim, 0.2))
+    coeffs = c0.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(_dev_after(proc, coeffs, 20), coeffs)
+    gen = torch.Generator().manual_seed(0)
+    directions = (
+        torch.eye(fam.dim, dtype=torch.float64)
+        if fam.dim <= 4
+        else torch.randn(3, fam.dim, generator=gen, dtype=torch.float64)
+    )
+    eps = 1e-5
+    for d in directions:
+        with torch.no_grad():
+            fd = (_dev_after(proc, c0 + eps * d, 20) - _dev_after(proc, c0 - eps * d, 20)) / (
+                2 * eps
+            )
+        analytic = grad @ d
+        assert abs(analytic - fd) <= 1e-4 * abs(fd) + 1e-10, (float(analytic), float(fd))
+
+
+def test_reset_seed_replays_and_differs():
+    a, b = small_process(), small_process()
+    c = a.family.default_coeffs()
+    for p, seed in ((a, 5), (b, 5)):
+        p.reset(seed)
+        p.train(c, 10)
+    for k in a.params:
+        torch.testing.assert_close(a.params[k], b.params[k], rtol=0, atol=0)
+    b.reset(6)
+    b.train(c, 10)
+    assert not torch.equal(
+        a.params["0.weight" if "0.weight" in a.params else next(iter(a.params))],
+        b.params[next(iter(b.params))],
+    )
+
+
+def test_fast_path_has_no_host_sync(monkeypatch):
+    """Nothing in train() reads a device value on the host (the fast path's contract)."""
+    proc = small_process()
+    proc.reset(0)
+    c = proc.family.default_coeffs()
+    proc.train(c, 2)  # build the first epoch's permutation before patching
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync inside TeachingProcess.train")
+
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    proc.train(c, 20)
+    monkeypatch.undo()
+    assert proc.step == 22
+
+
+def test_student_steps_are_counted_and_data_on_device():
+    proc = small_process()
+    proc.reset(0)
+    c = proc.family.default_coeffs()
+    proc.train(c, 7)
+    proc.reset(1)
+    proc.train(c, 5)
+    assert proc.student_steps == 12 and proc.step == 5
+    assert proc.data.x_train.device == proc.device
+    x, y = proc.batch(0)
+    assert x.device == proc.device and x.shape[0] == 32
+
+
+def test_student_step_is_pure():
+    proc = small_process()
+    proc.reset(0)
+    params = {k: v.clone() for k, v in proc.params.items()}
+    state = OptState(proc.velocity, proc.buffers, 0)
+    new, new_state, stats = proc.student_step(
+        proc.params, state, proc.batch(0), proc.family.default_coeffs()
+    )
+    for k in params:
+        torch.testing.assert_close(proc.params[k], params[k], rtol=0, atol=0)
+        assert not torch.equal(new[k], params[k])
+    assert new_state.step == 1 and torch.isfinite(stats.loss)
+
+
+def test_evaluate_and_dev_objectives():
+    proc = small_process()
+    proc.reset(0)
+    proc.train(proc.family.default_coeffs(), 30)
+    m = proc.evaluate("test")
+    assert 0.0 <= m["error"] <= 1.0 and m["error"] == pytest.approx(1 - m["accuracy"])
+    for kind in ("ce", "smooth-error", "expected-error"):
+        assert torch.isfinite(proc.dev_objective(kind=kind))
+    with pytest.raises(ValueError, match="smooth-error"):
+        proc.dev_objective(kind="accuracy")
+    with pytest.raises(ValueError, match="dev"):
+        proc.evaluate("validation")
+
+
+def test_unknown_names_list_valid_ones():
+    with pytest.raises(ValueError, match="mlp"):
+        TeachingProcess("mnist5k", "mpl", device="cpu")
+    with pytest.raises(ValueError, match="mnist5k"):
+        TeachingProcess("mnist6k", "mlp", device="cpu")
+    with pytest.raises(ValueError, match="compact"):
+        TeachingProcess("mnist5k", "mlp", "focal", device="cpu")
+
+
+def test_missing_data_root_says_how_to_get_data(tmp_path):
+    with pytest.raises(FileNotFoundError, match="download"):
+        TeachingProcess("cifar10", "resnet8", data_root=str(tmp_path / "nowhere"), device="cpu")
+
+
+def test_float64_process_and_cached_dataset_is_not_mutated():
+    proc = small_process(dtype=torch.float64)
+    proc.reset(0)
+    proc.train(proc.family.default_coeffs(torch.float64), 3)
+    assert proc.params[next(iter(proc.params))].dtype == torch.float64
+    assert load_dataset("mnist5k").x_train.dtype == torch.float32

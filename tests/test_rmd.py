@@ -1,0 +1,179 @@
+"""The RMD engine against autograd through the unrolled steps and against finite differences.
+
+Tiny students in float64, so the checks are tight: relative error <= 1e-6 against autograd and
+<= 1e-4 against central differences, in both memory modes (every-step checkpoints; checkpoints
+every k steps with recompute).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from envs.process import TeachingProcess
+from students.data import from_tensors
+from students.optim import SGDConfig
+from teachers import rmd
+
+INTERVAL, SEGMENTS = 4, 3
+STEPS = INTERVAL * SEGMENTS
+
+
+def tiny_data(shape=(1, 1, 12), classes=3, n=120, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x, xt = torch.randn(n, *shape, generator=g), torch.randn(30, *shape, generator=g)
+    y, yt = (
+        torch.randint(0, classes, (n,), generator=g),
+        torch.randint(0, classes, (30,), generator=g),
+    )
+    return from_tensors(x, y, xt, yt, num_classes=classes, dev_size=20)
+
+
+DATA = tiny_data()
+
+
+def make_process(student="mlp", data=DATA, schedule="cosine"):
+    proc = TeachingProcess(
+        data,
+        student,
+        "bilinear",
+        batch_size=16,
+        optim=SGDConfig(0.3, 0.9, 1e-2, schedule, STEPS),
+        dtype=torch.float64,
+        device="cpu",
+        student_kwargs={"hidden": 6} if student == "mlp" else None,
+    )
+    proc.reset(3)
+    return proc
+
+
+def coeff_schedule(family, seed=1) -> torch.Tensor:
+    """Distinct coefficients per segment, near the default."""
+    g = torch.Generator().manual_seed(seed)
+    base = family.default_coeffs(torch.float64).repeat(SEGMENTS, 1)
+    return base + 0.1 * torch.randn(base.shape, generator=g, dtype=torch.float64)
+
+
+def unrolled_grad(proc: TeachingProcess, coeffs: torch.Tensor, objective: str) -> torch.Tensor:
+    """dM/dcoeffs by plain autograd through the differentiable path of the process."""
+    leaf = coeffs.clone().requires_grad_(True)
+    for row in leaf:
+        proc.train(row, INTERVAL, differentiable=True)
+    (grad,) = torch.autograd.grad(proc.dev_objective(kind=objective), leaf)
+    return grad
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("every", [1, 5])
+@pytest.mark.parametrize("objective", ["ce", "smooth-error"])
+def test_matches_autograd_through_unroll(every, objective):
+    coeffs = coeff_schedule(make_process().family)
+    h = rmd.hypergradient(
+        make_process(), coeffs, INTERVAL, checkpoint_every=every, objective=objective
+    )
+    ref = unrolled_grad(make_process(), coeffs, objective)
+    assert h.coeff_grads.shape == (SEGMENTS, coeffs.shape[1])
+    assert ref.norm() > 0
+    assert rel_err(h.coeff_grads, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_matches_central_finite_differences(every):
+    family = make_process().family
+    coeffs = coeff_schedule(family)
+    h = rmd.hypergradient(make_process(), coeffs, INTERVAL, checkpoint_every=every)
+
+    def objective(c: torch.Tensor) -> float:
+        proc = make_process()
+        for row in c:
+            proc.train(row, INTERVAL)
+        return float(proc.dev_objective(kind="ce"))
+
+    g = torch.Generator().manual_seed(7)
+    eps = 1e-5
+    for _ in range(3):  # random directions: every entry of the (K, d) gradient takes part
+        u = torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+        fd = (objective(coeffs + eps * u) - objective(coeffs - eps * u)) / (2 * eps)
+        rmd_dir = float((h.coeff_grads * u).sum())
+        assert abs(rmd_dir - fd) <= 1e-4 * abs(fd)
+
+
+def test_batchnorm_student_matches_autograd():
+    """resnet8 (BatchNorm in train mode, running buffers updated in place) on 8x8 images."""
+    data = tiny_data(shape=(3, 8, 8), classes=3, n=60)
+    coeffs = coeff_schedule(make_process("resnet8", data).family)
+    h = rmd.hypergradient(make_process("resnet8", data), coeffs, INTERVAL, checkpoint_every=2)
+    ref = unrolled_grad(make_process("resnet8", data), coeffs, "ce")
+    assert rel_err(h.coeff_grads, ref) <= 1e-6
+
+
+def test_plain_sgd_and_constant_schedule():
+    """momentum 0 (the demo's plain SGD) is the same reverse pass with mu = 0."""
+    proc = make_process(schedule="constant")
+    proc.optim = SGDConfig(0.3, 0.0, 0.0, "constant", STEPS)
+    coeffs = coeff_schedule(proc.family)
+    h = rmd.hypergradient(proc, coeffs, INTERVAL)
+    ref_proc = make_process(schedule="constant")
+    ref_proc.optim = proc.optim
+    assert rel_err(h.coeff_grads, unrolled_grad(ref_proc, coeffs, "ce")) <= 1e-6
+
+
+def test_checkpoints_are_clones_and_memory_modes_differ():
+    proc = make_process()
+    coeffs = coeff_schedule(proc.family)
+    full, sparse = rmd.Tape(1), rmd.Tape(4)
+    with rmd.recording(proc, full):
+        for row in coeffs:
+            proc.train(row, INTERVAL)
+    live = {p.data_ptr() for p in proc.params.values()}
+    stored = {p.data_ptr() for w, _ in full.checkpoints.values() for p in w.values()}
+    assert not live & stored
+    assert len(full.checkpoints) == STEPS and full.steps == STEPS
+    proc2 = make_process()
+    with rmd.recording(proc2, sparse):
+        for row in coeffs:
+            proc2.train(row, INTERVAL)
+    assert len(sparse.checkpoints) == STEPS // 4
+    assert sparse.nbytes() < full.nbytes()
+    # the hook is removed on exit: later training records nothing
+    proc.train(coeffs[0], 1)
+    assert full.steps == STEPS and proc.on_step is None
+
+
+def test_in_place_change_after_recording_does_not_reach_the_tape():
+    coeffs = coeff_schedule(make_process().family)
+    ref = rmd.hypergradient(make_process(), coeffs, INTERVAL).coeff_grads
+    proc, tape = make_process(), rmd.Tape(1)
+    with rmd.recording(proc, tape):
+        for row in coeffs:
+            proc.train(row, INTERVAL)
+    first = tape.checkpoints[0][0]
+    snapshot = {k: v.clone() for k, v in first.items()}
+    for p in proc.params.values():  # an in-place update of the live weights
+        p.add_(1.0)
+        p.sub_(1.0)
+    assert all(torch.equal(first[k], snapshot[k]) for k in first)
+    torch.testing.assert_close(rmd.reverse(proc, tape).coeff_grads, ref, rtol=1e-6, atol=0)
+
+
+def test_bad_inputs_raise_clear_errors():
+    proc = make_process()
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        rmd.Tape(0)
+    with pytest.raises(ValueError, match="recorded no steps"):
+        rmd.reverse(proc, rmd.Tape())
+    with pytest.raises(ValueError, match=r"\(K, d\)"):
+        rmd.hypergradient(proc, proc.family.default_coeffs(torch.float64), INTERVAL)
+    tape = rmd.Tape()
+    with rmd.recording(proc, tape):
+        proc.train(proc.family.default_coeffs(torch.float64), 2)
+    with pytest.raises(ValueError, match="dev objective"):
+        rmd.reverse(proc, tape, objective="accuracy")
+    proc.train(proc.family.default_coeffs(torch.float64), 1)  # outside the tape
+    with pytest.raises(RuntimeError, match="tape ends at step"):
+        rmd.reverse(proc, tape)
+    with rmd.recording(proc, rmd.Tape()), pytest.raises(RuntimeError, match="nested"):
+        rmd.recording(proc, rmd.Tape()).__enter__()
