@@ -33,6 +33,8 @@ from students.models import build_student, init_student
 from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
 
 DEV_OBJECTIVES = ("ce", "smooth-error", "expected-error")
+STATS_WINDOW = 10
+"""train metrics (loss, CE, accuracy) average this many last minibatches of each train() call"""
 
 
 class OptState(NamedTuple):
@@ -168,14 +170,23 @@ class TeachingProcess:
         coeffs: torch.Tensor,
         *,
         differentiable: bool = False,
-    ) -> tuple[Tensors, OptState, StepStats]:
+        inplace: bool = False,
+        with_stats: bool = True,
+    ) -> tuple[Tensors, OptState, StepStats | None]:
         """One momentum-SGD step on L_Phi: (w_t, opt_state_t) -> (w_{t+1}, opt_state_{t+1}).
 
-        Pure: the inputs are not modified. With ``differentiable=True`` the outputs are functions
-        of `params`, `opt_state.velocity` and `coeffs` in the autograd graph.
+        Pure by default: the inputs are not modified. With ``differentiable=True`` the outputs
+        are functions of `params`, `opt_state.velocity` and `coeffs` in the autograd graph.
+        ``inplace=True`` (fast path only; what :meth:`train` uses) updates the weights, momentum
+        and BatchNorm buffers where they are, as torch.optim does, to save an allocation per
+        tensor per step; callers that keep old weights must clone them (the RMD tape does).
         """
+        if inplace and differentiable:
+            raise ValueError("inplace=True is for the fast path; the differentiable path keeps w_t")
         x, y = batch
-        buffers = {k: b.clone() for k, b in opt_state.buffers.items()}
+        buffers = (
+            opt_state.buffers if inplace else {k: b.clone() for k, b in opt_state.buffers.items()}
+        )
         if differentiable:  # w_0 enters as a leaf; later w_t carry the graph back to coeffs
             inputs = {
                 k: p if p.requires_grad else p.detach().requires_grad_(True)
@@ -193,15 +204,23 @@ class TeachingProcess:
             if not differentiable:
                 inputs = {k: p.detach() for k, p in inputs.items()}
             new_params, velocity = sgd_step(
-                inputs, opt_state.velocity, grads, lr, self.optim.momentum, self.optim.weight_decay
+                inputs,
+                opt_state.velocity,
+                grads,
+                lr,
+                self.optim.momentum,
+                self.optim.weight_decay,
+                inplace=inplace,
             )
-        with torch.no_grad():
-            detached = logits.detach()
-            stats = StepStats(
-                loss.detach(),
-                F.cross_entropy(detached, y),
-                (detached.argmax(-1) == y).sum(),
-            )
+        stats = None
+        if with_stats:
+            with torch.no_grad():
+                detached = logits.detach()
+                stats = StepStats(
+                    loss.detach(),
+                    F.cross_entropy(detached, y),
+                    (detached.argmax(-1) == y).sum(),
+                )
         return new_params, OptState(velocity, buffers, opt_state.step + 1), stats
 
     # -- training -----------------------------------------------------------------------------
@@ -219,18 +238,34 @@ class TeachingProcess:
         if not differentiable:
             coeffs = coeffs.detach()
         params, opt_state = self.params, OptState(self.velocity, self.buffers, self.step)
+        # the fast path updates in place unless the current weights still belong to a graph (a
+        # differentiable run before this one): bumping their version would break its backward
+        inplace = not differentiable and not any(
+            t.requires_grad for d in (params, opt_state.velocity) for t in d.values()
+        )
         sum_loss = sum_ce = torch.zeros((), device=self.device, dtype=self.dtype)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for _ in range(steps):
+        # train metrics average the last `STATS_WINDOW` minibatches of the call: recent, and the
+        # few device ops they cost are paid on a fifth of a default interval's steps
+        first_stat = max(0, steps - STATS_WINDOW)
+        for i in range(steps):
             if self.on_step is not None:
                 self.on_step(opt_state.step, params, opt_state.velocity, coeffs)
             batch = self.batch(opt_state.step)
             params, opt_state, stats = self.student_step(
-                params, opt_state, batch, coeffs, differentiable=differentiable
+                params,
+                opt_state,
+                batch,
+                coeffs,
+                differentiable=differentiable,
+                inplace=inplace,
+                with_stats=i >= first_stat,
             )
-            sum_loss = sum_loss + stats.loss
-            sum_ce = sum_ce + stats.ce
-            correct = correct + stats.correct
+            if stats is not None:
+                sum_loss = sum_loss + stats.loss
+                sum_ce = sum_ce + stats.ce
+                correct = correct + stats.correct
+        n_stats = steps - first_stat
         self.params, self.velocity, self.buffers, self.step = (
             params,
             opt_state.velocity,
@@ -240,17 +275,19 @@ class TeachingProcess:
         self.student_steps += steps
         self._dev_cache = None
         self.coeffs = coeffs.detach()
-        mean_loss = sum_loss / steps
-        self.diverged = self.diverged | ~torch.isfinite(mean_loss)
+        mean_loss = sum_loss / n_stats
         self.last_interval = {
             "loss": mean_loss,
-            "train_ce": sum_ce / steps,
-            "train_accuracy": correct / (steps * self.batch_size),
+            "train_ce": sum_ce / n_stats,
+            "train_accuracy": correct / (n_stats * self.batch_size),
             # |v_{t+1}| = |mu v_t + g'_t|: the size of the last update direction, free to read
             "update_norm": torch.linalg.vector_norm(
                 torch.stack([torch.linalg.vector_norm(v.detach()) for v in self.velocity.values()])
             ),
         }
+        # NaN weights stay NaN, so the window's loss and the momentum norm catch any divergence
+        finite = torch.isfinite(mean_loss) & torch.isfinite(self.last_interval["update_norm"])
+        self.diverged = self.diverged | ~finite
         return self.last_interval
 
     # -- evaluation ---------------------------------------------------------------------------

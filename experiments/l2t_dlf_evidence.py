@@ -149,6 +149,11 @@ def main() -> None:
     ap.add_argument("--out", default="results/l2t_dlf")
     ap.add_argument("--episodes", type=int, default=EPISODES)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    ap.add_argument(
+        "--reuse-fit",
+        action="store_true",
+        help="read stages 1-2 (lr_selection.csv, variants.csv, teacher.pt) from --out; rerun 3-4",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(args.out)
@@ -156,6 +161,22 @@ def main() -> None:
     start = time.perf_counter()
     spec = EnvSpec(device="cpu")  # mnist5k, mlp 784-256-10, 12 x 50 steps, batch 64, cosine
 
+    if args.reuse_fit:  # stages 1-2 from an earlier run in --out; stages 3-4 again
+        lr_df = pd.read_csv(out / "lr_selection.csv")
+        lrs = {k: float(g.loc[g.dev_error.idxmin(), "lr"]) for k, g in lr_df.groupby("loss")}
+        vdf = pd.read_csv(out / "variants.csv")
+        chosen = vdf.loc[vdf.dev_score.idxmin(), "variant"]
+        teacher = Teacher.load(out / "teacher.pt")
+        tspec = spec.replace(lr=lrs["bilinear-init"])
+        chosen_spec = spec.replace(lr=float(vdf.set_index("variant").student_lr[chosen]))
+    else:
+        lrs, tspec, chosen, teacher, chosen_spec = fit_stage(spec, args, out)
+    test_stage(spec, lrs, tspec, teacher, chosen_spec, out)
+    print(f"total wall time {time.perf_counter() - start:.0f} s")
+
+
+def fit_stage(spec: EnvSpec, args, out: Path):
+    """Stages 1-2: learning rates on dev, then the teacher variants, the best kept on dev."""
     lrs = select_lr(spec, out)
     print("selected learning rates (dev):", lrs, flush=True)
     tspec = spec.replace(lr=lrs["bilinear-init"])
@@ -195,12 +216,17 @@ def main() -> None:
     teacher = teachers[chosen]
     teacher.save(out / "teacher.pt")
     print("chosen on dev:", chosen, flush=True)
+    return lrs, tspec, chosen, teacher, specs[chosen]
 
-    # 3. fresh test students
+
+def test_stage(spec, lrs, tspec, teacher, chosen_spec, out: Path) -> None:
+    """Stages 3-4: fresh test students, the summary, the coefficient figure."""
     contenders = {
         "ce": (cross_entropy(), spec.replace(lr=lrs["ce"])),
         "bilinear-init": (untrained(tspec), tspec),
-        "l2t-dlf": (teacher, specs[chosen]),
+        # the untrained teacher at the chosen variant's student rate: the teacher's own effect
+        "bilinear-init-same-lr": (untrained(chosen_spec), chosen_spec),
+        "l2t-dlf": (teacher, chosen_spec),
     }
     rows, dlf_results = [], []
     for name, (t, s) in contenders.items():
@@ -223,6 +249,10 @@ def main() -> None:
         row["test_minus_ce_mean"], row["test_minus_ce_ci95"] = (
             ci95(diff) if name != "ce" else (0.0, 0.0)
         )
+        if name == "l2t-dlf":  # paired against the same teacher before training, same lr
+            base = per_seed[per_seed.teacher == "bilinear-init-same-lr"].set_index("seed")
+            diff = g.test_error - base.test_error.loc[g.index]
+            row["test_minus_untrained_mean"], row["test_minus_untrained_ci95"] = ci95(diff)
         summary.append(row)
     sdf = pd.DataFrame(summary)
     sdf.to_csv(out / "summary.csv", index=False)
@@ -233,7 +263,6 @@ def main() -> None:
     coef = coefficient_frame(dlf_results, family, tspec.interval)
     coef.to_csv(out / "coefficients.csv", index=False)
     plot_coefficients(coef, dlf_results, family, tspec.interval, out / "coefficients.png")
-    print(f"total wall time {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

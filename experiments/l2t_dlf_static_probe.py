@@ -5,9 +5,9 @@ Fixed coefficients Phi = s I, b = beta 1 on a small grid inside the family's act
 scored by mean whole-dev-split error of fresh students on the dev-selection seeds, at the student
 learning rate the evidence run selected for the bilinear loss. Test data is not read.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/l2t_dlf_static_probe.py [--lr 0.05]
+    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/l2t_dlf_static_probe.py --lr 0.4  (and 0.2)
 
-Writes results/l2t_dlf/static_probe.csv.
+Writes results/l2t_dlf/static_probe_lr<lr>.csv.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ SEEDS = (900, 901, 902)  # the evidence run's dev-selection seeds
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lr", type=float, default=0.05)
-    ap.add_argument("--out", default="results/l2t_dlf/static_probe.csv")
+    ap.add_argument("--lr", type=float, default=0.4)
+    ap.add_argument("--out", default=None, help="default results/l2t_dlf/static_probe_lr<lr>.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
     env = EnvSpec(device="cpu", lr=args.lr).make_env()
@@ -57,8 +57,9 @@ def main() -> None:
                 {"diag": diag, "bias": bias, "lr": args.lr, "dev_error": sum(errors) / len(errors)}
             )
             print(rows[-1], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(args.out, index=False)
+    out = Path(args.out or f"results/l2t_dlf/static_probe_lr{args.lr}.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
 
 
 if __name__ == "__main__":

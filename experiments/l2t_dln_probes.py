@@ -9,7 +9,7 @@
 
 All on mnist5k/mlp with the default spec (600 momentum-SGD steps); dev metrics only.
 
-    OMP_NUM_THREADS=1 .venv/bin/python experiments/l2t_dln_probes.py   # ~4 min on one core
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/l2t_dln_probes.py   # ~5 min on one core
 """
 
 from __future__ import annotations

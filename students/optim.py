@@ -74,16 +74,26 @@ def sgd_step(
     lr: float,
     momentum: float,
     weight_decay: float,
+    *,
+    inplace: bool = False,
 ) -> tuple[Tensors, Tensors]:
-    """One momentum-SGD step, out of place: returns (w_{t+1}, v_{t+1}).
+    """One momentum-SGD step: returns (w_{t+1}, v_{t+1}).
 
-    Out of place so that, on the differentiable path, w_t stays alive in the graph. The
-    ``torch._foreach_*`` kernels (what torch.optim.SGD uses) are differentiable and take one call
-    per operation for all tensors instead of one per tensor: ~30% less optimiser time on the MLP.
+    Out of place by default, so that on the differentiable path w_t stays alive in the graph.
+    ``inplace=True`` (the fast path, no graph) updates `params` and `velocity` where they are and
+    overwrites `grads`, as torch.optim.SGD does: a fresh 0.8 MB buffer per tensor per step costs
+    ~20% of an MLP step on the CPU. Both use the ``torch._foreach_*`` kernels of torch.optim
+    (differentiable), one call per operation for all tensors.
     """
     keys = list(params)
-    w = [params[k] for k in keys]
-    g = torch._foreach_add([grads[k] for k in keys], w, alpha=weight_decay)  # g + lambda w
-    v = torch._foreach_add(torch._foreach_mul([velocity[k] for k in keys], momentum), g)
+    w, v, g = ([d[k] for k in keys] for d in (params, velocity, grads))
+    if inplace:
+        torch._foreach_add_(g, w, alpha=weight_decay)  # g + lambda w
+        torch._foreach_mul_(v, momentum)
+        torch._foreach_add_(v, g)
+        torch._foreach_add_(w, v, alpha=-lr)
+        return params, velocity
+    g = torch._foreach_add(g, w, alpha=weight_decay)
+    v = torch._foreach_add(torch._foreach_mul(v, momentum), g)
     w = torch._foreach_add(w, v, alpha=-lr)
     return dict(zip(keys, w, strict=True)), dict(zip(keys, v, strict=True))
