@@ -88,8 +88,8 @@ class DLNConfig:
     """also feed the env's 12 student-state features (DefaultState) to every LSTM coordinate
     (the paper's input is the loss state only; this is the "additionally" option)"""
     warm_start: str = "bce"
-    """'bce': phi_0 = the DLN regressed onto C x one-vs-all binary CE (a sensible loss to
-    start from); 'none': phi_0 = the family's Kaiming draw, as in the official code"""
+    """'bce': phi_0 = the DLN regressed onto scaled one-vs-all binary CE (bce_warm_start, a loss
+    a student learns from); 'none': phi_0 = the family's Kaiming draw, as in the official code"""
     dln_init_seed: int = 0
     """seed of the family's Kaiming draw (its default and the centre of the action box)"""
     action_range: float = 4.0
@@ -522,10 +522,6 @@ class L2TDLNTeacher(Teacher):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lstm.load_state_dict(state["lstm"])
         self.adam.load_state_dict(state["adam"])
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 __all__ = [
