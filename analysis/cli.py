@@ -24,8 +24,19 @@ from analysis.records import RecordStore
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
 from teachers.base import EnvSpec
 
-DEMO_TEACHERS = ("ce", "label-smoothing", "random", "l2t-dlf", "reinforce", "ppo")
-"""the default comparison; `make demo` runs it on mnist5k"""
+DEMO_TEACHERS = (
+    "ce",
+    "label-smoothing",
+    "fixed",
+    "random",
+    "l2t-dlf",
+    "l2t-dln",
+    "reinforce",
+    "ppo",
+    "a2c",
+)
+"""the default comparison, every registered teacher; `make demo` runs it on mnist5k. `fixed` is
+the bilinear family's default loss (the L2T-DLF teacher's untrained start)"""
 DEMO_OUT = "results/demo"
 DEMO_SEEDS = 5
 """the fewest seeds the project accepts as evidence"""

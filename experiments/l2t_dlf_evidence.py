@@ -13,7 +13,7 @@ Protocol (everything selected on dev, test read once at the end):
    mean and 95% t-interval, and the paired difference to ce.
 4. The coefficient schedule l2t-dlf used on the test students, as a figure.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/l2t_dlf_evidence.py [--out results/l2t_dlf]
+    OMP_NUM_THREADS=1 python experiments/l2t_dlf_evidence.py [--out results/l2t_dlf]
 
 Writes lr_selection.csv, fit_log.csv, variants.csv, per_seed.csv, summary.csv, coefficients.csv,
 coefficients.png and teacher.pt under --out.

@@ -5,7 +5,7 @@ Fixed coefficients Phi = s I, b = beta 1 on a small grid inside the family's act
 scored by mean whole-dev-split error of fresh students on the dev-selection seeds, at the student
 learning rate the evidence run selected for the bilinear loss. Test data is not read.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python experiments/l2t_dlf_static_probe.py --lr 0.4  (and 0.2)
+    OMP_NUM_THREADS=1 python experiments/l2t_dlf_static_probe.py --lr 0.4  (and 0.2)
 
 Writes results/l2t_dlf/static_probe_lr<lr>.csv.
 """
