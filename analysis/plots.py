@@ -75,6 +75,8 @@ def learning_curves(
     teach = _largest_budget(records[(records["phase"] == "teach") & (records["metric"] == metric)])
     curves = teach.groupby(["teacher", "seed", "step"], as_index=False, sort=False)["value"].mean()
     hue = _present(order, curves)
+    # one colour per teacher in both panels, whichever teachers the zoomed panel drops
+    palette = dict(zip(hue, sns.color_palette(n_colors=len(hue)), strict=True))
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     late = curves[curves["step"] >= curves["step"].max() / 2]
     finals = late.groupby("teacher")["value"].mean()
@@ -89,6 +91,7 @@ def learning_curves(
             y="value",
             hue="teacher",
             hue_order=[t for t in hue if t in set(data["teacher"])],
+            palette=palette,
             errorbar=ci_bounds,
             marker="o",
             ax=ax,
