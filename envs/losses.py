@@ -117,15 +117,17 @@ class LossFamily:
 class _AffineFamily(LossFamily):
     """A family whose coefficients are ``center + half_range * action`` element-wise."""
 
-    def _center_and_half_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def center_and_half_range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(center, half_range), float64 (dim,): coeffs = center + half_range * action. Public so
+        that a gradient teacher can apply the same map differentiably (teachers/l2t_dlf.py)."""
         raise NotImplementedError
 
     def _action_to_coeffs(self, a: torch.Tensor) -> torch.Tensor:
-        center, half = self._center_and_half_range()
+        center, half = self.center_and_half_range()
         return center + half * a
 
     def coeffs_to_action(self, coeffs: torch.Tensor) -> torch.Tensor:
-        center, half = self._center_and_half_range()
+        center, half = self.center_and_half_range()
         return (coeffs.detach().double().cpu() - center) / half
 
 
@@ -169,7 +171,7 @@ class Bilinear(_AffineFamily):
             parts.append(torch.full((C,), self.bias_init, dtype=dtype, device=device))
         return torch.cat(parts)
 
-    def _center_and_half_range(self):
+    def center_and_half_range(self):
         C = self.num_classes
         half = torch.full((self.dim,), self.phi_range, dtype=torch.float64)
         if self.bias:
@@ -233,7 +235,7 @@ class DynamicLossNetwork(_AffineFamily):
     def default_coeffs(self, dtype=torch.float32, device=None) -> torch.Tensor:
         return self._default.to(dtype=dtype, device=device)
 
-    def _center_and_half_range(self):
+    def center_and_half_range(self):
         return self._default, torch.full((self.dim,), self.action_range, dtype=torch.float64)
 
     def weights(self, coeffs: torch.Tensor) -> list[torch.Tensor]:
@@ -298,7 +300,7 @@ class LabelSmoothing(_AffineFamily):
     def default_coeffs(self, dtype=torch.float32, device=None):
         return torch.full((1,), self.epsilon, dtype=dtype, device=device)
 
-    def _center_and_half_range(self):
+    def center_and_half_range(self):
         return torch.full((1,), 0.25, dtype=torch.float64), torch.full(
             (1,), 0.25, dtype=torch.float64
         )

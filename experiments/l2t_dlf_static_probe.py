@@ -36,7 +36,7 @@ def main() -> None:
     env = EnvSpec(device="cpu", lr=args.lr).make_env()
     family = env.family
     C = family.num_classes
-    center, half = family._center_and_half_range()
+    center, half = family.center_and_half_range()
     rows = []
     for diag in DIAGS:
         for bias in BIASES:

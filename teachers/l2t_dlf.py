@@ -4,7 +4,7 @@ is trained by gradient, through the student's whole training run (reverse-mode d
 Teacher model, attention form (the paper's Fig. 2 caption): Phi_t = mu_theta(s_t) = W softmax(V s_t),
 a memory of N coefficient settings mixed by state-dependent attention. We work in the action
 space of the ``bilinear`` family, whose coefficients are an affine map of the action
-(coeffs = center + half_range * a, ``Bilinear._center_and_half_range``):
+(coeffs = center + half_range * a, ``Bilinear.center_and_half_range``):
 
     alpha_t = softmax(V [s_t, 1])        V in R^{N x (n+1)}, s_t the env's observation
     a_t     = M^T alpha_t                M in [-1, 1]^{N x d}: a memory of N actions
@@ -275,7 +275,7 @@ class L2TDLFTeacher(Teacher):
         clipped gradient stays in ``p.grad`` for inspection. One row per window."""
         c = self.config
         proc = env.process
-        _, half = env.family._center_and_half_range()
+        _, half = env.family.center_and_half_range()
         half = half.to(torch.float64)
         obs, _ = env.reset(seed=seed)
         window = c["window"] or env.horizon

@@ -49,7 +49,7 @@ def test_action_is_valid_and_maps_to_coefficients_affinely():
     assert np.all(np.abs(a) <= 1.0)
     # near the family's default loss at initialisation (memory = small noise around 0)
     assert np.abs(a - env.family.default_action()).max() < 0.2
-    center, half = env.family._center_and_half_range()
+    center, half = env.family.center_and_half_range()
     coeffs = env.family.action_to_coeffs(a)
     torch.testing.assert_close(coeffs, center + half * torch.as_tensor(a, dtype=torch.float64))
     # attention over distinct memories: different states give different losses
