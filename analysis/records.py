@@ -202,7 +202,8 @@ def versions() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
     out["git_commit"] = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    # code changes only: results/ is where runs (this one included) write
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
     out["git_dirty"] = None if status is None else bool(status)
     try:
         import torch
