@@ -34,36 +34,10 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = [
-    "teacher",
-    "student",
-    "dataset",
-    "loss",
-    "budget",
-    "seed",
-    "student_seed",
-    "phase",
-    "episode",
-    "step",
-    "metric",
-    "value",
-    "wall_time",
-    "budget_used",
-]
-COEFF_COLUMNS = [
-    "teacher",
-    "student",
-    "dataset",
-    "loss",
-    "budget",
-    "seed",
-    "student_seed",
-    "episode",
-    "t",
-    "step",
-    "index",
-    "value",
-]
+KEY_COLUMNS = ["teacher", "student", "dataset", "loss", "budget", "seed", "student_seed"]
+"""what identifies a taught student: shared by the records and the coefficient tables"""
+COLUMNS = [*KEY_COLUMNS, "phase", "episode", "step", "metric", "value", "wall_time", "budget_used"]
+COEFF_COLUMNS = [*KEY_COLUMNS, "episode", "t", "step", "index", "value"]
 PHASES = ("fit", "teach", "final")
 _DTYPES = {
     "teacher": "string",
@@ -203,7 +177,9 @@ def versions() -> dict[str, Any]:
             out[name] = None
     out["git_commit"] = _git("rev-parse", "HEAD")
     # code changes only: results/ is where runs (this one included) write
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results")
+    status = _git(
+        "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"
+    )
     out["git_dirty"] = None if status is None else bool(status)
     try:
         import torch

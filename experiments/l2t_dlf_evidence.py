@@ -70,13 +70,8 @@ def dev_error(teacher: Teacher, spec: EnvSpec, seeds) -> float:
     env = teacher.spec_for(spec).make_env()
     errors = []
     for s in seeds:
-        obs, _ = env.reset(seed=s)
-        teacher.begin_episode(env)
-        done = terminated = False
-        while not done:
-            obs, _, terminated, truncated, _ = env.step(teacher.act(obs))
-            done = terminated or truncated
-        errors.append(1.0 if terminated else env.process.evaluate("dev")["error"])
+        *_, (_, _, info) = teacher.rollout(env, s)
+        errors.append(1.0 if info["diverged"] else env.process.evaluate("dev")["error"])
     return float(np.mean(errors))
 
 

@@ -46,12 +46,8 @@ def main() -> None:
             teacher = FixedTeacher(action=((coeffs - center) / half).tolist())
             errors = []
             for seed in SEEDS:
-                obs, _ = env.reset(seed=seed)
-                teacher.begin_episode(env)
-                done = False
-                while not done:
-                    obs, _, terminated, truncated, _ = env.step(teacher.act(obs))
-                    done = terminated or truncated
+                for _ in teacher.rollout(env, seed):
+                    pass
                 errors.append(env.process.evaluate("dev")["error"])
             rows.append(
                 {"diag": diag, "bias": bias, "lr": args.lr, "dev_error": sum(errors) / len(errors)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -133,23 +133,33 @@ class Teacher(ABC):
     def begin_episode(self, env: LossTeachingEnv) -> None:
         """Called after each reset of a taught episode; stateful teachers reset memory here."""
 
+    def rollout(
+        self, env: LossTeachingEnv, seed: int
+    ) -> Iterator[tuple[np.ndarray | None, float, dict]]:
+        """Play one episode on a fresh student (seed `seed`) with this teacher as it is: yields
+        (None, 0.0, reset info), then (action, reward, info) after every env step."""
+        obs, info = env.reset(seed=seed)
+        self.begin_episode(env)
+        yield None, 0.0, info
+        done = False
+        while not done:
+            action = self.act(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+            yield action, reward, info
+
     def teach(
         self, spec: EnvSpec, seed: int, *, env: LossTeachingEnv | None = None
     ) -> EpisodeResult:
         """Train one fresh student (seed `seed`) from scratch with this teacher frozen."""
         env = env or self.spec_for(spec).make_env()
+        family = env.unwrapped.family
         start = time.perf_counter()
-        obs, info = env.reset(seed=seed)
-        self.begin_episode(env)
-        rows = [{"t": 0, "reward": 0.0, **info}]
-        coeffs = []
-        done = False
-        while not done:
-            action = self.act(obs)
-            coeffs.append(env.unwrapped.family.action_to_coeffs(action).numpy().astype(np.float32))
-            obs, reward, terminated, truncated, info = env.step(action)
-            rows.append({"t": len(rows), "reward": reward, **info})
-            done = terminated or truncated
+        rows, coeffs, info = [], [], {}
+        for t, (action, reward, info) in enumerate(self.rollout(env, seed)):
+            if action is not None:
+                coeffs.append(family.action_to_coeffs(action).numpy().astype(np.float32))
+            rows.append({"t": t, "reward": reward, **info})
         return EpisodeResult(seed, rows, coeffs, final_metrics(env, start, info["diverged"]))
 
     # -- persistence --------------------------------------------------------------------------

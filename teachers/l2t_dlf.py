@@ -328,15 +328,11 @@ class L2TDLFTeacher(Teacher):
         Only the dev split is evaluated: selection never sees test."""
         errors, losses = [], []
         for s in seeds:
-            obs, _ = env.reset(seed=s)
-            self.begin_episode(env)
-            done = False
-            while not done:
-                obs, _, terminated, truncated, _ = env.step(self.act(obs))
-                done = terminated or truncated
+            *_, (_, _, info) = self.rollout(env, s)
+            diverged = info["diverged"]
             m = env.process.evaluate("dev")
-            errors.append(m["error"] if not terminated else 1.0)
-            losses.append(m["loss"] if not terminated else math.inf)
+            errors.append(1.0 if diverged else m["error"])
+            losses.append(math.inf if diverged else m["loss"])
         return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}
 
     def _log(self, report: FitReport, row: dict, start: float, callback) -> None:
