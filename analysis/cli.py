@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli
 from analysis.records import RecordStore
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
 from teachers.base import EnvSpec
@@ -160,6 +161,30 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
         default=2 if demo else 1,
         help=f"units run in parallel processes (default {2 if demo else 1})",
     )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="run units in local processes (--workers) or as Ray tasks on a cluster (README)",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster: auto (started here by `ray start --head`), HOST:PORT or "
+        "ray://HOST:PORT (default: RAY_ADDRESS, else a new Ray on this machine)",
+    )
+    p.add_argument(
+        "--cpus-per-unit",
+        type=float,
+        default=None,
+        help="CPUs Ray reserves per unit, also its torch threads (default 1)",
+    )
+    p.add_argument(
+        "--gpus-per-unit",
+        type=float,
+        default=None,
+        help="GPUs Ray reserves per unit; 0.25 packs 4 units a GPU (default 0)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the figures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -199,10 +224,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     try:
+        ray = options_from_cli(
+            args.backend, args.address, args.cpus_per_unit, args.gpus_per_unit, args.device
+        )
         store = prepare(grid, args.out, download=getattr(args, "download", False))
     except (ValueError, FileNotFoundError) as err:  # bad input, found before any training
         parser.error(str(err))
-    run_pending(grid, store, progress=not args.quiet, workers=args.workers, threads=args.threads)
+    try:
+        run_pending(
+            grid,
+            store,
+            progress=not args.quiet,
+            workers=args.workers,
+            threads=args.threads,
+            ray=ray,
+        )
+    except RayBackendError as err:  # no cluster, or storage it cannot share: before any unit
+        parser.error(str(err))
+    except UnitsFailed as err:
+        print(f"l2t {args.command}: {err}", file=sys.stderr)
+        return 1
     finish(args.out, command, time.perf_counter() - start, plots=not args.no_plots, notes=notes)
     return 0
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,6 +34,9 @@ from students.data import DATASETS
 from students.models import STUDENTS
 from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
+
+if TYPE_CHECKING:
+    from analysis.ray_backend import RayOptions
 
 STUDENT_SEED_OFFSET = 2**31
 MAX_STUDENTS_PER_SEED = 1000
@@ -291,13 +294,19 @@ def run_pending(
     progress: bool = True,
     workers: int = 1,
     threads: int = 1,
+    ray: RayOptions | None = None,
 ) -> RecordStore:
     """Run every unit not already complete in `store`, writing each as it finishes.
 
     Units are independent, so ``workers > 1`` runs them in that many processes (spawned, each
     with `threads` torch threads); each worker writes its own unit files, so resuming works the
     same. Results do not depend on `workers`: a unit's seeds fix everything it computes.
+    With `ray` options the units run as Ray tasks instead (``analysis.ray_backend``).
     """
+    if ray is not None:
+        from analysis.ray_backend import run_pending_ray
+
+        return run_pending_ray(grid, store, ray, progress=progress)
     units = grid.units()
     todo = [u for u in units if not store.is_complete(unit_id(*u))]
     bar = tqdm(total=len(todo), desc="units", unit="unit", disable=not progress)
