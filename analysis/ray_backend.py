@@ -186,9 +186,10 @@ def connect(options: RayOptions) -> bool:
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as err:
+        where = f"--address {address}" if address else os.environ.get("RAY_ADDRESS", "this machine")
         raise RayBackendError(
-            f"cannot connect to Ray at --address {address} ({type(err).__name__}: {err}); start "
-            f"a cluster with `ray start --head` and pass the address it prints"
+            f"cannot start or join Ray at {where} ({type(err).__name__}: {err}); start a "
+            f"cluster with `ray start --head` and pass the address it prints"
         ) from None
     return True
 

@@ -69,6 +69,7 @@ PACKAGES = (
     "scipy",
     "seaborn",
     "matplotlib",
+    "ray",
 )
 # Settings a resumed run must share with the records already on disk; teachers, seeds and budgets
 # may grow between runs (new units are added), anything else would mix incomparable rows.
