@@ -159,7 +159,13 @@ def options_from_cli(
 
 
 def import_ray() -> Any:
-    """The ray module, or a RayBackendError saying how to install it."""
+    """The ray module, or a RayBackendError saying how to install it.
+
+    A Ray that this process starts itself (no --address) serves this machine only, so its nodes
+    bind to loopback rather than to the machine's network address: Ray reads this switch once, at
+    import. Set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1 to start a local Ray that others may join.
+    """
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray
     except ImportError as err:

@@ -18,7 +18,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.cli import main
+# The tests' Ray (and the drivers they start) talk over loopback only; read by Ray at import.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+from analysis.cli import main  # noqa: E402
 from analysis.ray_backend import (
     RayBackendError,
     RayOptions,
