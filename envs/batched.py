@@ -58,11 +58,22 @@ class BatchedTeachingProcess:
         lr: float | Sequence[float] | None = None,
         **process_kwargs,
     ) -> None:
+        template = TeachingProcess(dataset, student, loss, **process_kwargs)
+        self._setup(template, num_students, lr)
+
+    @classmethod
+    def like(cls, template: TeachingProcess, num_students: int, lr=None) -> BatchedTeachingProcess:
+        """N students configured as `template` (its data, student module, family, optimiser):
+        the env builds its single process once and batches that, so the configuration is
+        defined in one place."""
+        self = cls.__new__(cls)
+        self._setup(template, num_students, lr)
+        return self
+
+    def _setup(self, template: TeachingProcess, num_students: int, lr) -> None:
         if num_students < 1:
             raise ValueError(f"num_students must be >= 1, got {num_students}")
-        # one place validates and builds the configuration: the single process's constructor
-        self.template = TeachingProcess(dataset, student, loss, **process_kwargs)
-        t = self.template
+        self.template = t = template
         self.n = int(num_students)
         self.device, self.dtype = t.device, t.dtype
         self.data, self.model, self.family = t.data, t.model, t.family
@@ -74,6 +85,7 @@ class BatchedTeachingProcess:
         if len(base) != self.n or not all(v > 0 and math.isfinite(v) for v in base):
             raise ValueError(f"lr must be one positive float or {self.n} of them, got {lr!r}")
         self.base_lr = torch.tensor(base, dtype=torch.float64, device=self.device)
+        self._base_lr_host = base
         self._unit = dataclasses.replace(self.optim, lr=1.0)  # eta_t / eta_0 as a function of t
         self.student_steps = 0
         """student SGD steps summed over all N students and episodes: budgets count these"""
@@ -183,11 +195,17 @@ class BatchedTeachingProcess:
 
     # -- training ------------------------------------------------------------------------------
     @torch.no_grad()
-    def train(self, coeffs: torch.Tensor, steps: int) -> dict[str, torch.Tensor]:
+    def train(
+        self, coeffs: torch.Tensor, steps: int, *, skip: Sequence[int] = ()
+    ) -> dict[str, torch.Tensor]:
         """`steps` student SGD steps of every student, student i under coeffs[i] ((N, dim), or
         (dim,) for all). Returns the interval's per-student metrics as (N,) device tensors, as
         ``TeachingProcess.train`` does for one (mean family loss, train CE and accuracy over the
-        last ``STATS_WINDOW`` minibatches; the momentum norm)."""
+        last ``STATS_WINDOW`` minibatches; the momentum norm).
+
+        Students in `skip` (a vector env's students waiting for their autoreset) ride along in
+        the batch, are put back to their fresh state afterwards and are not counted in
+        :attr:`student_steps`: one batch shape for all, whoever is active."""
         self._require_reset()
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -221,7 +239,7 @@ class BatchedTeachingProcess:
                 sum_ce += _per_student_ce(logits, y)
                 correct += (logits.argmax(-1) == y).sum(-1)
         n_stats = steps - first_stat
-        self.student_steps += steps * self.n
+        self.student_steps += steps * (self.n - len(skip))
         self._dev_cache = None
         self.coeffs = coeffs.clone()
         self.fresh = torch.zeros_like(self.fresh)
@@ -236,6 +254,8 @@ class BatchedTeachingProcess:
             self.last_interval["update_norm"]
         )
         self.diverged |= ~finite
+        if len(skip):
+            self.reset_students(skip, [self.seeds[i] for i in skip])
         return self.last_interval
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -280,6 +300,13 @@ class BatchedTeachingProcess:
     @property
     def lr(self) -> torch.Tensor:
         return self.base_lr.to(self.dtype) * self.lr_ratio
+
+    def lr_values(self) -> list[float]:
+        """eta_{t_i} per student as host floats (what a single process's ``lr`` gives)."""
+        return [
+            lr * self._unit.lr_at(int(s))
+            for lr, s in zip(self._base_lr_host, self.steps, strict=True)
+        ]
 
     @property
     def lr_ratio(self) -> torch.Tensor:
