@@ -91,3 +91,48 @@ def test_bad_actions_change_nothing():
     assert vec.process.student_steps == 0 and vec.t.tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="autoreset_mode"):
         LossTeachingVectorEnv(2, autoreset_mode="sometimes", **SMALL)
+
+
+def test_sb3_adapter_equals_dummy_vec_env():
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from envs.sb3_vec import BatchedVecEnv
+
+    ours = BatchedVecEnv(len(LRS), lrs=LRS, **SMALL)
+    theirs = DummyVecEnv([lambda lr=lr: LossTeachingEnv(**{**SMALL, "lr": lr}) for lr in LRS])
+    for v in (ours, theirs):
+        v.seed(5)
+    np.testing.assert_allclose(ours.reset(), theirs.reset(), atol=1e-5)
+    assert [i["student_seed"] for i in ours.reset_infos] == [5, 6, 7]
+    rng = np.random.default_rng(1)
+    finished = 0
+    for _ in range(7):
+        actions = rng.uniform(-0.5, 0.5, (len(LRS), ours.action_space.shape[0]))
+        (o1, r1, d1, i1), (o2, r2, d2, i2) = ours.step(actions), theirs.step(actions)
+        np.testing.assert_allclose(o1, o2, atol=1e-5)
+        np.testing.assert_allclose(r1, r2, atol=1e-5)
+        np.testing.assert_array_equal(d1, d2)
+        for a, b in zip(i1, i2, strict=True):
+            assert a.keys() >= {"dev_accuracy", "diverged"} and a["diverged"] == b["diverged"]
+            assert ("terminal_observation" in a) == ("terminal_observation" in b)
+            if "terminal_observation" in a:
+                finished += 1
+                np.testing.assert_allclose(
+                    a["terminal_observation"], b["terminal_observation"], atol=1e-5
+                )
+                assert a["TimeLimit.truncated"] == b["TimeLimit.truncated"]
+    assert finished >= 5
+
+
+def test_sb3_ppo_learns_on_the_adapter():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    from envs.sb3_vec import BatchedVecEnv
+
+    venv = VecNormalize(VecMonitor(BatchedVecEnv(4, **{**SMALL, "lr": 0.1})), norm_reward=False)
+    model = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
+    model.learn(32)  # 2 rollouts of 4 x 4 env steps
+    assert model.num_timesteps == 32
+    assert venv.unwrapped.process.student_steps == 32 * SMALL["interval"]
+    assert len(model.ep_info_buffer) >= 4  # VecMonitor saw whole episodes end
