@@ -177,3 +177,18 @@ def test_bad_rl_configs_are_clear_errors():
         make_teacher("reinforce", learning_rate=1e-3)  # a typo of lr is not silently ignored
     with pytest.raises(ValueError, match="n_envs"):
         make_teacher("ppo", n_envs=0)
+
+
+@pytest.mark.parametrize("name", ["ppo", "a2c"])
+def test_sb3_teachers_fit_on_the_batched_vec_env_as_on_dummy_vec_env(name):
+    """n_envs students in one batched process: the same budget, rollouts and (up to float32
+    noise in the students) the same episode returns as a DummyVecEnv of single envs."""
+    reports = [
+        make_teacher(name, n_envs=3, batched=b, **TINY_CONFIGS[name]).fit(TINY, BUDGET, seed=1)
+        for b in (False, True)
+    ]
+    assert reports[0].student_steps == reports[1].student_steps > 0
+    assert [r["env_steps"] for r in reports[0].log] == [r["env_steps"] for r in reports[1].log]
+    assert reports[0].episodes == reports[1].episodes > 0
+    for a, b in zip(reports[0].log, reports[1].log, strict=True):
+        np.testing.assert_allclose(a["episode_returns"], b["episode_returns"], atol=1e-3)
