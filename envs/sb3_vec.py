@@ -16,13 +16,12 @@ envs gives for the same seeds and actions (tests/test_vector.py).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
-from envs.vector import LossTeachingVectorEnv
+from envs.vector import LossTeachingVectorEnv, unbatch_info
 
 
 class BatchedVecEnv(VecEnv):
@@ -41,7 +40,7 @@ class BatchedVecEnv(VecEnv):
         seeds = self._seeds
         seed = None if all(s is None for s in seeds) else seeds
         obs, infos = self.venv.reset(seed=seed)
-        self.reset_infos = _unbatch(infos, self.num_envs)
+        self.reset_infos = unbatch_info(infos, self.num_envs)
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -52,9 +51,9 @@ class BatchedVecEnv(VecEnv):
     def step_wait(self):
         obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
         dones = terminated | truncated
-        out = _unbatch(infos, self.num_envs)
+        out = unbatch_info(infos, self.num_envs)
         if dones.any():
-            finals = _unbatch(infos["final_info"], self.num_envs)
+            finals = unbatch_info(infos["final_info"], self.num_envs)
             for i in np.flatnonzero(dones):
                 self.reset_infos[i] = out[i]  # the next student's reset info
                 out[i] = {
@@ -79,16 +78,3 @@ class BatchedVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class, indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]
-
-
-def _unbatch(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """Gymnasium's vector info (arrays + `_key` masks) -> SB3's list of per-env dicts."""
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for key, value in infos.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
-            continue
-        mask: Sequence[bool] = infos.get(f"_{key}", np.ones(n, dtype=bool))
-        for i in np.flatnonzero(mask):
-            v = value[i]
-            out[i][key] = v.item() if isinstance(v, np.generic) else v
-    return out

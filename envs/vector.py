@@ -23,6 +23,7 @@ seeded by s + i, as a single env does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium
@@ -239,3 +240,16 @@ class LossTeachingVectorEnv(gymnasium.vector.VectorEnv):
 def _rows(infos: dict[str, Any]):
     """The (key, array) pairs of a vector info dict, without its `_key` masks."""
     return ((k, v) for k, v in infos.items() if not k.startswith("_") and isinstance(v, np.ndarray))
+
+
+def unbatch_info(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Gymnasium's vector info (arrays + `_key` masks) -> SB3's list of per-env dicts."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for key, value in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask: Sequence[bool] = infos.get(f"_{key}", np.ones(n, dtype=bool))
+        for i in np.flatnonzero(mask):
+            v = value[i]
+            out[i][key] = v.item() if isinstance(v, np.generic) else v
+    return out

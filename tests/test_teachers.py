@@ -192,3 +192,29 @@ def test_sb3_teachers_fit_on_the_batched_vec_env_as_on_dummy_vec_env(name):
     assert reports[0].episodes == reports[1].episodes > 0
     for a, b in zip(reports[0].log, reports[1].log, strict=True):
         np.testing.assert_allclose(a["episode_returns"], b["episode_returns"], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ce", "l2t-dlf", "reinforce", "ppo"])
+def test_teach_batch_equals_teaching_one_student_at_a_time(name):
+    from teachers.batch_eval import teach_batch
+
+    teacher = make_teacher(name) if name == "ce" else fitted(name)[0]
+    seeds = [3, 8, 21]
+    batch = teach_batch(teacher, TINY, seeds)
+    for seed, got in zip(seeds, batch, strict=True):
+        want = teacher.teach(TINY, seed=seed)
+        assert got.seed == seed and len(got.steps) == len(want.steps) == TINY.horizon + 1
+        np.testing.assert_allclose(np.stack(got.coeffs), np.stack(want.coeffs), atol=1e-4)
+        for a, b in zip(got.steps, want.steps, strict=True):
+            assert a.keys() == b.keys()
+            for key in ("reward", "dev_accuracy", "train_loss", "student_steps"):
+                np.testing.assert_allclose(a[key], b[key], atol=1e-4)
+        for key in ("test_error", "dev_error", "student_steps", "diverged"):
+            assert got.final[key] == pytest.approx(want.final[key], abs=1e-3)
+
+
+def test_teach_batch_refuses_a_teacher_with_its_own_loop():
+    from teachers.batch_eval import teach_batch
+
+    with pytest.raises(ValueError, match="own episode loop"):
+        teach_batch(make_teacher("l2t-dln"), TINY, [0, 1])
