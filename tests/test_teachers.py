@@ -218,3 +218,15 @@ def test_teach_batch_refuses_a_teacher_with_its_own_loop():
 
     with pytest.raises(ValueError, match="own episode loop"):
         teach_batch(make_teacher("l2t-dln"), TINY, [0, 1])
+
+
+def test_reinforce_fits_n_envs_students_at_once():
+    """n_envs=2: episodes come two at a time from one batched process; the budget holds exactly
+    as the processes count it."""
+    RecordingSpec.built = []
+    teacher = make_teacher("reinforce", n_envs=2, episodes_per_update=2, hidden=16)
+    report = teacher.fit(TINY, BUDGET, seed=0)
+    assert report.episodes == 4 and len(report.log) == 2
+    assert report.student_steps == 4 * TINY.episode_steps <= BUDGET
+    with pytest.raises(ValueError, match="multiple of n_envs"):
+        make_teacher("reinforce", n_envs=3, episodes_per_update=2)
