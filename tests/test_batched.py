@@ -167,3 +167,26 @@ def test_bad_arguments():
     b.reset([0, 1])
     with pytest.raises(ValueError, match="coeffs must have shape"):
         b.train(torch.zeros(3, b.family.dim), 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("student", ["mlp", "resnet8"])
+def test_same_trajectories_on_the_gpu(student):
+    """The batched step on CUDA (float64) follows the single processes on CUDA."""
+    data, kw = configs(student)
+    kw["device"] = "cuda"
+    procs = []
+    for seed, lr in zip(SEEDS, LRS, strict=True):
+        p = TeachingProcess(data, student, "bilinear", optim=SGDConfig(lr=lr, total_steps=20), **kw)
+        p.reset(seed)
+        procs.append(p)
+    b = BatchedTeachingProcess(
+        data, student, "bilinear", 3, lr=LRS, optim=SGDConfig(total_steps=20), **kw
+    )
+    b.reset(SEEDS)
+    coeffs = own_coeffs(b.family, 3).cuda()
+    b.train(coeffs, 20)
+    for i, p in enumerate(procs):
+        p.train(coeffs[i], 20)
+    assert_same(b, procs)
