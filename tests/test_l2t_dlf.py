@@ -137,7 +137,11 @@ def test_teaches_a_fresh_mnist5k_mlp_student():
     result = teacher.teach(spec, seed=0)
     assert len(result.steps) == spec.horizon + 1 and len(result.coeffs) == spec.horizon
     assert result.final["student_steps"] == spec.episode_steps
-    assert 0.0 <= result.final["test_error"] < 0.9  # it learned something in 15 steps
+    # it learned something in 15 steps: well below the same student untrained (~90% error)
+    untrained = spec.make_env()
+    untrained.reset(seed=0)
+    start_error = untrained.unwrapped.process.evaluate("test")["error"]
+    assert result.final["test_error"] < start_error - 0.2
     # dynamic: the coefficients follow the state
     assert not np.allclose(result.coeffs[0], result.coeffs[-1])
 

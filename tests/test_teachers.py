@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch.func import functional_call
 
 from teachers import TEACHERS, EnvSpec, Teacher, make_teacher, teacher_class
 
@@ -87,10 +89,21 @@ def test_acts_in_the_box_and_teaches_a_fresh_student(name):
         a = teacher.act(o)
         assert a.shape == env.action_space.shape and a.dtype == np.float32
         assert np.isfinite(a).all() and (np.abs(a) <= 1).all()
-    result = teacher.teach(TINY, seed=3)
+    env = teacher.spec_for(TINY).make_env()
+    result = teacher.teach(TINY, seed=3, env=env)
     assert len(result.coeffs) == TINY.horizon
     assert result.final["student_steps"] == TINY.episode_steps
-    assert 0.0 <= result.final["test_error"] <= 1.0
+    # the reported test error is the taught student's, recomputed here by hand
+    proc = env.unwrapped.process
+    x, y = proc.data.split("test")
+    with torch.no_grad():
+        proc.model.eval()
+        logits = functional_call(proc.model, (proc.params, proc.buffers), (x,))
+        proc.model.train()
+    hand_error = 1.0 - (logits.argmax(-1) == y).double().mean().item()
+    assert result.final["test_error"] == pytest.approx(hand_error, abs=1e-6)
+    env.reset(seed=3)  # the same student untrained: teaching moved it
+    assert result.final["test_error"] != proc.evaluate("test")["error"]
 
 
 @pytest.mark.parametrize("name", NAMES)
