@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_overhead.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/batched.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -8,11 +8,13 @@ import os
 import gymnasium
 import torch
 
+from envs.batched import BatchedTeachingProcess
 from envs.loss_teaching import LossTeachingEnv
 from envs.losses import LOSSES, LossFamily, make_loss
 from envs.process import OptState, TeachingProcess
 from envs.rewards import REWARDS
 from envs.state import DefaultState
+from envs.vector import LossTeachingVectorEnv
 
 ENV_ID = "l2t/LossTeaching-v0"
 
@@ -22,15 +24,21 @@ ENV_ID = "l2t/LossTeaching-v0"
 os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
 if ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=ENV_ID, entry_point="envs.loss_teaching:LossTeachingEnv")
+    gymnasium.register(
+        id=ENV_ID,
+        entry_point="envs.loss_teaching:LossTeachingEnv",
+        vector_entry_point="envs.vector:LossTeachingVectorEnv",
+    )
 
 __all__ = [
     "ENV_ID",
+    "BatchedTeachingProcess",
     "LOSSES",
     "REWARDS",
     "DefaultState",
     "LossFamily",
     "LossTeachingEnv",
+    "LossTeachingVectorEnv",
     "OptState",
     "TeachingProcess",
     "make_loss",

@@ -252,7 +252,7 @@ class DynamicLossNetwork(_AffineFamily):
         s = torch.sigmoid(logits)
         s_y = s.gather(-1, y.unsqueeze(-1)).expand_as(s)
         rows = torch.stack([s_y, s, torch.ones_like(s), torch.zeros_like(s)], dim=-1)
-        rival = 1.0 - F.one_hot(y, self.num_classes).to(s.dtype)
+        rival = 1.0 - _one_hot(y, self.num_classes, s.dtype)
         return rows * rival.unsqueeze(-1)
 
     def loss(self, logits, y, coeffs):
@@ -344,7 +344,7 @@ class Compact(LossFamily):
 
     def loss(self, logits, y, coeffs):
         tau, eps, gamma, margin = coeffs.to(logits.dtype).unbind()
-        onehot = F.one_hot(y, self.num_classes).to(logits.dtype)
+        onehot = _one_hot(y, self.num_classes, logits.dtype)
         logp = F.log_softmax(tau * (logits - margin * onehot), dim=-1)
         logp_y = (logp * onehot).sum(-1)
         smoothed = -(1 - eps) * logp_y - eps * logp.mean(-1)
@@ -360,6 +360,11 @@ LOSSES: dict[str, type[LossFamily]] = {
     "label-smoothing": LabelSmoothing,
     "compact": Compact,
 }
+
+
+def _one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """F.one_hot without its data-dependent range check, which vmap over labels cannot run."""
+    return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(dtype)
 
 
 def unknown_name_error(kind: str, name: object, known: Sequence[str]) -> ValueError:

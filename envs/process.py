@@ -290,6 +290,34 @@ class TeachingProcess:
         self.diverged = self.diverged | ~finite
         return self.last_interval
 
+    def adopt(
+        self, params: Tensors, opt_state: OptState, coeffs: torch.Tensor, stats: list[StepStats]
+    ) -> None:
+        """Make an unroll computed outside :meth:`train` (e.g. L2T-DLN's stage 3, a
+        differentiable run a gradient teacher wants to keep) the student's new state: weights,
+        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`train` (step
+        count, coefficients, interval metrics over `stats`, divergence, the dev cache)."""
+        self._require_reset()
+        if not stats:
+            raise ValueError("adopt needs the StepStats of at least one step")
+        detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
+        self.params, self.velocity = detach(params), detach(opt_state.velocity)
+        self.buffers, self.step = detach(opt_state.buffers), opt_state.step
+        self.student_steps += len(stats)
+        self.coeffs = coeffs.detach()
+        self._dev_cache = None  # the student changed: the cached dev metrics are stale
+        n = len(stats)
+        mean_loss = torch.stack([s.loss for s in stats]).mean()
+        self.diverged = self.diverged | ~torch.isfinite(mean_loss)
+        self.last_interval = {
+            "loss": mean_loss,
+            "train_ce": torch.stack([s.ce for s in stats]).mean(),
+            "train_accuracy": torch.stack([s.correct for s in stats]).sum() / (n * self.batch_size),
+            "update_norm": torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(v) for v in self.velocity.values()])
+            ),
+        }
+
     # -- evaluation ---------------------------------------------------------------------------
     def _logits(self, params: Tensors, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
         """Eval-mode logits (BatchNorm running statistics, no buffer updates), in chunks."""

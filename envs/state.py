@@ -51,20 +51,36 @@ class DefaultState:
     )
 
     def __call__(self, process) -> torch.Tensor:
+        """(n,) for a TeachingProcess; (N, n) for a BatchedTeachingProcess, whose attributes have
+        the same names and hold one value per student."""
         dev_ce, dev_acc = process.dev_subset_metrics()
         interval = process.last_interval
-        zero = torch.zeros((), device=process.device, dtype=process.dtype)
+        zero = torch.zeros_like(dev_ce)
         if interval:
             train_ce, train_acc = interval["train_ce"], interval["train_accuracy"]
             update, family_loss = interval["update_norm"], interval["loss"]
         else:  # after reset, before any training: the student's own initial predictions
             train_ce, train_acc, update, family_loss = dev_ce, dev_acc, zero, zero
+        fresh = getattr(process, "fresh", None)
+        if fresh is not None:  # a batched process: students reset since their last interval
+            train_ce, train_acc = (
+                torch.where(fresh, dev_ce, train_ce),
+                torch.where(fresh, dev_acc, train_acc.to(process.dtype)),
+            )
+            update, family_loss = torch.where(fresh, 0, update), torch.where(fresh, 0, family_loss)
         coeffs = (
             process.coeffs
             if process.coeffs is not None
             else process.family.default_coeffs(process.dtype, process.device)
+        ).detach()
+        coeff_features = (
+            torch.vmap(process.family.coeff_features)(coeffs)
+            if coeffs.dim() == 2
+            else process.family.coeff_features(coeffs)
         )
         total = process.optim.total_steps
+        lr_ratio = getattr(process, "lr_ratio", None)
+        lr_ratio = process.lr / process.optim.lr if lr_ratio is None else lr_ratio
         feats = torch.cat(
             [
                 torch.stack(
@@ -75,13 +91,15 @@ class DefaultState:
                         dev_ce / process.log_classes,
                         dev_acc,
                         torch.maximum(dev_acc, zero + process.best_dev_accuracy),
-                        zero + process.lr / process.optim.lr,
+                        zero + lr_ratio,
                         torch.log1p(update),
-                    ]
+                    ],
+                    dim=-1,
                 ),
-                process.family.coeff_features(coeffs.detach()).to(process.dtype),
-                _signed_log1p(family_loss).reshape(1),
-            ]
+                coeff_features.to(process.dtype),
+                _signed_log1p(family_loss).unsqueeze(-1),
+            ],
+            dim=-1,
         )
         feats = torch.nan_to_num(feats, nan=STATE_BOUND, posinf=STATE_BOUND, neginf=-STATE_BOUND)
         return feats.clamp(-STATE_BOUND, STATE_BOUND)

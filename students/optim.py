@@ -71,13 +71,16 @@ def sgd_step(
     params: Tensors,
     velocity: Tensors,
     grads: Tensors,
-    lr: float,
+    lr: float | torch.Tensor,
     momentum: float,
     weight_decay: float,
     *,
     inplace: bool = False,
 ) -> tuple[Tensors, Tensors]:
     """One momentum-SGD step: returns (w_{t+1}, v_{t+1}).
+
+    `lr` is eta_t, a float; or, for N students stacked along dim 0 of every tensor (the batched
+    process, envs/batched.py), an (N,) tensor of per-student eta_t that stays on the device.
 
     Out of place by default, so that on the differentiable path w_t stays alive in the graph.
     ``inplace=True`` (the fast path, no graph) updates `params` and `velocity` where they are and
@@ -87,13 +90,19 @@ def sgd_step(
     """
     keys = list(params)
     w, v, g = ([d[k] for k in keys] for d in (params, velocity, grads))
+    stacked = isinstance(lr, torch.Tensor)
+    if stacked:  # -eta_i broadcast over each stacked tensor's trailing dims
+        neg_lr = [-lr.view(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in w]
     if inplace:
         torch._foreach_add_(g, w, alpha=weight_decay)  # g + lambda w
         torch._foreach_mul_(v, momentum)
         torch._foreach_add_(v, g)
-        torch._foreach_add_(w, v, alpha=-lr)
+        if stacked:
+            torch._foreach_addcmul_(w, v, neg_lr)
+        else:
+            torch._foreach_add_(w, v, alpha=-lr)
         return params, velocity
     g = torch._foreach_add(g, w, alpha=weight_decay)
     v = torch._foreach_add(torch._foreach_mul(v, momentum), g)
-    w = torch._foreach_add(w, v, alpha=-lr)
+    w = torch._foreach_addcmul(w, v, neg_lr) if stacked else torch._foreach_add(w, v, alpha=-lr)
     return dict(zip(keys, w, strict=True)), dict(zip(keys, v, strict=True))

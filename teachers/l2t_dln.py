@@ -11,7 +11,8 @@ l2t-dln.md section 5; official ``main.py``):
     stage 2  (Delta_t, h_{t+1}) = T_psi(preproc(g_t), h_t);  phi_{t+1}(psi) = phi_t - alpha Delta_t
     stage 3  theta~^(k) = SGD(theta~^(k-1), grad L_phi_{t+1}(psi)(x_k, y_k))  from theta_t,
              same K batches;  psi <- Adam(grad_psi CE_val(theta~^(K)))
-    commit   theta_{t+1} = theta~^(K) with its momentum, BatchNorm buffers and step;
+    commit   theta_{t+1} = theta~^(K) with its momentum, BatchNorm buffers and step
+             (``TeachingProcess.adopt``: the process stays the only writer of its state);
              phi_{t+1}, h_{t+1} detached (truncated BPTT of length 1, as in the official code)
 
 Where we differ from the released code (each a documented choice, see ``DLNConfig``):
@@ -269,34 +270,6 @@ def lookahead_hypergradient(
     return grad, loss.detach()
 
 
-def commit(
-    process: TeachingProcess,
-    params: Tensors,
-    opt_state: OptState,
-    coeffs: torch.Tensor,
-    stats: list[StepStats],
-) -> None:
-    """Adopt a stage-3 unroll as the student's new state (weights, momentum, BatchNorm buffers,
-    step) with the same bookkeeping as ``TeachingProcess.train``; counts its steps."""
-    detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-    process.params, process.velocity = detach(params), detach(opt_state.velocity)
-    process.buffers, process.step = detach(opt_state.buffers), opt_state.step
-    process.student_steps += len(stats)
-    process.coeffs = coeffs.detach()
-    process._dev_cache = None  # the student changed: the cached dev metrics are stale
-    n = len(stats)
-    mean_loss = torch.stack([s.loss for s in stats]).mean()
-    process.diverged = process.diverged | ~torch.isfinite(mean_loss)
-    process.last_interval = {
-        "loss": mean_loss,
-        "train_ce": torch.stack([s.ce for s in stats]).mean(),
-        "train_accuracy": torch.stack([s.correct for s in stats]).sum() / (n * process.batch_size),
-        "update_norm": torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(v) for v in process.velocity.values()])
-        ),
-    }
-
-
 # -- the teacher ------------------------------------------------------------------------------
 class L2TDLNTeacher(Teacher):
     """L2T-DLN: a coordinate-wise LSTM that updates the DLN's 5,000 weights online from their
@@ -435,7 +408,7 @@ class L2TDLNTeacher(Teacher):
         if ok:
             self.adam.step()
         self.phi = phi_next.detach()
-        commit(process, params, opt_state, self.phi, stats)
+        process.adopt(params, opt_state, self.phi, stats)
         return {
             "step": process.step,
             "val_ce_lookahead": val_before,
@@ -529,7 +502,6 @@ __all__ = [
     "DLNConfig",
     "L2TDLNTeacher",
     "bce_warm_start",
-    "commit",
     "lookahead_hypergradient",
     "preprocess",
     "unroll",

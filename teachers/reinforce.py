@@ -77,6 +77,9 @@ class ReinforceConfig:
     value_coef: float = 0.5
     episodes_per_update: int = 2
     """episodes collected per policy update"""
+    n_envs: int = 1
+    """students taught at once while fitting: > 1 runs n_envs episodes together in one batched
+    process (envs/vector.py, one vmapped student step for all); 1 is the single env"""
     max_grad_norm: float = 1.0
 
     def __post_init__(self) -> None:
@@ -84,10 +87,15 @@ class ReinforceConfig:
             raise unknown_name_error("baseline", self.baseline, BASELINES)
         if self.mean not in MEANS:
             raise unknown_name_error("policy mean", self.mean, MEANS)
-        if self.episodes_per_update < 1 or self.hidden < 1:
+        if self.episodes_per_update < 1 or self.hidden < 1 or self.n_envs < 1:
             raise ValueError(
-                f"episodes_per_update and hidden must be >= 1, got "
-                f"{self.episodes_per_update}, {self.hidden}"
+                f"episodes_per_update, hidden and n_envs must be >= 1, got "
+                f"{self.episodes_per_update}, {self.hidden}, {self.n_envs}"
+            )
+        if self.episodes_per_update % self.n_envs:
+            raise ValueError(
+                f"episodes_per_update ({self.episodes_per_update}) must be a multiple of n_envs "
+                f"({self.n_envs}): a batch of episodes is collected with one policy"
             )
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.baseline_momentum < 1.0:
             raise ValueError(
@@ -202,6 +210,38 @@ def run_episode(
     return Episode(torch.stack(observations), torch.stack(actions), np.asarray(rewards), spent)
 
 
+def run_episodes(venv, policy: GaussianPolicy, seeds: list[int], generator) -> list[Episode]:
+    """len(seeds) whole episodes at once on a LossTeachingVectorEnv, one fresh student each; a
+    student that diverges ends its episode alone (its later steps are not recorded)."""
+    before = venv.process.student_steps
+    obs, _ = venv.reset(seed=seeds)
+    n = len(seeds)
+    observations, actions, rewards = ([[] for _ in range(n)] for _ in range(3))
+    active = np.ones(n, dtype=bool)
+    while active.any():
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        with torch.no_grad():
+            dist = policy(o)
+            a = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
+        obs, reward, terminated, truncated, _ = venv.step(a.clamp(-1.0, 1.0).numpy())
+        for i in np.flatnonzero(active):
+            observations[i].append(o[i])
+            actions[i].append(a[i])
+            rewards[i].append(reward[i])
+        active &= ~(terminated | truncated)
+    # budgets: the batch's steps as the process counted them, shared out so that they sum exactly
+    spent, extra = divmod(venv.process.student_steps - before, n)
+    return [
+        Episode(
+            torch.stack(observations[i]),
+            torch.stack(actions[i]),
+            np.asarray(rewards[i]),
+            spent + (i < extra),
+        )
+        for i in range(n)
+    ]
+
+
 class ReinforceTeacher(Teacher):
     """Monte-Carlo policy gradient with a baseline (module docstring); config in ReinforceConfig."""
 
@@ -252,9 +292,25 @@ class ReinforceTeacher(Teacher):
         student_seeds = np.random.default_rng([seed, 0x5EED])
         noise = torch.Generator().manual_seed(seed)
 
-        report, batch, stop = FitReport(), [], False
+        n_envs = self.args.n_envs
+        if n_envs > 1:
+            from envs.vector import LossTeachingVectorEnv
+
+            venv = LossTeachingVectorEnv(n_envs, **spec.to_dict())
+        report, batch, stop, pending = FitReport(), [], False, []
         while not stop and report.student_steps + spec.episode_steps <= budget:
-            episode = run_episode(env, self.policy, int(student_seeds.integers(2**31 - 1)), noise)
+            if n_envs == 1:
+                seed_ = int(student_seeds.integers(2**31 - 1))
+                episode = run_episode(env, self.policy, seed_, noise)
+            else:  # n_envs episodes at once while the budget holds them all, then one at a time
+                if not pending:
+                    k = min(n_envs, (budget - report.student_steps) // spec.episode_steps)
+                    seeds_ = [int(student_seeds.integers(2**31 - 1)) for _ in range(k)]
+                    if k == n_envs:
+                        pending = run_episodes(venv, self.policy, seeds_, noise)
+                    else:
+                        pending = [run_episode(env, self.policy, s_, noise) for s_ in seeds_]
+                episode = pending.pop(0)
             report.episodes += 1
             report.student_steps += episode.student_steps
             batch.append(episode)

@@ -35,7 +35,7 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
 from teachers.base import EnvSpec, FitReport, Teacher, check_budget
 from teachers.reinforce import student_steps_of
@@ -85,6 +85,8 @@ class SB3Teacher(Teacher):
     Config (constructor kwargs, recorded in ``self.config``):
         family: loss family acted on ('compact' default, 'bilinear', ...; None = the spec's).
         n_envs: env copies in the DummyVecEnv (each trains its own student).
+        batched: train the n_envs students in one batched process (envs/sb3_vec.py, one vmapped
+            step for all) instead of a DummyVecEnv of single envs; same students, same seeds.
         n_steps: env steps per env per rollout; None = derived from the budget (module docstring).
         min_updates: policy updates a budget must allow when n_steps is derived.
         log_std_init: initial log sigma of the Gaussian policy (SB3's default is 0: sigma = 1,
@@ -102,6 +104,7 @@ class SB3Teacher(Teacher):
         self,
         family: str | None = "compact",
         n_envs: int = 1,
+        batched: bool = False,
         n_steps: int | None = None,
         min_updates: int = 4,
         log_std_init: float = -0.5,
@@ -120,6 +123,7 @@ class SB3Teacher(Teacher):
         super().__init__(
             family=family,
             n_envs=n_envs,
+            batched=bool(batched),
             n_steps=n_steps,
             min_updates=min_updates,
             log_std_init=log_std_init,
@@ -167,8 +171,15 @@ class SB3Teacher(Teacher):
             envs.append(env)
             return Monitor(env)
 
+        if cfg.get("batched"):
+            from envs.sb3_vec import BatchedVecEnv
+
+            inner = VecMonitor(BatchedVecEnv(cfg["n_envs"], **spec.to_dict()))
+            envs.append(inner.venv)
+        else:
+            inner = DummyVecEnv([make_env] * cfg["n_envs"])
         venv = VecNormalize(
-            DummyVecEnv([make_env] * cfg["n_envs"]),
+            inner,
             norm_obs=True,
             norm_reward=False,
             gamma=cfg["algo_kwargs"].get("gamma", 0.99),

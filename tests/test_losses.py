@@ -127,3 +127,34 @@ def test_bilinear_bias_default_is_log_classes():
     phi, b = fam.split(fam.default_coeffs(torch.float64))
     torch.testing.assert_close(phi, torch.eye(C, dtype=torch.float64))
     assert torch.allclose(b, torch.full((C,), math.log(C), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_action_coeffs_round_trip_away_from_the_default(name):
+    """coeffs_to_action inverts action_to_coeffs on random actions across the box (not only at
+    the default), and distinct actions give distinct coefficients."""
+    fam = make_loss(name, C)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        action = rng.uniform(-0.95, 0.95, fam.dim)
+        coeffs = fam.action_to_coeffs(action)
+        assert not torch.allclose(coeffs, fam.default_coeffs(torch.float64), atol=1e-3)
+        np.testing.assert_allclose(fam.coeffs_to_action(coeffs).numpy(), action, atol=1e-9)
+    for edge in (-1.0, 1.0):  # the box's corners map back to themselves too
+        a = np.full(fam.dim, edge)
+        np.testing.assert_allclose(
+            fam.coeffs_to_action(fam.action_to_coeffs(a)).numpy(), a, atol=1e-9
+        )
+
+
+def test_vmap_over_labels_and_coefficients(batch):
+    """Every family runs under vmap over (logits, labels, coeffs) together, as the batched
+    process needs (F.one_hot's range check cannot)."""
+    z, y = batch
+    for name in sorted(LOSSES):
+        fam = make_loss(name, C)
+        coeffs = torch.stack([fam.action_to_coeffs(np.full(fam.dim, a)) for a in (-0.3, 0.0, 0.3)])
+        zs, ys = torch.stack([z, z * 0.5, -z]), torch.stack([y, y.flip(0), y])
+        batched = torch.func.vmap(fam)(zs, ys, coeffs)
+        separate = torch.stack([fam(zs[i], ys[i], coeffs[i]) for i in range(3)])
+        torch.testing.assert_close(batched, separate)

@@ -50,11 +50,9 @@ def test_fast_and_differentiable_paths_agree_with_batchnorm(tmp_path):
         )
     for k in procs[0].buffers:  # BatchNorm running statistics carried forward on both paths
         torch.testing.assert_close(procs[1].buffers[k], procs[0].buffers[k])
-    assert (
-        procs[0].buffers["bn1.num_batches_tracked"] == 8
-        if "bn1.num_batches_tracked" in procs[0].buffers
-        else True
-    )
+    counters = [k for k in procs[0].buffers if k.endswith("num_batches_tracked")]
+    assert counters and all(procs[0].buffers[k] == 8 for k in counters)  # 8 steps, every BN
+    assert not torch.equal(procs[0].buffers["features.1.running_mean"], torch.zeros(16))
 
 
 def _dev_after(proc, coeffs, steps, seed=0):
@@ -184,3 +182,27 @@ def test_float64_process_and_cached_dataset_is_not_mutated():
     proc.train(proc.family.default_coeffs(torch.float64), 3)
     assert proc.params[next(iter(proc.params))].dtype == torch.float64
     assert load_dataset("mnist5k").x_train.dtype == torch.float32
+
+
+def test_adopt_makes_an_outside_unroll_the_student_like_train():
+    """adopt(unroll) leaves the process exactly where train() would have: the process is the one
+    writer of the student's state, also for unrolls a teacher computes itself (L2T-DLN)."""
+    a, b = small_process(), small_process()
+    a.reset(2)
+    b.reset(2)
+    c = a.family.default_coeffs()
+    a.train(c, 7)
+    params, opt_state, stats = b.params, OptState(b.velocity, b.buffers, b.step), []
+    for _ in range(7):
+        params, opt_state, s = b.student_step(params, opt_state, b.batch(opt_state.step), c)
+        stats.append(s)
+    b.adopt(params, opt_state, c, stats)
+    assert b.step == a.step == 7 and b.student_steps == a.student_steps == 7
+    for k in a.params:
+        torch.testing.assert_close(b.params[k], a.params[k])
+        torch.testing.assert_close(b.velocity[k], a.velocity[k])
+    for key in ("loss", "train_ce", "train_accuracy", "update_norm"):
+        torch.testing.assert_close(b.last_interval[key].double(), a.last_interval[key].double())
+    torch.testing.assert_close(b.dev_subset_metrics()[1], a.dev_subset_metrics()[1])
+    with pytest.raises(ValueError, match="at least one step"):
+        b.adopt(params, opt_state, c, [])

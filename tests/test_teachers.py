@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from torch.func import functional_call
 
 from teachers import TEACHERS, EnvSpec, Teacher, make_teacher, teacher_class
 
@@ -87,10 +89,21 @@ def test_acts_in_the_box_and_teaches_a_fresh_student(name):
         a = teacher.act(o)
         assert a.shape == env.action_space.shape and a.dtype == np.float32
         assert np.isfinite(a).all() and (np.abs(a) <= 1).all()
-    result = teacher.teach(TINY, seed=3)
+    env = teacher.spec_for(TINY).make_env()
+    result = teacher.teach(TINY, seed=3, env=env)
     assert len(result.coeffs) == TINY.horizon
     assert result.final["student_steps"] == TINY.episode_steps
-    assert 0.0 <= result.final["test_error"] <= 1.0
+    # the reported test error is the taught student's, recomputed here by hand
+    proc = env.unwrapped.process
+    x, y = proc.data.split("test")
+    with torch.no_grad():
+        proc.model.eval()
+        logits = functional_call(proc.model, (proc.params, proc.buffers), (x,))
+        proc.model.train()
+    hand_error = 1.0 - (logits.argmax(-1) == y).double().mean().item()
+    assert result.final["test_error"] == pytest.approx(hand_error, abs=1e-6)
+    env.reset(seed=3)  # the same student untrained: teaching moved it
+    assert result.final["test_error"] != proc.evaluate("test")["error"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -177,3 +190,56 @@ def test_bad_rl_configs_are_clear_errors():
         make_teacher("reinforce", learning_rate=1e-3)  # a typo of lr is not silently ignored
     with pytest.raises(ValueError, match="n_envs"):
         make_teacher("ppo", n_envs=0)
+
+
+@pytest.mark.parametrize("name", ["ppo", "a2c"])
+def test_sb3_teachers_fit_on_the_batched_vec_env_as_on_dummy_vec_env(name):
+    """n_envs students in one batched process: the same budget, rollouts and (up to float32
+    noise in the students) the same episode returns as a DummyVecEnv of single envs."""
+    reports = [
+        make_teacher(name, n_envs=3, batched=b, **TINY_CONFIGS[name]).fit(TINY, BUDGET, seed=1)
+        for b in (False, True)
+    ]
+    assert reports[0].student_steps == reports[1].student_steps > 0
+    assert [r["env_steps"] for r in reports[0].log] == [r["env_steps"] for r in reports[1].log]
+    assert reports[0].episodes == reports[1].episodes > 0
+    for a, b in zip(reports[0].log, reports[1].log, strict=True):
+        np.testing.assert_allclose(a["episode_returns"], b["episode_returns"], atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["ce", "l2t-dlf", "reinforce", "ppo"])
+def test_teach_batch_equals_teaching_one_student_at_a_time(name):
+    from teachers.batch_eval import teach_batch
+
+    teacher = make_teacher(name) if name == "ce" else fitted(name)[0]
+    seeds = [3, 8, 21]
+    batch = teach_batch(teacher, TINY, seeds)
+    for seed, got in zip(seeds, batch, strict=True):
+        want = teacher.teach(TINY, seed=seed)
+        assert got.seed == seed and len(got.steps) == len(want.steps) == TINY.horizon + 1
+        np.testing.assert_allclose(np.stack(got.coeffs), np.stack(want.coeffs), atol=1e-4)
+        for a, b in zip(got.steps, want.steps, strict=True):
+            assert a.keys() == b.keys()
+            for key in ("reward", "dev_accuracy", "train_loss", "student_steps"):
+                np.testing.assert_allclose(a[key], b[key], atol=1e-4)
+        for key in ("test_error", "dev_error", "student_steps", "diverged"):
+            assert got.final[key] == pytest.approx(want.final[key], abs=1e-3)
+
+
+def test_teach_batch_refuses_a_teacher_with_its_own_loop():
+    from teachers.batch_eval import teach_batch
+
+    with pytest.raises(ValueError, match="own episode loop"):
+        teach_batch(make_teacher("l2t-dln"), TINY, [0, 1])
+
+
+def test_reinforce_fits_n_envs_students_at_once():
+    """n_envs=2: episodes come two at a time from one batched process; the budget holds exactly
+    as the processes count it."""
+    RecordingSpec.built = []
+    teacher = make_teacher("reinforce", n_envs=2, episodes_per_update=2, hidden=16)
+    report = teacher.fit(TINY, BUDGET, seed=0)
+    assert report.episodes == 4 and len(report.log) == 2
+    assert report.student_steps == 4 * TINY.episode_steps <= BUDGET
+    with pytest.raises(ValueError, match="multiple of n_envs"):
+        make_teacher("reinforce", n_envs=3, episodes_per_update=2)
