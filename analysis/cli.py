@@ -22,6 +22,7 @@ from pathlib import Path
 
 from analysis.records import RecordStore
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
+from students.corruption import check_corruption
 from teachers.base import EnvSpec
 
 DEMO_TEACHERS = (
@@ -140,6 +141,28 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             default={},
             help='JSON or @file: {"ppo": {"n_steps": 8}, ...}',
         )
+        p.add_argument(
+            "--label-noise",
+            type=float,
+            default=spec.label_noise,
+            help="fraction of training labels flipped, seeded (default 0); test is never touched",
+        )
+        p.add_argument(
+            "--label-noise-kind",
+            default=spec.label_noise_kind,
+            help="symmetric (uniform over the other classes; default) or pairflip (c -> c+1)",
+        )
+        p.add_argument(
+            "--noisy-dev",
+            action="store_true",
+            help="flip dev labels too (default: dev stays the clean set teachers select on)",
+        )
+        p.add_argument(
+            "--imbalance",
+            type=float,
+            default=spec.imbalance,
+            help="long-tailed training split: largest / smallest class count (default 1)",
+        )
         p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
         p.add_argument(
             "--download",
@@ -233,7 +256,12 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
             interval=args.interval,
             device=args.device,
             data_root=args.data_root,
+            label_noise=args.label_noise,
+            label_noise_kind=args.label_noise_kind,
+            noisy_dev=args.noisy_dev,
+            imbalance=args.imbalance,
         )
+        check_corruption(spec.label_noise, spec.label_noise_kind, spec.imbalance)
         return Grid(
             teachers=args.teachers,
             seeds=args.seeds,

@@ -49,6 +49,13 @@ class EnvSpec:
     data_root: str | None = None
     student_kwargs: dict = field(default_factory=dict)
     loss_kwargs: dict = field(default_factory=dict)
+    label_noise: float = 0.0
+    """fraction of training labels flipped (students/corruption.py); dev too with noisy_dev"""
+    label_noise_kind: str = "symmetric"
+    """'symmetric' (uniform over the other classes) or 'pairflip' (c -> c + 1 mod C)"""
+    noisy_dev: bool = False
+    imbalance: float = 1.0
+    """long-tailed training split: largest / smallest class count (1 = as loaded)"""
 
     @property
     def episode_steps(self) -> int:
@@ -200,6 +207,8 @@ def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:
     """Whole-split dev and test metrics of the env's current student (test reported, never used)."""
     proc = env.unwrapped.process
     out = {"diverged": bool(diverged), "student_steps": proc.step}
+    if proc.corruption.get("train_flipped_fraction"):  # the noise actually applied, in the records
+        out["train_flipped_fraction"] = proc.corruption["train_flipped_fraction"]
     for split in ("dev", "test"):
         m = proc.evaluate(split)
         out[f"{split}_loss"], out[f"{split}_error"] = m["loss"], m["error"]

@@ -1,6 +1,6 @@
 """Teachers that do not learn: fixed losses and random coefficients.
 
-``ce`` and ``label-smoothing`` switch the env to their own loss family at its default
+``ce``, ``label-smoothing`` and ``gce`` switch the env to their own loss family at its default
 coefficients, so the student sees exactly that loss through the same process, optimiser and
 schedule as under every other teacher: differences come from the loss alone.
 """
@@ -61,6 +61,20 @@ class LabelSmoothingTeacher(FixedTeacher):
     def __init__(self, epsilon: float = 0.1) -> None:
         super().__init__(action=[4 * epsilon - 1], family="label-smoothing")
         self.config = {"epsilon": epsilon}
+
+
+class GCETeacher(FixedTeacher):
+    """Generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018), q = 0.7 by default:
+    the robust fixed loss of the noisy-label literature."""
+
+    name = "gce"
+    family = "gce"
+
+    def __init__(self, q: float = 0.7) -> None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"GCE exponent q must lie in [0, 1], got {q}")
+        super().__init__(action=[2 * q - 1], family="gce")
+        self.config = {"q": q}
 
 
 class RandomTeacher(Teacher):
