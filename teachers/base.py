@@ -21,14 +21,16 @@ import numpy as np
 import torch
 
 from envs.loss_teaching import LossTeachingEnv
+from students.data import Splits
 
 
 @dataclass
 class EnvSpec:
     """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison."""
 
-    dataset: str = "mnist5k"
-    """a name from students.data.DATASETS"""
+    dataset: str | Splits = "mnist5k"
+    """a name from students.data.DATASETS, a path to an .npz file (students/user_data.py), or
+    in-memory Splits (students.data.from_tensors)"""
     student: str = "mlp"
     """a name from students.models.STUDENTS"""
     loss: str = "bilinear"
@@ -72,7 +74,11 @@ class EnvSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; in-memory Splits stay the object itself (asdict would turn the dataclass
+        into a dict of tensors, which no loader accepts)."""
+        out = dataclasses.asdict(self.replace(dataset="mnist5k"))
+        out["dataset"] = self.dataset
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvSpec:
