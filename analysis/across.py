@@ -187,9 +187,14 @@ def across_settings(
                 }
             )
     if not rows:
+        budgets = {
+            s: sorted(int(b) for b in seeds.loc[seeds["setting"] == s, "budget"].unique())
+            for s in settings
+        }
         raise ValueError(
-            f"no budget has the baseline {baseline!r} in every setting: the across-settings "
-            "summary normalises by it"
+            f"no budget has the baseline {baseline!r} in every setting (budgets per setting: "
+            f"{budgets}): the across-settings summary compares teachers at equal budgets and "
+            "normalises by the baseline; run the settings with a common --budget"
         )
     return pd.DataFrame(rows)
 
