@@ -14,7 +14,7 @@ $(PY):
 # machine has on disk (pip takes them without downloading); any version in pyproject's range works.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" || $(PY) -m pip install --quiet torch torchvision
-	$(PY) -m pip install --quiet -e ".[dev,ray]"
+	$(PY) -m pip install --quiet -e ".[dev,ray,stats]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -3,6 +3,7 @@
     l2t compare --teachers ce,label-smoothing,random,l2t-dlf,reinforce,ppo \\
         --dataset mnist5k --student mlp --seeds 5 --budget 3000 --out results/mine
     l2t table results/mine      # print the summary table (and rewrite summary.csv)
+    l2t table results/clean results/noisy   # + statistics across settings (IQM, P(> CE))
     l2t plot results/mine       # rebuild the PNGs from the records
     l2t demo                    # the default comparison into results/demo, with report.md
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli
 from analysis.records import RecordStore
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
+from students.corruption import check_corruption
 from teachers.base import EnvSpec
 
 DEMO_TEACHERS = (
@@ -141,6 +143,28 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             default={},
             help='JSON or @file: {"ppo": {"n_steps": 8}, ...}',
         )
+        p.add_argument(
+            "--label-noise",
+            type=float,
+            default=spec.label_noise,
+            help="fraction of training labels flipped, seeded (default 0); test is never touched",
+        )
+        p.add_argument(
+            "--label-noise-kind",
+            default=spec.label_noise_kind,
+            help="symmetric (uniform over the other classes; default) or pairflip (c -> c+1)",
+        )
+        p.add_argument(
+            "--noisy-dev",
+            action="store_true",
+            help="flip dev labels too (default: dev stays the clean set teachers select on)",
+        )
+        p.add_argument(
+            "--imbalance",
+            type=float,
+            default=spec.imbalance,
+            help="long-tailed training split: largest / smallest class count (default 1)",
+        )
         p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
         p.add_argument(
             "--download",
@@ -198,7 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_options(compare)
     for name, what in (("table", "print the summary table"), ("plot", "rebuild the figures")):
         p = sub.add_parser(name, help=f"{what} of a results directory")
-        p.add_argument("dir", help="a directory written by `l2t compare`")
+        p.add_argument(
+            "dir",
+            nargs="+",
+            help="directories written by `l2t compare`; several (one per setting: clean, noisy, "
+            "...) add the across-settings summary (IQM, probability of improvement over CE)",
+        )
+        p.add_argument(
+            "--across-out",
+            default=None,
+            help="folder for the across-settings summary (across_settings.csv / .png); "
+            "needed by `plot` with several directories",
+        )
     demo = sub.add_parser("demo", help=f"the default comparison into {DEMO_OUT} (~10 min, 2 CPUs)")
     demo.add_argument("--out", default=DEMO_OUT)
     _add_grid_options(demo, demo=True)
@@ -274,7 +309,12 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
             interval=args.interval,
             device=args.device,
             data_root=args.data_root,
+            label_noise=args.label_noise,
+            label_noise_kind=args.label_noise_kind,
+            noisy_dev=args.noisy_dev,
+            imbalance=args.imbalance,
         )
+        check_corruption(spec.label_noise, spec.label_noise_kind, spec.imbalance)
         return Grid(
             teachers=args.teachers,
             seeds=args.seeds,
@@ -313,19 +353,45 @@ def finish(
 
 def _table_or_plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
-        RecordStore(args.dir).config()
-        if args.command == "table":
-            from analysis.tables import print_table, write_summary
+        for d in args.dir:
+            RecordStore(d).config()
+        if args.command == "plot" and len(args.dir) > 1 and args.across_out is None:
+            raise ValueError(
+                "several directories: pass --across-out DIR for the across-settings figure"
+            )
+        for d in args.dir:
+            if args.command == "table":
+                from analysis.tables import print_table, write_summary
 
-            print_table(write_summary(args.dir), title=args.dir)
-        else:
-            from analysis.plots import plot_all
+                print_table(write_summary(d), title=d)
+            else:
+                from analysis.plots import plot_all
 
-            for path in plot_all(args.dir):
-                print(path)
+                for path in plot_all(d):
+                    print(path)
+        if len(args.dir) > 1:
+            _across(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return 0
+
+
+def _across(args: argparse.Namespace) -> None:
+    """The across-settings summary of several results directories (analysis/across.py)."""
+    from analysis.across import across_settings, plot_across, print_across, settings_frame
+
+    seeds = settings_frame(args.dir)
+    table = across_settings(seeds)
+    settings = list(dict.fromkeys(seeds["setting"]))
+    out = None if args.across_out is None else Path(args.across_out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if args.command == "table":
+        print_across(table, settings)
+        if out is not None:
+            table.to_csv(out / "across_settings.csv", index=False)
+    else:
+        print(plot_across(table, out / "across_settings.png"))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id
 from envs.losses import LOSSES, unknown_name_error
-from students.data import DATASETS
 from students.models import STUDENTS
+from students.user_data import check_dataset, dataset_label, describe_dataset
 from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
@@ -75,8 +75,11 @@ class Grid:
         return self.student_seed_offset + MAX_STUDENTS_PER_SEED * seed + j
 
     def to_config(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["spec"] = self.spec.to_dict()
+        """JSON-ready: user data appear by name (path) in the spec, and in full (file, sha256)
+        under "data"."""
+        out = asdict(replace(self, spec=EnvSpec()))
+        out["spec"] = {**self.spec.to_dict(), "dataset": dataset_label(self.spec.dataset)}
+        out["data"] = describe_dataset(self.spec.dataset)
         return out
 
 
@@ -95,8 +98,8 @@ def validate_grid(grid: Grid) -> None:
             f"teacher configs given for {sorted(unknown)}, which are not among the teachers "
             f"{grid.teachers}"
         )
+    check_dataset(grid.spec.dataset)
     for kind, name, known in (
-        ("dataset", grid.spec.dataset, DATASETS),
         ("student", grid.spec.student, STUDENTS),
         ("loss", grid.spec.loss, LOSSES),
     ):
@@ -162,7 +165,7 @@ def run_unit(
     meta = {
         "teacher": teacher_name,
         "student": grid.spec.student,
-        "dataset": grid.spec.dataset,
+        "dataset": dataset_label(grid.spec.dataset),
         "loss": teacher.spec_for(grid.spec).loss,
         "budget": budget,
         "seed": seed,

@@ -49,6 +49,11 @@ class LossTeachingEnv(gymnasium.Env):
     ## Seeding
     ``reset(seed=s)`` draws the student's initial weights and data order from ``s`` alone, so the
     same seed and actions replay the same run. Without a seed, a seed is drawn from the env's RNG.
+
+    ## Harder settings
+    ``label_noise`` (fraction, ``label_noise_kind`` ``"symmetric"`` or ``"pairflip"``,
+    ``noisy_dev``) and ``imbalance`` (max/min training class count) corrupt the training split
+    once, seeded (``students.corruption``); test is never touched.
     """
 
     metadata = {"render_modes": []}
@@ -76,6 +81,10 @@ class LossTeachingEnv(gymnasium.Env):
         download: bool = False,
         student_kwargs: dict | None = None,
         loss_kwargs: dict | None = None,
+        label_noise: float = 0.0,
+        label_noise_kind: str = "symmetric",
+        noisy_dev: bool = False,
+        imbalance: float = 1.0,
     ) -> None:
         if horizon < 1 or interval < 1:
             raise ValueError(f"horizon and interval must be >= 1, got {horizon}, {interval}")
@@ -103,6 +112,10 @@ class LossTeachingEnv(gymnasium.Env):
             download=download,
             student_kwargs=student_kwargs,
             loss_kwargs=loss_kwargs,
+            label_noise=label_noise,
+            label_noise_kind=label_noise_kind,
+            noisy_dev=noisy_dev,
+            imbalance=imbalance,
         )
         self.family = self.process.family
         self.state_fn = state_fn or DefaultState()

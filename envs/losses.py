@@ -12,7 +12,8 @@ so the losses run under ``torch.func.vmap``.
 | dln             | 5,000       | L2T-DLN: the weights of a 4-40-40-40-40-1 loss network               |
 | ce              | 1           | inverse temperature tau of cross-entropy on tau * z                  |
 | label-smoothing | 1           | smoothing epsilon                                                    |
-| compact         | 4           | tau, smoothing, focal gamma, logit margin; all-default = plain CE    |
+| gce             | 1           | GCE exponent q: (1 - p_y^q) / q (Zhang & Sabuncu 2018), default 0.7  |
+| compact         | 5           | tau, smoothing, focal gamma, logit margin, GCE q; default = plain CE |
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "Compact",
     "CrossEntropy",
     "DynamicLossNetwork",
+    "GeneralizedCrossEntropy",
     "LabelSmoothing",
     "LossFamily",
     "make_loss",
@@ -312,42 +314,98 @@ class LabelSmoothing(_AffineFamily):
         return ((1 - eps) * nll - eps * logp.mean(-1)).mean()
 
 
+def box_cox(log_p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """(p^q - 1) / q from log p, exactly log p at q = 0 (its limit), finite gradients everywhere.
+
+    -box_cox(log p_y, q) is GCE's (1 - p_y^q) / q: q -> 0 is cross-entropy, q = 1 is the MAE
+    (1 - p_y), robust to symmetric label noise (Zhang & Sabuncu 2018, eq. 5). Written as
+    log p * expm1(x) / x with x = q log p, and a Taylor series near x = 0, without a branch on data.
+    """
+    x = q * log_p
+    small = x.abs() < 1e-4
+    safe = torch.where(small, torch.ones_like(x), x)
+    ratio = torch.where(small, 1 + x / 2 + x * x / 6, torch.expm1(safe) / safe)
+    return log_p * ratio
+
+
+class GeneralizedCrossEntropy(_AffineFamily):
+    """Generalized cross-entropy (Zhang & Sabuncu 2018): l_q = (1 - p_y^q) / q, q in [0, 1].
+
+    q = 0 is cross-entropy, q = 1 the mean absolute error; the paper's default is 0.7. Actions move
+    q over [0, 1] (q = (a + 1) / 2).
+    """
+
+    name = "gce"
+
+    def __init__(self, num_classes: int, q: float = 0.7) -> None:
+        super().__init__(num_classes)
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"GCE exponent q must lie in [0, 1], got {q}")
+        self.dim = 1
+        self.q = q
+
+    def default_coeffs(self, dtype=torch.float32, device=None):
+        return torch.full((1,), self.q, dtype=dtype, device=device)
+
+    def center_and_half_range(self):
+        return torch.full((1,), 0.5, dtype=torch.float64), torch.full(
+            (1,), 0.5, dtype=torch.float64
+        )
+
+    def loss(self, logits, y, coeffs):
+        q = coeffs.to(logits.dtype)[0]
+        logp_y = F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        return -box_cox(logp_y, q).mean()
+
+
 class Compact(LossFamily):
     """A few interpretable knobs for RL teachers; the all-default point is plain CE.
 
-    coefficients  [tau, eps, gamma, m]:
+    coefficients  [tau, eps, gamma, m, q]:
         tau   = 2^a0             in [0.5, 2]  inverse temperature on the logits
         eps   = 0.15 (a1 + 1)    in [0, 0.3]  label smoothing
         gamma = 1.5 (a2 + 1)     in [0, 3]    focal exponent (Lin et al. 2017)
         m     = 0.5 (a3 + 1)     in [0, 1]    additive margin subtracted from the true logit
+        q     = 0.5 (a4 + 1)     in [0, 1]    GCE exponent (Zhang & Sabuncu 2018); 0 = log
 
-        z' = tau (z - m e_y);  l = (1 - p'_y)^gamma [ -(1 - eps) log p'_y - eps mean_j log p'_j ]
+        z' = tau (z - m e_y);  l = (1 - p'_y)^gamma [ -(1 - eps) BC_q(log p'_y) - eps mean_j BC_q(log p'_j) ]
+
+    with BC_q(log p) = (p^q - 1) / q (:func:`box_cox`), so q = 0 is the log and eps = gamma = m = 0
+    with tau = 1 is GCE with exponent q. The default action is a = [0, -1, -1, -1, -1].
     """
 
     name = "compact"
 
     def __init__(self, num_classes: int) -> None:
         super().__init__(num_classes)
-        self.dim = 4
+        self.dim = 5
 
     def default_coeffs(self, dtype=torch.float32, device=None):
-        return torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=dtype, device=device)
+        return torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0], dtype=dtype, device=device)
 
     def _action_to_coeffs(self, a):
         return torch.stack(
-            [torch.exp2(a[0]), 0.15 * (a[1] + 1), 1.5 * (a[2] + 1), 0.5 * (a[3] + 1)]
+            [
+                torch.exp2(a[0]),
+                0.15 * (a[1] + 1),
+                1.5 * (a[2] + 1),
+                0.5 * (a[3] + 1),
+                0.5 * (a[4] + 1),
+            ]
         )
 
     def coeffs_to_action(self, coeffs):
         c = coeffs.detach().double().cpu()
-        return torch.stack([torch.log2(c[0]), c[1] / 0.15 - 1, c[2] / 1.5 - 1, c[3] / 0.5 - 1])
+        return torch.stack(
+            [torch.log2(c[0]), c[1] / 0.15 - 1, c[2] / 1.5 - 1, c[3] / 0.5 - 1, c[4] / 0.5 - 1]
+        )
 
     def loss(self, logits, y, coeffs):
-        tau, eps, gamma, margin = coeffs.to(logits.dtype).unbind()
+        tau, eps, gamma, margin, q = coeffs.to(logits.dtype).unbind()
         onehot = _one_hot(y, self.num_classes, logits.dtype)
         logp = F.log_softmax(tau * (logits - margin * onehot), dim=-1)
         logp_y = (logp * onehot).sum(-1)
-        smoothed = -(1 - eps) * logp_y - eps * logp.mean(-1)
+        smoothed = -(1 - eps) * box_cox(logp_y, q) - eps * box_cox(logp, q).mean(-1)
         # (1 - p)^gamma through exp/log1p so that gamma = 0 has a finite gradient at p -> 1
         focal = torch.exp(gamma * torch.log1p(-logp_y.exp().clamp(max=1 - 1e-6)))
         return (focal * smoothed).mean()
@@ -358,6 +416,7 @@ LOSSES: dict[str, type[LossFamily]] = {
     "dln": DynamicLossNetwork,
     "ce": CrossEntropy,
     "label-smoothing": LabelSmoothing,
+    "gce": GeneralizedCrossEntropy,
     "compact": Compact,
 }
 

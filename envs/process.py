@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from envs.losses import LossFamily, make_loss
+from students.corruption import check_corruption, corrupt
 from students.data import Splits, load_dataset, resolve_device
 from students.models import build_student, init_student
 from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
@@ -68,6 +69,9 @@ class TeachingProcess:
             cost per observation is bounded whatever the dev split's size.
         device: "auto" (CUDA when present), "cpu", "cuda", ...
         dtype: float32, or float64 for finite-difference checks.
+        label_noise, label_noise_kind, noisy_dev, imbalance: corrupt the training split (and dev
+            with ``noisy_dev``) after the split, seeded, see ``students.corruption``; what was
+            applied is in :attr:`corruption`.
     """
 
     def __init__(
@@ -85,13 +89,27 @@ class TeachingProcess:
         download: bool = False,
         student_kwargs: dict | None = None,
         loss_kwargs: dict | None = None,
+        label_noise: float = 0.0,
+        label_noise_kind: str = "symmetric",
+        noisy_dev: bool = False,
+        imbalance: float = 1.0,
     ) -> None:
+        check_corruption(label_noise, label_noise_kind, imbalance)
         self.device = resolve_device(device)
         self.dtype = dtype
         if isinstance(dataset, Splits):
             splits = dataset
         else:
             splits = load_dataset(dataset, data_root=data_root, download=download)
+        # one fixed corruption seed: every teacher and student of a comparison sees the same labels
+        splits, self.corruption = corrupt(
+            splits,
+            label_noise=label_noise,
+            label_noise_kind=label_noise_kind,
+            noisy_dev=noisy_dev,
+            imbalance=imbalance,
+            seed=0,
+        )
         self.data = splits.to(self.device, dtype)
         self.num_classes = self.data.num_classes
         self.model = build_student(

@@ -290,6 +290,10 @@ def load_dataset(
     only at the same split_seed. data_root is ignored for mnist5k. The same arguments load from
     disk once per process; the result is then only moved to `device`.
     """
+    if str(name).lower().endswith(".npz"):  # user data: students/user_data.py
+        from students.user_data import load_npz
+
+        return load_npz(name, device=device, dev_size=dev_size, split_seed=split_seed)
     source = _source(name)
     root = None
     if source.folder is not None:

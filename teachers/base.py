@@ -21,14 +21,16 @@ import numpy as np
 import torch
 
 from envs.loss_teaching import LossTeachingEnv
+from students.data import Splits
 
 
 @dataclass
 class EnvSpec:
     """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison."""
 
-    dataset: str = "mnist5k"
-    """a name from students.data.DATASETS"""
+    dataset: str | Splits = "mnist5k"
+    """a name from students.data.DATASETS, a path to an .npz file (students/user_data.py), or
+    in-memory Splits (students.data.from_tensors)"""
     student: str = "mlp"
     """a name from students.models.STUDENTS"""
     loss: str = "bilinear"
@@ -49,6 +51,13 @@ class EnvSpec:
     data_root: str | None = None
     student_kwargs: dict = field(default_factory=dict)
     loss_kwargs: dict = field(default_factory=dict)
+    label_noise: float = 0.0
+    """fraction of training labels flipped (students/corruption.py); dev too with noisy_dev"""
+    label_noise_kind: str = "symmetric"
+    """'symmetric' (uniform over the other classes) or 'pairflip' (c -> c + 1 mod C)"""
+    noisy_dev: bool = False
+    imbalance: float = 1.0
+    """long-tailed training split: largest / smallest class count (1 = as loaded)"""
 
     @property
     def episode_steps(self) -> int:
@@ -65,7 +74,11 @@ class EnvSpec:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field; in-memory Splits stay the object itself (asdict would turn the dataclass
+        into a dict of tensors, which no loader accepts)."""
+        out = dataclasses.asdict(self.replace(dataset="mnist5k"))
+        out["dataset"] = self.dataset
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EnvSpec:
@@ -200,6 +213,8 @@ def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:
     """Whole-split dev and test metrics of the env's current student (test reported, never used)."""
     proc = env.unwrapped.process
     out = {"diverged": bool(diverged), "student_steps": proc.step}
+    if proc.corruption.get("train_flipped_fraction"):  # the noise actually applied, in the records
+        out["train_flipped_fraction"] = proc.corruption["train_flipped_fraction"]
     for split in ("dev", "test"):
         m = proc.evaluate(split)
         out[f"{split}_loss"], out[f"{split}_error"] = m["loss"], m["error"]

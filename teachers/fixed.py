@@ -1,6 +1,6 @@
 """Teachers that do not learn: fixed losses and random coefficients.
 
-``ce`` and ``label-smoothing`` switch the env to their own loss family at its default
+``ce``, ``label-smoothing`` and ``gce`` switch the env to their own loss family at its default
 coefficients, so the student sees exactly that loss through the same process, optimiser and
 schedule as under every other teacher: differences come from the loss alone.
 """
@@ -19,10 +19,24 @@ class FixedTeacher(Teacher):
 
     name = "fixed"
 
-    def __init__(self, action: Sequence[float] | None = None, family: str | None = None) -> None:
+    def __init__(
+        self,
+        action: Sequence[float] | None = None,
+        family: str | None = None,
+        lr: float | None = None,
+    ) -> None:
         super().__init__(action=None if action is None else list(map(float, action)), family=family)
         self._action: np.ndarray | None = None if action is None else np.asarray(action, np.float32)
         self._use_default = action is None
+        self.lr = _check_lr(lr)
+        if lr is not None:
+            self.config["lr"] = lr
+
+    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+        """A fixed loss may bring its own student lr (tuned on dev, per loss, as baselines
+        should be); None keeps the spec's."""
+        spec = super().spec_for(spec)
+        return spec if self.lr is None else spec.replace(lr=self.lr)
 
     def begin_episode(self, env) -> None:
         family = env.unwrapped.family
@@ -47,9 +61,9 @@ class CrossEntropyTeacher(FixedTeacher):
     name = "ce"
     family = "ce"
 
-    def __init__(self) -> None:
-        super().__init__(family="ce")
-        self.config = {}
+    def __init__(self, lr: float | None = None) -> None:
+        super().__init__(family="ce", lr=lr)
+        self.config = {} if lr is None else {"lr": lr}
 
 
 class LabelSmoothingTeacher(FixedTeacher):
@@ -58,9 +72,23 @@ class LabelSmoothingTeacher(FixedTeacher):
     name = "label-smoothing"
     family = "label-smoothing"
 
-    def __init__(self, epsilon: float = 0.1) -> None:
-        super().__init__(action=[4 * epsilon - 1], family="label-smoothing")
-        self.config = {"epsilon": epsilon}
+    def __init__(self, epsilon: float = 0.1, lr: float | None = None) -> None:
+        super().__init__(action=[4 * epsilon - 1], family="label-smoothing", lr=lr)
+        self.config = {"epsilon": epsilon, **({} if lr is None else {"lr": lr})}
+
+
+class GCETeacher(FixedTeacher):
+    """Generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018), q = 0.7 by default:
+    the robust fixed loss of the noisy-label literature."""
+
+    name = "gce"
+    family = "gce"
+
+    def __init__(self, q: float = 0.7, lr: float | None = None) -> None:
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"GCE exponent q must lie in [0, 1], got {q}")
+        super().__init__(action=[2 * q - 1], family="gce", lr=lr)
+        self.config = {"q": q, **({} if lr is None else {"lr": lr})}
 
 
 class RandomTeacher(Teacher):
@@ -88,3 +116,9 @@ class RandomTeacher(Teacher):
     def load_state_dict(self, state: dict) -> None:
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
+
+
+def _check_lr(lr: float | None) -> float | None:
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise ValueError(f"a fixed teacher's student lr must be a positive number, got {lr!r}")
+    return lr

@@ -54,7 +54,7 @@ class ReinforceConfig:
     """The teacher's configuration; ``ReinforceTeacher(**fields)``."""
 
     family: str | None = "compact"
-    """loss family acted on: 'compact' (4 knobs), 'bilinear' (C*C + C), ...; None = the spec's"""
+    """loss family acted on: 'compact' (5 knobs), 'bilinear' (C*C + C), ...; None = the spec's"""
     mean: str = "tanh"
     """'tanh': mean = tanh(mu(s)) stays inside the box; 'clip': mean = mu(s), clipped when acting"""
     hidden: int = 64

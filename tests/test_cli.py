@@ -33,6 +33,16 @@ KEY = ["teacher", "budget", "seed", "phase", "episode", "step", "metric"]
         (["compare", "--teachers", "ce", "--budget", "lots"], "--budget: expected a positive"),
         (["compare", "--teachers", "ce", "--teacher-config", "{oops"], "not valid JSON"),
         (["compare", "--teachers", ",", "--seeds", "2"], "comma-separated list"),
+        (["compare", "--teachers", "ce", "--label-noise", "1.2"], "label_noise must be a fraction"),
+        (
+            ["compare", "--teachers", "ce", "--label-noise", "-0.1"],
+            "label_noise must be a fraction",
+        ),
+        (
+            ["compare", "--teachers", "ce", "--label-noise-kind", "pairs"],
+            "unknown label_noise_kind 'pairs'",
+        ),
+        (["compare", "--teachers", "ce", "--imbalance", "0.5"], "imbalance must be"),
         (["table", "/nonexistent/dir"], "not a results directory"),
         (["plot", "/nonexistent/dir"], "not a results directory"),
         (["bogus"], "invalid choice"),
@@ -133,3 +143,17 @@ def test_table_and_plot_rebuild_from_records(tmp_path, capsys):
     assert main(["plot", str(tmp_path)]) == 0
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(pngs) == 4 and all((tmp_path / p).stat().st_size > 10_000 for p in pngs)
+
+
+def test_noisy_compare_records_the_setting(tmp_path):
+    """--label-noise etc. reach the env (the flipped fraction is in the records) and the config."""
+    out = tmp_path / "noisy"
+    argv = ["compare", *ARGS, "--seeds", "1", "--teachers", "ce,gce", "--out", str(out)]
+    main([*argv, "--label-noise", "0.4", "--label-noise-kind", "pairflip", "--imbalance", "2"])
+    config = RecordStore(out).config()["spec"]
+    assert config["label_noise"] == 0.4 and config["label_noise_kind"] == "pairflip"
+    assert config["imbalance"] == 2.0 and config["noisy_dev"] is False
+    records = RecordStore(out).read()
+    flipped = records[records["metric"] == "train_flipped_fraction"]
+    assert set(flipped["teacher"]) == {"ce", "gce"}
+    assert flipped["value"].round(3).eq(0.4).all()

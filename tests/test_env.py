@@ -88,7 +88,7 @@ def test_reward_sign_better_student_earns_more():
     env = small_env(loss="compact", horizon=4, interval=15)
     good, first_good, last_good = run_episode(env, env.family.default_action())
     # tau = 0.5 on logits with the margin knob pushing against the true class: a worse loss
-    bad_action = np.array([-1.0, 1.0, 1.0, 1.0], np.float32)
+    bad_action = np.array([-1.0, 1.0, 1.0, 1.0, -1.0], np.float32)
     bad, first_bad, last_bad = run_episode(env, bad_action)
     assert first_good == first_bad  # same seed, same initial student
     assert good == pytest.approx(last_good - first_good, abs=1e-6)

@@ -90,7 +90,7 @@ def test_cross_entropy_families_match_torch(batch):
         F.cross_entropy(z, y, label_smoothing=0.2),
     )
     # compact's knobs: smoothing and temperature reduce to torch's forms
-    c = torch.tensor([2.0, 0.3, 0.0, 0.0], dtype=torch.float64)
+    c = torch.tensor([2.0, 0.3, 0.0, 0.0, 0.0], dtype=torch.float64)
     torch.testing.assert_close(compact(z, y, c), F.cross_entropy(2 * z, y, label_smoothing=0.3))
 
 
@@ -112,7 +112,7 @@ def test_dln_one_vs_one_and_size(batch):
     assert (h[torch.arange(16), y] == 0).all()
 
 
-@pytest.mark.parametrize("name", ["bilinear", "compact", "dln"])
+@pytest.mark.parametrize("name", ["bilinear", "compact", "dln", "gce"])
 def test_losses_vmap_over_coefficients(name, batch):
     z, y = batch
     fam = make_loss(name, C)
@@ -158,3 +158,40 @@ def test_vmap_over_labels_and_coefficients(batch):
         batched = torch.func.vmap(fam)(zs, ys, coeffs)
         separate = torch.stack([fam(zs[i], ys[i], coeffs[i]) for i in range(3)])
         torch.testing.assert_close(batched, separate)
+
+
+def test_gce_matches_its_formula_and_its_limits(batch):
+    """GCE (Zhang & Sabuncu 2018): (1 - p_y^q) / q; q -> 0 is CE, q = 1 is 1 - p_y."""
+    z, y = batch
+    fam = make_loss("gce", C)
+    p_y = F.softmax(z, -1)[torch.arange(len(y)), y]
+    for q in (0.7, 0.3, 1.0):
+        coeffs = torch.tensor([q], dtype=torch.float64)
+        torch.testing.assert_close(fam(z, y, coeffs), ((1 - p_y**q) / q).mean())
+    torch.testing.assert_close(
+        fam(z, y, torch.zeros(1, dtype=torch.float64)), F.cross_entropy(z, y)
+    )
+    torch.testing.assert_close(
+        fam(z, y, torch.tensor([1e-7], dtype=torch.float64)), F.cross_entropy(z, y)
+    )
+    assert float(fam.default_coeffs()[0]) == pytest.approx(0.7)
+    assert float(fam.action_to_coeffs(np.array([0.4]))[0]) == pytest.approx(0.7)
+    with pytest.raises(ValueError, match="q"):
+        make_loss("gce", C, q=1.5)
+
+
+def test_compact_gce_knob(batch):
+    """compact's 5th knob is GCE's q: with the other knobs at default it is the gce family, and
+    its default action keeps compact exactly CE (q = 0), with a finite gradient in q there."""
+    z, y = batch
+    compact, gce = make_loss("compact", C), make_loss("gce", C)
+    assert compact.dim == 5
+    a = compact.default_action()
+    np.testing.assert_array_equal(a, [0, -1, -1, -1, -1])
+    c = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.7], dtype=torch.float64)
+    torch.testing.assert_close(
+        compact(z, y, c), gce(z, y, torch.tensor([0.7], dtype=torch.float64))
+    )
+    c0 = compact.default_coeffs(torch.float64).requires_grad_()
+    (g,) = torch.autograd.grad(compact(z, y, c0), c0)
+    assert torch.isfinite(g).all() and g[4] != 0

@@ -7,7 +7,9 @@ reward replaced, built through an EnvSpec subclass, so ``fit`` runs its ordinary
 Seeds 0-3 measured (first -> last fifth of the fit's returns; mean |a - a*| at a reset observation):
 REINFORCE -0.89 -> -0.44, 0.03 ... -0.96 -> -0.40, 0.07; PPO -0.85 -> -0.40, 0.12 ... -0.97 -> -0.46,
 0.09. (PPO's deterministic action drifts from a* on some later observations, which differ from
-those seen while exploring, so only the reset observation's action is asserted.)
+those seen while exploring, so only the reset observation's action is asserted.) These figures
+are for the 4-knob compact family; since its 5th knob (GCE q) PPO needs 2,560 steps instead of
+1,280 to pass at seed 0 (at 1,920: mean |a - a*| = 0.203).
 
 The target lies well inside the box: with a clipped Gaussian, E[-(clip(a) - a*)^2] is maximised
 beyond a* when sigma is large (at mu = 0.95 for a* = 0.5, sigma = 0.6), so a target near the
@@ -22,8 +24,8 @@ import pytest
 
 from teachers import EnvSpec, make_teacher
 
-TARGET = np.array([0.4, -0.4, 0.2, -0.2], np.float32)
-"""a* for the compact family (4 knobs)"""
+TARGET = np.array([0.4, -0.4, 0.2, -0.2, 0.3], np.float32)
+"""a* for the compact family (5 knobs)"""
 
 
 class ActionReward(gymnasium.Wrapper):
@@ -50,7 +52,7 @@ SPEC = ActionRewardSpec(
 )
 CASES = {  # teacher: (config, budget in student steps = env steps here)
     "reinforce": ({"init_log_std": -1.0}, 800),
-    "ppo": ({"log_std_init": -1.0, "n_steps": 64, "algo_kwargs": {"learning_rate": 3e-3}}, 1280),
+    "ppo": ({"log_std_init": -1.0, "n_steps": 64, "algo_kwargs": {"learning_rate": 3e-3}}, 2560),
 }
 
 

@@ -175,6 +175,18 @@ def test_fixed_teachers_act_on_their_own_families():
         make_teacher("fixed", action=[0.0, 0.0]).begin_episode(env)
 
 
+def test_fixed_teachers_may_bring_their_own_student_lr():
+    """Baselines tuned per loss on dev: `lr` overrides the spec's for that teacher only."""
+    for name, extra in (("ce", {}), ("label-smoothing", {"epsilon": 0.2}), ("gce", {"q": 0.5})):
+        teacher = make_teacher(name, lr=0.03, **extra)
+        assert teacher.spec_for(TINY).lr == 0.03 and teacher.config == {**extra, "lr": 0.03}
+        assert make_teacher(name, **extra).spec_for(TINY).lr == TINY.lr
+        env = teacher.spec_for(TINY).make_env()
+        assert env.unwrapped.process.optim.lr == 0.03
+    with pytest.raises(ValueError, match="lr"):
+        make_teacher("ce", lr=-1.0)
+
+
 def test_unknown_teacher_lists_the_valid_names():
     with pytest.raises(ValueError, match="unknown teacher 'reinforc'") as err:
         make_teacher("reinforc")

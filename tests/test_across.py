@@ -1,0 +1,100 @@
+"""analysis.across: IQM of normalised scores, probability of improvement over CE and their
+stratified-bootstrap CIs across settings, on synthetic per-seed rows and through `l2t table/plot`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import across
+from analysis.across import across_settings, probability_of_improvement, stratified_bootstrap
+from analysis.cli import main
+from analysis.runner import Grid, run_grid
+from students.data import from_tensors
+from teachers.base import EnvSpec
+
+
+def synthetic(seeds: int = 8) -> pd.DataFrame:
+    """Three settings of different difficulty; 'half' makes half CE's errors everywhere, 'same'
+    is drawn from CE's distribution, 'worse' is always worse."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for setting, level in (("clean", 0.05), ("noisy", 0.2), ("imbalanced", 0.1)):
+        for seed in range(seeds):
+            ce = level * (1 + 0.1 * rng.normal())
+            for teacher, e in (
+                ("ce", ce),
+                ("half", ce / 2),
+                ("same", level * (1 + 0.1 * rng.normal())),
+                ("worse", 2 * level + 0.01 * rng.random()),
+            ):
+                rows.append(
+                    {"teacher": teacher, "budget": 100, "seed": seed, "setting": setting}
+                    | {"test_error": e}
+                )
+    return pd.DataFrame(rows)
+
+
+def test_summary_ranks_teachers_as_constructed():
+    table = across_settings(synthetic()).set_index("teacher")
+    assert table.loc["half", "iqm_score"] == pytest.approx(0.5, abs=0.03)
+    assert table.loc["half", "p_improve_vs_ce"] == 1.0 and table.loc["half", "p_low"] == 1.0
+    assert table.loc["worse", "p_improve_vs_ce"] == 0.0 and table.loc["worse", "iqm_high"] < -0.8
+    same = table.loc["same"]
+    assert same["p_low"] < 0.5 < same["p_high"] and same["iqm_low"] < 0 < same["iqm_high"]
+    assert abs(table.loc["ce", "iqm_score"]) < 0.05  # CE normalised by itself sits at 0
+    assert (table["settings"] == 3).all() and (table["runs_per_setting"] == 8).all()
+
+
+def test_builtin_estimators_match_their_definitions(monkeypatch):
+    x = np.array([[0.1, 0.9], [0.5, 0.2], [0.3, 0.3], [0.7, 0.4]])
+    y = np.array([[0.2, 0.3], [0.4, 0.3], [0.3, 0.1], [0.0, 0.5]])
+    reference = (across.iqm(x), probability_of_improvement(x, y))  # rliable's, when installed
+    monkeypatch.setattr(across, "_rly_metrics", None)
+    flat = np.sort(x.ravel())[2:6]  # the middle half of 8 values
+    assert across.iqm(x) == pytest.approx(flat.mean())
+    # pairs with x > y, plus ties / 2, of 16: column 0: 1 + 4 + (2 + 0.5) + 4; column 1: 4 + 1 + (1 + 1) + 3
+    p = probability_of_improvement(x, y)
+    assert p == pytest.approx((11.5 / 16 + 10 / 16) / 2)
+    assert (across.iqm(x), p) == pytest.approx(reference)  # rliable agrees when installed
+
+
+def test_bootstrap_resamples_runs_within_each_setting():
+    # each column is constant, so any within-column resample keeps its mean: a zero-width CI;
+    # resampling across columns would not
+    a = np.array([[0.0, 1.0]] * 5)
+    point, low, high = stratified_bootstrap([a], lambda m: m[:, :, 0].mean(axis=1), reps=200)
+    assert point == low == high == 0.0
+    noisy = np.random.default_rng(0).normal(size=(10, 2))
+    point, low, high = stratified_bootstrap([noisy], lambda m: m.mean(axis=(1, 2)), reps=500)
+    assert low < point < high
+
+
+def test_missing_baseline_is_a_clear_error():
+    with pytest.raises(ValueError, match="baseline 'ce'"):
+        across_settings(synthetic().query("teacher != 'ce'"), reps=10)
+
+
+def test_table_and_plot_across_two_result_directories(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.normal(size=(300, 12)).astype(np.float32) + y[:, None]
+    data = from_tensors(x[:240], y[:240], x[240:], y[240:], name="blobs")
+    spec = EnvSpec(data, horizon=2, interval=10, batch_size=16, device="cpu")
+    spec = spec.replace(student_kwargs={"hidden": 16})
+    dirs = []
+    for name, noise in (("clean", 0.0), ("noisy", 0.4)):
+        grid = Grid(["ce", "gce"], 2, [5], spec.replace(label_noise=noise))
+        dirs.append(str(run_grid(grid, tmp_path / name, progress=False).root))
+    summary = tmp_path / "across"
+    assert main(["table", *dirs, "--across-out", str(summary)]) == 0
+    out = capsys.readouterr().out
+    assert "across 2 settings (clean, noisy)" in out and "P(> ce)" in out
+    table = pd.read_csv(summary / "across_settings.csv")
+    assert set(table["teacher"]) == {"ce", "gce"} and (table["settings"] == 2).all()
+    assert main(["plot", *dirs, "--across-out", str(summary)]) == 0
+    assert (summary / "across_settings.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exit_:
+        main(["plot", *dirs])
+    assert exit_.value.code == 2 and "--across-out" in capsys.readouterr().err
