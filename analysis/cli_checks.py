@@ -131,6 +131,11 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a directory")
+    from analysis.cli import DEMO_REFERENCE  # the demo's default may be absent (a bare copy)
+
+    reference = getattr(args, "reference", None)
+    if reference not in (None, DEMO_REFERENCE) and not (Path(reference) / "config.json").exists():
+        parser.error(f"--reference {reference}: not a results directory (no config.json)")
     root = getattr(args, "data_root", None)
     if root is not None and not Path(root).is_dir() and not getattr(args, "download", False):
         parser.error(f"--data-root {root}: no such directory (add --download to create it)")

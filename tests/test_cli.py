@@ -119,7 +119,8 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, capsys):
     # resuming with different settings would mix incomparable rows: refused before any work
     with pytest.raises(SystemExit) as exit_:
         main(["compare", *ARGS, "--out", str(out), "--students-per-seed", "2"])
-    assert exit_.value.code == 2 and "different" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "students_per_seed: 1 on disk vs 2 now" in err
 
 
 def test_table_and_plot_rebuild_from_records(tmp_path, capsys):
