@@ -42,8 +42,8 @@ STUDENT_NOTES = {
     "wrn": "Wide ResNet (Zagoruyko & Komodakis 2016), depth 16, widen 4",
 }
 LOSS_NOTES = {
-    "bilinear": "L2T-DLF's loss -sigma(log p^T Phi y + b): C*C + C coefficients (Phi, b)",
-    "dln": "L2T-DLN's loss network: 5,000 weights of a small MLP on (logits, label)",
+    "bilinear": "L2T-DLF's loss -sigmoid(Phi[y] . log_softmax(z) + b[y]): C*C + C coefficients",
+    "dln": "L2T-DLN's loss network: the 5,000 weights of a 4-40-40-40-40-1 MLP",
     "ce": "cross-entropy with a temperature tau = 2^action (one coefficient)",
     "label-smoothing": "cross-entropy against (1 - eps) one-hot + eps uniform (one coefficient)",
     "compact": "a few interpretable knobs for RL teachers; all-default = plain CE",

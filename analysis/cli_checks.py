@@ -187,8 +187,10 @@ def budget_notes(grid: Any) -> list[str]:
 
     episode = grid.spec.episode_steps
     small = [b for b in grid.budgets if b < episode]
+    if not small:
+        return []
     learning = [t for t in grid.teachers if _learns(teacher_class(t), Teacher)]
-    if not small or not learning:
+    if not learning:
         return []
     note = (
         f"budget {', '.join(map(str, small))} is smaller than one episode ({grid.spec.horizon} x "
