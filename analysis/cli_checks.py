@@ -156,6 +156,7 @@ def cli_words(err: BaseException) -> str:
     )
     text = text.replace("needs a data_root", "needs --data-root DIR")
     text = text.replace("Pass download=True (CLI: --download)", "Pass --download")
+    text = text.replace("<data_root>", "DIR")
     return text.replace("data_root=", "--data-root ").replace("download=True", "--download")
 
 
