@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+import torch
 
 from analysis import reference
 from analysis.catalog import listing
@@ -133,6 +134,7 @@ TINY = [
 def test_a_resumed_report_credits_rows_to_the_run_that_made_them(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["compare", "--teachers", "ce", *TINY, "--out", str(out)]) == 0
+    assert torch.are_deterministic_algorithms_enabled()  # analysis.repro, set by the CLI
     meta = json.loads((out / "units" / "ce__b20__s0.json").read_text())
     assert meta["wall_time"] > 0 and "git_commit" in meta
     # rewrite the unit's recorded time: the report must show the unit's, not the resuming run's
