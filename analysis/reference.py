@@ -38,7 +38,7 @@ def compare(
     if differ:
         return head + [f"Not comparable: the runs differ in {differ}.", ""], None
     ref, new = _means(ref_store), _means(new_store)
-    both = new.join(ref, how="inner", lsuffix="_new", rsuffix="_ref")
+    both = new.merge(ref, left_index=True, right_index=True, suffixes=("_new", "_ref"))
     if both.empty:
         return head + ["No (teacher, budget) in common with the reference.", ""], None
     both["diff"] = both["test_error_new"] - both["test_error_ref"]
