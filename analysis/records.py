@@ -197,12 +197,7 @@ def versions() -> dict[str, Any]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    out["git_commit"] = _git("rev-parse", "HEAD")
-    # code changes only: results/ is where runs (this one included) write
-    status = _git(
-        "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"
-    )
-    out["git_dirty"] = None if status is None else bool(status)
+    out["git_commit"], out["git_dirty"] = _CODE_VERSION
     try:
         import torch
 
@@ -211,6 +206,23 @@ def versions() -> dict[str, Any]:
     except ImportError:
         pass
     return out
+
+
+def _code_version() -> tuple[str | None, bool | None]:
+    """The checkout's commit and dirty flag, read once when this module is imported: the code a
+    process runs is what was on disk then, even if the checkout moves on during a long run."""
+    commit = _git("rev-parse", "HEAD")
+    # code changes only: results/ and runs/ are where runs (this one included) write
+    status = _git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ":/",
+        ":(top,exclude)results",
+        ":(top,exclude)runs",
+    )
+    return commit, None if status is None else bool(status)
 
 
 def unit_meta(wall_time: float) -> dict[str, Any]:
@@ -271,3 +283,6 @@ def _concat(paths: list[Path], columns: list[str]) -> pd.DataFrame:
     if not paths:
         return tidy([], columns)
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+_CODE_VERSION = _code_version()
