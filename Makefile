@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# computes afresh into runs/demo (git-ignored) and compares with the committed results/demo
 demo: $(STAMP)
 	$(VENV)/bin/l2t demo
 

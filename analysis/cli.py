@@ -5,7 +5,9 @@
     l2t table results/mine      # print the summary table (and rewrite summary.csv)
     l2t table results/clean results/noisy   # + statistics across settings (IQM, P(> CE))
     l2t plot results/mine       # rebuild the PNGs from the records
-    l2t demo                    # the default comparison into results/demo, with report.md
+    l2t demo                    # the default comparison into runs/demo, checked against
+                                # the committed results/demo
+    l2t teachers | datasets | students | losses    # what each name is
 
 Every name and number is checked before any training starts; a bad one exits with status 2 and
 a message listing the valid values. ``compare`` re-run with the same ``--out`` resumes.
@@ -21,8 +23,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.cli_checks import (
+    LISTINGS,
+    add_spec_options,
+    asked_notes,
+    budget_notes,
+    check_paths,
+    cli_words,
+    deterministic,
+    device_arg,
+    reference_section,
+    spec_knobs,
+)
 from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli
-from analysis.records import RecordStore
+from analysis.records import RecordStore, unit_id
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
 from students.corruption import check_corruption
 from teachers.base import EnvSpec
@@ -40,12 +54,17 @@ DEMO_TEACHERS = (
 )
 """the default comparison, every registered teacher; `make demo` runs it on mnist5k. `fixed` is
 the bilinear family's default loss (the L2T-DLF teacher's untrained start)"""
-DEMO_OUT = "results/demo"
+DEMO_OUT = "runs/demo"
+"""where `make demo` computes (git-ignored), apart from the committed reference"""
+DEMO_REFERENCE = "results/demo"
+"""the committed demo results a fresh `make demo` is compared against"""
+DEMO_MINUTES = "~5 min"
+"""what `make demo` takes on 2 CPU cores (README: measured, with the command)"""
 DEMO_SEEDS = 5
 """the fewest seeds the project accepts as evidence"""
 DEMO_BUDGETS = (1200, 4800)
 """student SGD steps per teacher fit: two points for quality vs budget, sized so the whole demo
-takes <= 10 minutes on 2 CPU cores (its report.md records the time it took)"""
+takes about 5 minutes on 2 CPU cores (its report.md records the time it took)"""
 
 
 def _csv(kind: type):
@@ -78,7 +97,10 @@ def _budgets(text: str) -> list[int]:
 
 def _json_object(text: str) -> dict:
     """Inline JSON or @file.json: {"teacher-name": {constructor kwargs}}."""
-    raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"cannot read {text[1:]!r}: {err.strerror}") from None
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as err:
@@ -172,7 +194,7 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             help="fetch a torchvision dataset into --data-root first (needs internet)",
         )
         p.add_argument("--out", required=True, help="results directory (resumed if it exists)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -220,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compare = sub.add_parser("compare", help="fit and evaluate teachers on an equal budget")
     _add_grid_options(compare)
+    add_spec_options(compare)
     for name, what in (("table", "print the summary table"), ("plot", "rebuild the figures")):
         p = sub.add_parser(name, help=f"{what} of a results directory")
         p.add_argument(
@@ -234,10 +257,20 @@ def build_parser() -> argparse.ArgumentParser:
             help="folder for the across-settings summary (across_settings.csv / .png); "
             "needed by `plot` with several directories",
         )
-    demo = sub.add_parser("demo", help=f"the default comparison into {DEMO_OUT} (~10 min, 2 CPUs)")
-    demo.add_argument("--out", default=DEMO_OUT)
+    demo = sub.add_parser(
+        "demo",
+        help=f"the default comparison into {DEMO_OUT}, compared with {DEMO_REFERENCE} "
+        f"({DEMO_MINUTES} on 2 CPU cores)",
+    )
+    demo.add_argument("--out", default=DEMO_OUT, help=f"default {DEMO_OUT} (git-ignored)")
+    demo.add_argument(
+        "--reference",
+        default=DEMO_REFERENCE,
+        help=f"committed results to compare with (default {DEMO_REFERENCE})",
+    )
     _add_grid_options(demo, demo=True)
-    sub.add_parser("teachers", help="list the registered teachers")
+    for kind in LISTINGS:
+        sub.add_parser(kind, help=f"list the {kind} with a line on each")
     return parser
 
 
@@ -245,26 +278,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = "l2t " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-    if args.command == "teachers":
-        from teachers.registry import TEACHERS
+    if args.command in LISTINGS:
+        from analysis.catalog import print_listing
 
-        for name, path in TEACHERS.items():
-            print(f"{name:16s} {path}")
+        print_listing(args.command)
         return 0
     if args.command in ("table", "plot"):
         return _table_or_plot(parser, args)
+    check_paths(parser, args)
     grid, notes = _grid(parser, args)
     import torch
 
     torch.set_num_threads(args.threads)
+    deterministic()
     start = time.perf_counter()
     try:
         ray = options_from_cli(
             args.backend, args.address, args.cpus_per_unit, args.gpus_per_unit, args.device
         )
         store = prepare(grid, args.out, download=getattr(args, "download", False))
-    except (ValueError, FileNotFoundError) as err:  # bad input, found before any training
-        parser.error(str(err))
+    except (ValueError, TypeError, OSError) as err:  # bad input, found before any training
+        parser.error(cli_words(err))
+    notes += asked_notes(grid, store) + budget_notes(grid)
+    before = store.completed()
+    if args.command == "demo" and not set(map(lambda u: unit_id(*u), grid.units())) - before:
+        print(f"l2t demo: every unit is already in {args.out}; remove it to recompute")
     try:
         run_pending(
             grid,
@@ -279,7 +317,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnitsFailed as err:
         print(f"l2t {args.command}: {err}", file=sys.stderr)
         return 1
-    finish(args.out, command, time.perf_counter() - start, plots=not args.no_plots, notes=notes)
+    sections, reference_ok = reference_section(args)
+    finish(
+        args.out,
+        command,
+        time.perf_counter() - start,
+        plots=not args.no_plots,
+        notes=notes,
+        ran_units=len(store.completed() - before),
+        sections=sections,
+    )
+    if reference_ok is not None:
+        print(
+            f"against {args.reference}: "
+            + ("every mean test error within tolerance" if reference_ok else "SOME DIFFER")
+            + f" (section in {Path(args.out) / 'report.md'})"
+        )
     return 0
 
 
@@ -313,6 +366,7 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
             label_noise_kind=args.label_noise_kind,
             noisy_dev=args.noisy_dev,
             imbalance=args.imbalance,
+            **spec_knobs(args),
         )
         check_corruption(spec.label_noise, spec.label_noise_kind, spec.imbalance)
         return Grid(
@@ -335,8 +389,11 @@ def finish(
     *,
     plots: bool = True,
     notes: list[str] | None = None,
+    ran_units: int | None = None,
+    sections: list[str] | None = None,
 ) -> None:
-    """Summary, table, figures and report.md of a finished (or resumed) run."""
+    """Summary, table, figures and report.md of a finished (or resumed) run; `wall_time` and
+    `ran_units` are this invocation's (each unit's own time and commit are in units/)."""
     from analysis.report import write_report
     from analysis.tables import print_table, write_summary
 
@@ -347,7 +404,16 @@ def finish(
         from analysis.plots import plot_all
 
         figures = plot_all(out)
-    report = write_report(out, table, figures, command=command, wall_time=wall_time, notes=notes)
+    report = write_report(
+        out,
+        table,
+        figures,
+        command=command,
+        wall_time=wall_time,
+        notes=notes,
+        ran_units=ran_units,
+        sections=sections,
+    )
     print(f"wrote {Path(out) / 'summary.csv'}, {len(figures)} figure(s), {report}")
 
 

@@ -2,10 +2,13 @@
 seeds (``analysis.stats.ci_bounds``), after averaging each seed's taught students.
 
 * ``learning_curves.png``   dev-subset accuracy vs student step, per teacher
-* ``final_test_error.png``  final test error per teacher, seeds as dots
+* ``final_test_error.png``  final test error per teacher: mean and CI beside each seed's dot
 * ``coefficients.png``      the bilinear L2T-DLF matrix Phi at several stages of training, or
                             (no bilinear teacher) coefficient mean/std vs student step
-* ``quality_vs_budget.png`` final test error vs teacher-fitting budget; gradient vs RL teachers
+* ``quality_vs_budget.png`` final test error vs teacher-fitting budget (two budgets or more)
+
+A teacher far worse than the rest (``random``) is written in as "off scale" rather than drawn, so
+the axis shows the differences between the teachers that train (:func:`off_scale`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ import torch  # noqa: E402
 from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from analysis.records import RecordStore  # noqa: E402
-from analysis.stats import ci_bounds  # noqa: E402
-from analysis.tables import kind_of, per_seed  # noqa: E402
+from analysis.stats import ci_bounds, mean_ci  # noqa: E402
+from analysis.tables import BASELINE, kind_of, per_seed  # noqa: E402
 from envs.losses import make_loss  # noqa: E402
 
 DPI = 120
 STAGES = 3
 """how many points of training the coefficient figure shows (first action, middle, last)"""
+ZOOM_POINTS = 0.10
+"""the zoomed learning-curve panel keeps teachers whose late mean dev accuracy is within this of
+the best teacher's (a broken one, like random, would flatten the rest)"""
 
 
 def plot_all(root: str | Path) -> list[Path]:
@@ -70,20 +76,24 @@ def learning_curves(
     order: Sequence[str] | None = None,
     metric: str = "dev_accuracy",
 ) -> Path:
-    """Left: the whole run. Right: the second half, zoomed on the teachers that train at all, so
-    a broken baseline (random) does not flatten the differences that matter."""
+    """Left: the whole run. Right: the second half, zoomed (its y axis spans the teachers' means,
+    not their bands) on the teachers that train at all, so a broken baseline (random) does not
+    flatten the differences that matter. Bands are 95% t-intervals clipped to [0, 1], the range
+    an accuracy can take."""
     teach = _largest_budget(records[(records["phase"] == "teach") & (records["metric"] == metric)])
     curves = teach.groupby(["teacher", "seed", "step"], as_index=False, sort=False)["value"].mean()
     hue = _present(order, curves)
     # one colour per teacher in both panels, whichever teachers the zoomed panel drops
     palette = dict(zip(hue, sns.color_palette(n_colors=len(hue)), strict=True))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     late = curves[curves["step"] >= curves["step"].max() / 2]
     finals = late.groupby("teacher")["value"].mean()
-    kept = finals[finals >= finals.max() - 0.1].index  # within 10 points of the best
+    kept = finals[finals >= finals.max() - ZOOM_POINTS].index
+    dropped = [t for t in hue if t not in set(kept)]
+    zoom_title = f"second half, zoomed on teachers within {100 * ZOOM_POINTS:.0f} accuracy points of the best"
     for ax, data, title in (
         (axes[0], curves, "whole episode"),
-        (axes[1], late[late["teacher"].isin(kept)], "second half, teachers within 10 points"),
+        (axes[1], late[late["teacher"].isin(kept)], zoom_title),
     ):
         sns.lineplot(
             data,
@@ -92,16 +102,29 @@ def learning_curves(
             hue="teacher",
             hue_order=[t for t in hue if t in set(data["teacher"])],
             palette=palette,
-            errorbar=ci_bounds,
+            errorbar=bounded_ci,
+            err_kws={"alpha": 0.12 if ax is axes[1] else 0.2},
             marker="o",
+            markersize=4 if ax is axes[1] else 5,
             ax=ax,
             legend=ax is axes[0],
         )
-        ax.set(
-            xlabel="student SGD step",
-            ylabel=metric.replace("_", " ") + " (dev subset)",
-            title=title,
+        ax.set(xlabel="student SGD step", ylabel=metric.replace("_", " ") + " (dev subset)")
+        ax.set_title(title, fontsize=10)
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    axes[0].set_ylim(-0.02, 1.02)
+    means = data.groupby(["teacher", "step"])["value"].mean()
+    low, high = float(means.min()), float(means.max())
+    pad = max(0.15 * (high - low), 0.002)
+    axes[1].set_ylim(low - pad, min(high + pad, 1.0))
+    axes[1].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    if dropped:
+        axes[1].text(
+            0.01, 0.01, f"not shown: {', '.join(dropped)}", transform=axes[1].transAxes, fontsize=8
         )
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside right center", frameon=False, title="teacher")
     fig.suptitle(
         f"Learning curves (teacher budget {int(teach['budget'].max()):,}; mean and 95% CI over "
         f"{teach['seed'].nunique()} seeds)"
@@ -109,33 +132,94 @@ def learning_curves(
     return _save(fig, path)
 
 
+def bounded_ci(values: Sequence[float]) -> tuple[float, float]:
+    """:func:`ci_bounds` clipped to [0, 1]: a t-interval of a rate over few seeds can run past
+    the rate's range, which no reader should see as a possible value."""
+    low, high = ci_bounds(values)
+    return max(low, 0.0), min(high, 1.0)
+
+
 def final_test_error(records: pd.DataFrame, path: Path, order: Sequence[str] | None = None) -> Path:
+    """Mean and 95% CI (black, left) beside each seed's value (coloured dots, right), on a linear
+    axis that fits the teachers that train; a teacher far off that scale is written in, not drawn."""
     seeds = _largest_budget(per_seed(records, order))
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * seeds["teacher"].nunique() + 2), 4.5))
-    sns.pointplot(
-        seeds,
-        x="teacher",
-        y="test_error",
-        errorbar=ci_bounds,
-        linestyle="none",
-        capsize=0.2,
-        color="black",
-        ax=ax,
-    )
-    sns.stripplot(seeds, x="teacher", y="test_error", hue="teacher", alpha=0.5, legend=False, ax=ax)
+    teachers = list(dict.fromkeys(seeds["teacher"]))
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(teachers) + 2), 4.8), layout="constrained")
+    colours = dict(zip(teachers, sns.color_palette(n_colors=len(teachers)), strict=True))
+    stats = {t: mean_ci(seeds.loc[seeds["teacher"] == t, "test_error"]) for t in teachers}
+    off = off_scale({t: iv.mean for t, iv in stats.items()})
+    rng = np.random.default_rng(0)  # the same jitter every time the figure is rebuilt
+    for i, t in enumerate(teachers):
+        values = seeds.loc[seeds["teacher"] == t, "test_error"].to_numpy()
+        iv = stats[t]
+        if t in off:
+            ax.annotate(
+                f"↑ {100 * iv.mean:.1f}%\n(off scale)",
+                xy=(i, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(0, -4),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=8,
+                color=colours[t],
+            )
+            continue
+        half = 0.0 if math.isnan(iv.half) else iv.half
+        ax.errorbar(i - 0.12, iv.mean, yerr=half, fmt="o", color="black", capsize=4, ms=6, zorder=2)
+        jitter = rng.uniform(-0.05, 0.05, size=len(values))
+        ax.scatter(i + 0.15 + jitter, values, color=colours[t], s=22, alpha=0.85, zorder=3)
+    if BASELINE in stats and BASELINE not in off:
+        ax.axhline(stats[BASELINE].mean, color="grey", ls=":", lw=1, zorder=1)
+        ax.annotate(
+            f"{BASELINE} mean",
+            xy=(1.0, stats[BASELINE].mean),
+            xycoords=("axes fraction", "data"),
+            xytext=(-3, 3),
+            textcoords="offset points",
+            ha="right",
+            fontsize=8,
+            color="grey",
+        )
+    shown = seeds[~seeds["teacher"].isin(off)]["test_error"]
+    lows = [
+        stats[t].mean - (stats[t].half if not math.isnan(stats[t].half) else 0)
+        for t in teachers
+        if t not in off
+    ]
+    highs = [
+        stats[t].mean + (stats[t].half if not math.isnan(stats[t].half) else 0)
+        for t in teachers
+        if t not in off
+    ]
+    low, high = min([*lows, shown.min()]), max([*highs, shown.max()])
+    pad = max(0.08 * (high - low), 0.002)
+    ax.set_ylim(max(low - pad, 0.0), high + pad * (4 if off else 1))
+    ax.set_xticks(range(len(teachers)), teachers, rotation=30, ha="right")
+    ax.set_xlim(-0.6, len(teachers) - 0.4)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     ax.set(
         xlabel="",
         ylabel="final test error",
-        title=f"Final test error (mean, 95% CI over {seeds['seed'].nunique()} seeds; dots = seeds)",
+        title=f"Final test error, budget {int(seeds['budget'].max()):,} (black: mean and 95% CI "
+        f"over {seeds['seed'].nunique()} seeds; dots: each seed)",
     )
-    _error_axis(ax, seeds["test_error"])
-    ax.tick_params(axis="x", rotation=30)
+    ax.title.set_fontsize(10)
     return _save(fig, path)
+
+
+def off_scale(means: dict[str, float]) -> set[str]:
+    """Teachers whose mean error is over 3x the median teacher's and 10 points above it (e.g. a
+    random teacher at 78% next to teachers at 5%): drawing them would squash the others."""
+    if len(means) < 3:
+        return set()
+    median = float(np.median(list(means.values())))
+    return {t for t, m in means.items() if m > 3 * median and m > median + 0.10}
 
 
 def coefficients(
     records: pd.DataFrame, coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None = None
-) -> Path:
+) -> Path | None:
     bilinear = _largest_budget(coeffs[coeffs["loss"] == "bilinear"]) if not coeffs.empty else coeffs
     if not bilinear.empty:
         return _bilinear_stages(bilinear, path, order)
@@ -160,31 +244,42 @@ def coefficients(
     return _save(grid.figure, path)
 
 
-def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None) -> Path:
+def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None) -> Path | None:
     """Phi_t - Phi_default (C x C, row y = true class), averaged over seeds and students, at
     STAGES actions. The default (identity) is subtracted so a small learned change is visible;
-    each teacher has its own colour scale (a random teacher's changes are far larger)."""
+    each teacher has its own colour scale (a random teacher's changes are far larger). A teacher
+    whose matrix never leaves the default (``fixed``) is named in the title, not drawn blank."""
     dim = int(coeffs["index"].max()) + 1
     c = int(round((math.sqrt(1 + 4 * dim) - 1) / 2))  # dim = C*C + C
     if c * c + c != dim:
         raise ValueError(f"bilinear coefficients of length {dim} are not C*C + C")
     default = make_loss("bilinear", c).default_coeffs(torch.float64).numpy()[: c * c]
     rank = {"gradient": 0, "rl": 1, "baseline": 2}  # learned matrices first, random last
-    teachers = sorted(_present(order, coeffs), key=lambda t: rank[kind_of(t)])[:4]
     ts = sorted(coeffs["t"].unique())
     stages = sorted({ts[round(i * (len(ts) - 1) / max(STAGES - 1, 1))] for i in range(STAGES)})
+    mean = coeffs.groupby(["teacher", "t", "index"])["value"].mean()
+    deltas, constant = {}, []
+    for teacher in sorted(_present(order, coeffs), key=lambda t: rank[kind_of(t)]):
+        delta = {t: mean.loc[(teacher, t)].to_numpy()[: c * c] - default for t in stages}
+        if max(float(np.abs(d).max()) for d in delta.values()) < 1e-9:
+            constant.append(teacher)
+        else:
+            deltas[teacher] = delta
+    if not deltas:
+        return None
+    teachers = list(deltas)[:4]
+    step_at = coeffs.groupby(["t"])["step"].first()
+    width = int(step_at.diff().dropna().min()) if len(step_at) > 1 else 1
     fig, axes = plt.subplots(
         len(teachers),
         len(stages),
-        figsize=(3.4 * len(stages) + 1, 3.1 * len(teachers)),
+        figsize=(3.3 * len(stages) + 1.2, 3.2 * len(teachers) + 0.6),
         squeeze=False,
         layout="constrained",
     )
-    mean = coeffs.groupby(["teacher", "t", "index"])["value"].mean()
-    step_at = coeffs.groupby(["t"])["step"].first()
     for i, teacher in enumerate(teachers):
-        delta = {t: mean.loc[(teacher, t)].to_numpy()[: c * c] - default for t in stages}
-        lim = max(float(np.abs(d).max()) for d in delta.values()) or 1e-6
+        delta = deltas[teacher]
+        lim = max(float(np.abs(d).max()) for d in delta.values())
         for j, t in enumerate(stages):
             ax = axes[i, j]
             sns.heatmap(
@@ -195,60 +290,84 @@ def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | No
                 vmin=-lim,
                 vmax=lim,
                 square=True,
-                cbar=j == len(stages) - 1,
+                cbar=False,
                 xticklabels=c <= 10,
                 yticklabels=c <= 10,
             )
-            ax.set_title(f"{teacher}: from step {int(step_at.loc[t]):,}", fontsize=10)
+            first = int(step_at.loc[t])
+            ax.set_title(f"{teacher}: student steps {first:,}-{first + width - 1:,}", fontsize=9)
             ax.set(
                 xlabel="class k (log p_k)" if i == len(teachers) - 1 else "",
                 ylabel="true class y" if j == 0 else "",
             )
-    fig.suptitle("Bilinear loss: Φ − Φ_default (identity) over training, mean over seeds")
+        fig.colorbar(
+            axes[i, -1].collections[0], ax=list(axes[i, :]), shrink=0.85, label="Φ − Φ_default"
+        )
+    note = (
+        f"; {', '.join(constant)}: equal to the default throughout (not drawn)" if constant else ""
+    )
+    fig.suptitle(
+        "Bilinear loss: Φ − Φ_default (identity) at the start, middle and end of an episode\n"
+        f"mean over seeds; each row has its own colour scale{note}",
+        fontsize=11,
+    )
     return _save(fig, path)
 
 
 def quality_vs_budget(
     records: pd.DataFrame, path: Path, order: Sequence[str] | None = None
-) -> Path:
-    seeds = per_seed(records, order).assign(kind=lambda d: d["teacher"].map(kind_of))
-    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
-    sns.lineplot(
-        seeds,
-        x="budget",
-        y="test_error",
-        hue="teacher",
-        hue_order=_present(order, seeds),
-        style="kind",
-        style_order=[k for k in ("gradient", "rl", "baseline") if k in set(seeds["kind"])],
-        markers=True,
-        markersize=8,
-        errorbar=ci_bounds,
-        err_style="bars",
-        ax=ax,
+) -> Path | None:
+    """Test error vs teacher-fitting budget; None (no figure) with a single budget, where the
+    final-test-error figure says it all. Teachers are nudged apart on the (log) budget axis so
+    their error bars do not hide each other; line style = kind (gradient, RL, baseline)."""
+    seeds = per_seed(records, order)
+    budgets = sorted(seeds["budget"].unique())
+    if len(budgets) < 2:
+        return None
+    teachers = list(dict.fromkeys(seeds["teacher"]))
+    colours = dict(zip(teachers, sns.color_palette(n_colors=len(teachers)), strict=True))
+    stats = {(t, b): mean_ci(g["test_error"]) for (t, b), g in seeds.groupby(["teacher", "budget"])}
+    off = off_scale(
+        {
+            t: float(np.mean([stats[(t, b)].mean for b in budgets if (t, b) in stats]))
+            for t in teachers
+        }
     )
-    if seeds["budget"].nunique() > 1:
-        ax.set_xscale("log")
-        ax.set_xticks(
-            sorted(seeds["budget"].unique()), [f"{b:,}" for b in sorted(seeds["budget"].unique())]
+    styles = {"gradient": ("-", "o"), "rl": ("--", "X"), "baseline": (":", "s")}
+    fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
+    shown = [t for t in teachers if t not in off]
+    for i, t in enumerate(shown):
+        nudge = math.exp(0.025 * (i - (len(shown) - 1) / 2))
+        have = [b for b in budgets if (t, b) in stats]
+        ivs = [stats[(t, b)] for b in have]
+        ls, marker = styles[kind_of(t)]
+        ax.errorbar(
+            [b * nudge for b in have],
+            [iv.mean for iv in ivs],
+            yerr=[0.0 if math.isnan(iv.half) else iv.half for iv in ivs],
+            color=colours[t],
+            ls=ls,
+            marker=marker,
+            ms=6,
+            capsize=3,
+            label=f"{t} ({kind_of(t)})",
         )
-        ax.minorticks_off()
-    _error_axis(ax, seeds["test_error"])
+    for t in off:
+        ax.plot([], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale)")
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+    ax.minorticks_off()
+    ax.set_xlim(budgets[0] / 1.25, budgets[-1] * 1.25)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
+    kinds = {kind_of(t) for t in teachers}
+    versus = " gradient vs RL teachers" if {"gradient", "rl"} <= kinds else ""
     ax.set(
-        xlabel="teacher-fitting budget (student SGD steps)",
+        xlabel="teacher-fitting budget (student SGD steps; teachers nudged apart)",
         ylabel="final test error",
-        title="Quality vs. budget: gradient vs RL teachers (mean, 95% CI over seeds)",
+        title=f"Quality vs. budget:{versus} (mean, 95% CI over seeds)",
     )
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
     return _save(fig, path)
-
-
-def _error_axis(ax: plt.Axes, values: pd.Series) -> None:
-    """Error rates in percent; log scale when a broken baseline sits next to good teachers."""
-    if values.max() / max(values.min(), 1e-9) > 5:
-        ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(PercentFormatter(1.0, decimals=0))
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

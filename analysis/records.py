@@ -10,6 +10,8 @@ Layout of a results directory::
     config.json            what was asked (env spec, teachers, budgets, seeds, teacher configs)
     versions.json          python, packages, git commit, machine
     records/<unit>.parquet tidy rows: one (phase, episode, step, metric) value each
+    units/<unit>.json      who made the unit: its wall time, git commit, packages, machine (so a
+                           report of a resumed run credits each row to the run that made it)
     coeffs/<unit>.parquet  the loss coefficients each taught student was given, one number a row
     teachers/<unit>.pt     the fitted teacher (Teacher.save)
 
@@ -95,6 +97,7 @@ class RecordStore:
         self.records_dir = self.root / "records"
         self.coeffs_dir = self.root / "coeffs"
         self.teachers_dir = self.root / "teachers"
+        self.units_dir = self.root / "units"
 
     # -- writing ------------------------------------------------------------------------------
     def open(self, config: dict[str, Any]) -> None:
@@ -106,12 +109,12 @@ class RecordStore:
         path = self.root / "config.json"
         if path.exists():
             old = json.loads(path.read_text())
-            clash = [k for k in FIXED_KEYS if old.get(k) != config.get(k)]
+            clash = [d for k in FIXED_KEYS for d in _differences(k, old.get(k), config.get(k))]
             if clash:
                 raise ValueError(
-                    f"{self.root} holds records made with different {clash}: resuming would mix "
-                    f"incomparable rows. Use another --out directory, or the original settings "
-                    f"(saved in {path})."
+                    f"{self.root} holds records made with other settings ({'; '.join(clash)}): "
+                    f"resuming would mix incomparable rows. Use another --out directory, or the "
+                    f"original settings (saved in {path})."
                 )
             config = {
                 **config,
@@ -127,10 +130,20 @@ class RecordStore:
     def completed(self) -> set[str]:
         return {p.stem for p in self.records_dir.glob("*.parquet")}
 
-    def write_unit(self, unit: str, records: pd.DataFrame, coeffs: pd.DataFrame | None) -> None:
-        """Write one unit's coefficient rows, then its records; the records file marks completion."""
+    def write_unit(
+        self,
+        unit: str,
+        records: pd.DataFrame,
+        coeffs: pd.DataFrame | None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Write one unit's metadata and coefficient rows, then its records; the records file
+        marks completion."""
         if list(records.columns) != COLUMNS:
             raise ValueError(f"records must have columns {COLUMNS}, got {list(records.columns)}")
+        if meta is not None:
+            self.units_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(self.units_dir / f"{unit}.json", meta)
         if coeffs is not None:
             _atomic_parquet(coeffs, self.coeffs_dir / f"{unit}.parquet")
         _atomic_parquet(records, self.records_dir / f"{unit}.parquet")
@@ -142,6 +155,15 @@ class RecordStore:
     def read(self) -> pd.DataFrame:
         """All records, concatenated; an empty frame with the schema if there are none."""
         return _concat(sorted(self.records_dir.glob("*.parquet")), COLUMNS)
+
+    def read_unit_meta(self) -> dict[str, dict[str, Any]]:
+        """Per completed unit, the metadata it was written with ({} for units made before the
+        project recorded it)."""
+        out = {}
+        for unit in sorted(self.completed()):
+            path = self.units_dir / f"{unit}.json"
+            out[unit] = json.loads(path.read_text()) if path.exists() else {}
+        return out
 
     def read_coeffs(self) -> pd.DataFrame:
         return _concat(sorted(self.coeffs_dir.glob("*.parquet")), COEFF_COLUMNS)
@@ -176,12 +198,7 @@ def versions() -> dict[str, Any]:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             out[name] = None
-    out["git_commit"] = _git("rev-parse", "HEAD")
-    # code changes only: results/ is where runs (this one included) write
-    status = _git(
-        "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)results"
-    )
-    out["git_dirty"] = None if status is None else bool(status)
+    out["git_commit"], out["git_dirty"] = _CODE_VERSION
     try:
         import torch
 
@@ -190,6 +207,35 @@ def versions() -> dict[str, Any]:
     except ImportError:
         pass
     return out
+
+
+def _code_version() -> tuple[str | None, bool | None]:
+    """The checkout's commit and dirty flag, read once when this module is imported: the code a
+    process runs is what was on disk then, even if the checkout moves on during a long run."""
+    commit = _git("rev-parse", "HEAD")
+    # code changes only: results/ and runs/ are where runs (this one included) write
+    status = _git(
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ":/",
+        ":(top,exclude)results",
+        ":(top,exclude)runs",
+    )
+    return commit, None if status is None else bool(status)
+
+
+def unit_meta(wall_time: float) -> dict[str, Any]:
+    """What one unit cost and which code made it: stored beside its records, so a report over a
+    directory filled by several (resumed) runs credits each row to the run that computed it."""
+    import datetime
+
+    return {
+        "wall_time": wall_time,
+        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **versions(),
+    }
 
 
 def _git(*args: str) -> str | None:
@@ -205,6 +251,17 @@ def _git(*args: str) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _differences(key: str, old: Any, new: Any) -> list[str]:
+    """'spec.horizon: 12 on disk vs 6 now' for every leaf that differs between two configs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            d
+            for k in sorted(set(old) | set(new), key=str)
+            for d in _differences(f"{key}.{k}", old.get(k), new.get(k))
+        ]
+    return [] if old == new else [f"{key}: {old!r} on disk vs {new!r} now"]
 
 
 def _union(a: list, b: list) -> list:
@@ -227,3 +284,6 @@ def _concat(paths: list[Path], columns: list[str]) -> pd.DataFrame:
     if not paths:
         return tidy([], columns)
     return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+_CODE_VERSION = _code_version()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.records import RecordStore
 from analysis.tables import BASELINE, to_markdown
 
 
@@ -19,7 +20,12 @@ def write_report(
     command: str,
     wall_time: float,
     notes: list[str] | None = None,
+    ran_units: int | None = None,
+    sections: list[str] | None = None,
 ) -> Path:
+    """`wall_time` and `ran_units` are this invocation's; the compute time and code version of
+    the rows come from each unit's own metadata (``units/*.json``), so a resumed run does not
+    claim rows an earlier run made."""
     root = Path(root)
     config = json.loads((root / "config.json").read_text())
     versions = json.loads((root / "versions.json").read_text())
@@ -27,11 +33,10 @@ def write_report(
     lines = [
         f"# Comparison: {', '.join(config['teachers'])} on {spec['dataset']} / {spec['student']}",
         "",
-        f"Command: `{command}`  ",
-        f"Total wall time: {wall_time:.0f} s on {versions.get('cpu_count')} CPU core(s), "
-        f"torch {versions.get('torch')} ({versions.get('torch_threads')} thread(s)), "
-        f"device {spec['device']}, commit {str(versions.get('git_commit'))[:10]}"
-        f"{' with uncommitted changes' if versions.get('git_dirty') else ''}.",
+        f"Last command: `{command}`  ",
+        _this_run(wall_time, ran_units, versions, spec),
+        "",
+        *provenance(RecordStore(root)),
         "",
         f"Each teacher is fitted within **{', '.join(f'{b:,}' for b in config['budgets'])}** "
         f"student SGD steps on each of {config['seeds']} fitting seeds, then teaches "
@@ -43,6 +48,8 @@ def write_report(
         f"t-intervals over seeds. Test numbers are reported only, never used to select.",
         "",
         to_markdown(table),
+        "",
+        *(sections or []),
     ]
     for fig in figures:
         lines += [f"![{fig.stem}]({fig.name})", ""]
@@ -56,3 +63,44 @@ def write_report(
     path = root / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _this_run(wall_time: float, ran: int | None, versions: dict, spec: dict) -> str:
+    units = "" if ran is None else f", computing {ran} unit(s)"
+    return (
+        f"This invocation: {wall_time:.0f} s wall{units}, on {versions.get('cpu_count')} CPU "
+        f"core(s), torch {versions.get('torch')}, device {spec['device']}."
+    )
+
+
+def provenance(store: RecordStore) -> list[str]:
+    """Who made the rows: the summed compute time of the units and the commits that computed
+    them, from each unit's metadata; units from before that was recorded are counted as unknown."""
+    meta = store.read_unit_meta()
+    known = {u: m for u, m in meta.items() if m}
+    lines = []
+    if known:
+        total = sum(float(m.get("wall_time", 0.0)) for m in known.values())
+        commits: dict[str, int] = {}
+        for m in known.values():
+            c = str(m.get("git_commit"))[:10] + (
+                " with uncommitted changes" if m.get("git_dirty") else ""
+            )
+            commits[c] = commits.get(c, 0) + 1
+        made_by = "; ".join(f"{c}: {n} unit(s)" for c, n in commits.items())
+        cores = sorted({str(m.get("cpu_count")) for m in known.values()})
+        torch_v = sorted({str(m.get("torch")) for m in known.values()})
+        threads = sorted({str(m.get("torch_threads")) for m in known.values()})
+        lines.append(
+            f"Rows: {len(meta)} unit(s); {len(known)} computed in {total:.0f} s of unit time "
+            f"(summed over units; parallel workers overlap it) by commit {made_by}; on "
+            f"{'/'.join(cores)} CPU core(s), torch {'/'.join(torch_v)} "
+            f"({'/'.join(threads)} thread(s) a unit)."
+        )
+    unknown = len(meta) - len(known)
+    if unknown:
+        lines.append(
+            f"{unknown} unit(s) were made before units/*.json recorded their time and commit: "
+            "both unknown."
+        )
+    return lines

@@ -28,7 +28,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id
+from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_meta
+from analysis.repro import init_worker
 from envs.losses import LOSSES, unknown_name_error
 from students.models import STUDENTS
 from students.user_data import check_dataset, dataset_label, describe_dataset
@@ -323,7 +324,10 @@ def run_pending(
     else:
         spawn = multiprocessing.get_context("spawn")  # no fork of a process that holds torch
         pool = ProcessPoolExecutor(
-            workers, mp_context=spawn, initializer=torch.set_num_threads, initargs=(threads,)
+            workers,
+            mp_context=spawn,
+            initializer=init_worker,  # the parent's threads and deterministic-kernel setting
+            initargs=(threads, torch.are_deterministic_algorithms_enabled()),
         )
         try:
             futures = {pool.submit(complete_unit, grid, store.root, u): u for u in todo}
@@ -343,9 +347,11 @@ def complete_unit(
     """Run one unit and write it (teacher file, coefficients, then records: the done-marker)."""
     store = RecordStore(root)
     uid = unit_id(*unit)
+    start = time.perf_counter()
     records, coeffs, teacher = run_unit(grid, *unit, progress=progress)
+    meta = unit_meta(time.perf_counter() - start)
     teacher.save(store.teacher_path(uid))
-    store.write_unit(uid, records, coeffs)
+    store.write_unit(uid, records, coeffs, meta)
     return uid
 
 

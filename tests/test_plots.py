@@ -1,0 +1,163 @@
+"""What a reader sees in the figures: bands inside [0, 1], a zoomed panel that is zoomed, an
+off-scale teacher written in rather than squashing the rest, no blank coefficient panels, no
+quality-vs-budget figure from one budget, titles that name only the kinds that ran."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from matplotlib.collections import PolyCollection
+
+from analysis import plots
+from analysis.records import COEFF_COLUMNS, COLUMNS, tidy
+from envs.losses import make_loss
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Keep each figure open (instead of writing it) so its axes can be inspected."""
+    kept = []
+
+    def keep(fig, path):
+        kept.append(fig)
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return kept
+
+
+def _records(teachers: dict[str, float], seeds: int = 2, budgets=(100,)) -> pd.DataFrame:
+    """Teach curves near each teacher's accuracy (with seed noise) and final test errors."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in budgets:
+        for teacher, acc in teachers.items():
+            for seed in range(seeds):
+                meta = dict(
+                    teacher=teacher,
+                    student="mlp",
+                    dataset="mnist5k",
+                    loss="ce",
+                    budget=b,
+                    seed=seed,
+                    budget_used=b,
+                    wall_time=1.0,
+                    episode=0,
+                    student_seed=7,
+                )
+                for step in range(0, 101, 10):
+                    value = min(acc * min(1.0, 0.3 + step / 50) + rng.normal(0, 0.02), 1.0)
+                    rows.append(
+                        dict(
+                            meta,
+                            phase="teach",
+                            step=float(step),
+                            metric="dev_accuracy",
+                            value=value,
+                        )
+                    )
+                for metric in ("test_error", "dev_error"):
+                    rows.append(
+                        dict(
+                            meta,
+                            phase="final",
+                            step=100.0,
+                            metric=metric,
+                            value=1 - acc + rng.normal(0, 0.005),
+                        )
+                    )
+                rows.append(
+                    dict(
+                        meta,
+                        phase="fit",
+                        episode=-1,
+                        student_seed=-1,
+                        step=0.0,
+                        metric="fit_wall_time",
+                        value=1.0,
+                    )
+                )
+    return tidy(rows, COLUMNS)
+
+
+def test_learning_curve_bands_stay_in_range_and_the_zoom_is_zoomed(figures, tmp_path):
+    records = _records({"ce": 0.995, "label-smoothing": 0.99, "random": 0.2}, seeds=2)
+    plots.learning_curves(records, tmp_path / "lc.png")
+    whole, zoom = figures[0].axes[:2]
+    for ax in (whole, zoom):
+        for band in (c for c in ax.collections if isinstance(c, PolyCollection)):
+            ys = np.concatenate([p.vertices[:, 1] for p in band.get_paths()])
+            assert ys.min() >= 0.0 and ys.max() <= 1.0  # 2-seed t-bands clipped to a rate's range
+    late = records[(records["phase"] == "teach") & (records["step"] >= 50)]
+    means = late[late["teacher"] != "random"].groupby(["teacher", "step"])["value"].mean()
+    low, high = zoom.get_ylim()
+    assert low >= means.min() - 0.2 * (means.max() - means.min()) - 0.003
+    assert high - low < 0.1  # the axis spans the means, not the wide 2-seed bands
+    assert "accuracy points of the best" in zoom.get_title()
+    assert any("random" in t.get_text() for t in zoom.texts)  # the dropped teacher is named
+
+
+def test_an_off_scale_teacher_is_written_in_not_drawn(figures, tmp_path):
+    records = _records({"ce": 0.95, "label-smoothing": 0.955, "l2t-dlf": 0.94, "random": 0.2})
+    assert plots.off_scale({"ce": 0.05, "ls": 0.045, "dlf": 0.06, "random": 0.78}) == {"random"}
+    assert plots.off_scale({"ce": 0.05, "ls": 0.045, "dlf": 0.07}) == set()
+    plots.final_test_error(records, tmp_path / "fte.png")
+    ax = figures[0].axes[0]
+    assert ax.get_yscale() == "linear"
+    low, high = ax.get_ylim()
+    assert high < 0.2  # random's 80% does not stretch the axis
+    assert any("off scale" in t.get_text() for t in ax.texts)
+    # the seeds' dots sit beside (not behind) the mean's error bar
+    dots = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if len(c.get_offsets())])
+    bars = [line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 1]
+    assert min(abs(d - b) for d in dots for b in bars) > 0.05
+
+
+def test_quality_vs_budget_needs_two_budgets_and_names_only_kinds_that_ran(figures, tmp_path):
+    one = _records({"ce": 0.95, "l2t-dlf": 0.94})
+    assert plots.quality_vs_budget(one, tmp_path / "q.png") is None
+    two = _records({"ce": 0.95, "l2t-dlf": 0.94}, budgets=(100, 400))
+    plots.quality_vs_budget(two, tmp_path / "q.png")
+    title = figures[-1].axes[0].get_title()
+    assert "RL" not in title  # no RL teacher ran
+    both = _records({"ce": 0.95, "l2t-dlf": 0.94, "ppo": 0.945}, budgets=(100, 400))
+    plots.quality_vs_budget(both, tmp_path / "q.png")
+    ax = figures[-1].axes[0]
+    assert "gradient vs RL" in ax.get_title()
+    xs = sorted(line.get_xdata()[0] for line in ax.lines if len(line.get_xdata()) == 2)
+    assert len(set(np.round(xs, 6))) == 3  # teachers nudged apart at the same budget
+
+
+def test_coefficients_skip_a_constant_teacher_and_label_colour_bars(figures, tmp_path):
+    c = 3
+    default = make_loss("bilinear", c).default_coeffs(torch.float64).numpy()
+    rng = np.random.default_rng(1)
+    rows = []
+    for teacher, noise in (("fixed", 0.0), ("random", 0.3)):
+        for seed in range(2):
+            for t in range(1, 5):
+                values = default + noise * rng.normal(size=default.size)
+                rows += [
+                    dict(
+                        teacher=teacher,
+                        student="mlp",
+                        dataset="mnist5k",
+                        loss="bilinear",
+                        budget=10,
+                        seed=seed,
+                        student_seed=5,
+                        episode=0,
+                        t=t,
+                        step=10 * (t - 1),
+                        index=i,
+                        value=float(v),
+                    )
+                    for i, v in enumerate(values)
+                ]
+    coeffs = tidy(rows, COEFF_COLUMNS)
+    plots.coefficients(tidy([], COLUMNS), coeffs, tmp_path / "c.png")
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles and all(t.startswith("random: student steps") for t in titles)
+    assert "fixed: equal to the default throughout" in fig.get_suptitle()
+    assert any(ax.get_ylabel() == "Φ − Φ_default" for ax in fig.axes)  # the colour bar's label
