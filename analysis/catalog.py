@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 TEACHER_NOTES = {
     "ce": "plain cross-entropy, the baseline every difference is paired against",
     "label-smoothing": "cross-entropy against a smoothed target (epsilon 0.1); a fixed loss",
+    "gce": "generalized cross-entropy (1 - p_y^q) / q, q = 0.7: robust to label noise; fixed",
     "fixed": "one constant action all episode (default: the bilinear family's default loss)",
     "random": "uniform random actions, seeded: the floor a learning teacher must beat",
     "l2t-dlf": "L2T-DLF (Wu et al. 2018): Phi_t = W softmax(V s_t), fitted by RMD on dev",
@@ -46,7 +47,8 @@ LOSS_NOTES = {
     "dln": "L2T-DLN's loss network: the 5,000 weights of a 4-40-40-40-40-1 MLP",
     "ce": "cross-entropy with a temperature tau = 2^action (one coefficient)",
     "label-smoothing": "cross-entropy against (1 - eps) one-hot + eps uniform (one coefficient)",
-    "compact": "a few interpretable knobs for RL teachers; all-default = plain CE",
+    "gce": "generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018; one coefficient q)",
+    "compact": "5 knobs for RL teachers (tau, smoothing, focal gamma, margin, GCE q); default = CE",
 }
 
 

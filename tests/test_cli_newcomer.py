@@ -45,6 +45,14 @@ MALFORMED = {
     "--student-kwargs": '{"width": 3}',  # a keyword the student does not take: found late
     "--loss-kwargs": "[1, 2]",
     "--reference": "/nonexistent/results",
+    "--label-noise": "1.2",
+    "--label-noise-kind": "diagonal",
+    "--noisy-dev": None,
+    "--imbalance": "0.5",
+    "--backend": "dask",
+    "--address": "no-port",
+    "--cpus-per-unit": "-1",
+    "--gpus-per-unit": "nan",
 }
 # more values a user could plausibly type, each also an error
 MORE = [
