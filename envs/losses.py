@@ -13,6 +13,10 @@ so the losses run under ``torch.func.vmap``.
 | ce              | 1           | inverse temperature tau of cross-entropy on tau * z                  |
 | label-smoothing | 1           | smoothing epsilon                                                    |
 | compact         | 4           | tau, smoothing, focal gamma, logit margin; all-default = plain CE    |
+| large-margin    | 1           | L-Softmax (Liu et al. 2016) margin weight lambda = 1 / (1 + beta)   |
+
+``large-margin`` needs the classifier's input features and weights, not only the logits
+(``needs_head``): the process calls its ``head_loss`` (envs/large_margin.py).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class LossFamily:
     """
 
     name: str = "base"
+    needs_head: bool = False
+    """True: the loss needs the last Linear layer's input and weights; the process calls
+    ``head_loss(logits, y, coeffs, features, weight, bias)`` instead of ``loss``"""
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 2:
@@ -353,12 +360,15 @@ class Compact(LossFamily):
         return (focal * smoothed).mean()
 
 
+from envs.large_margin import LargeMargin  # noqa: E402 (it subclasses LossFamily)
+
 LOSSES: dict[str, type[LossFamily]] = {
     "bilinear": Bilinear,
     "dln": DynamicLossNetwork,
     "ce": CrossEntropy,
     "label-smoothing": LabelSmoothing,
     "compact": Compact,
+    "large-margin": LargeMargin,
 }
 
 

@@ -11,6 +11,7 @@ from envs.losses import unknown_name_error
 TEACHERS: dict[str, str] = {
     "ce": "teachers.fixed:CrossEntropyTeacher",
     "label-smoothing": "teachers.fixed:LabelSmoothingTeacher",
+    "large-margin": "teachers.large_margin:LargeMarginTeacher",
     "fixed": "teachers.fixed:FixedTeacher",
     "random": "teachers.fixed:RandomTeacher",
     "l2t-dlf": "teachers.l2t_dlf:L2TDLFTeacher",
