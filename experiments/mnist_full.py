@@ -648,6 +648,9 @@ def write_readme(out: Path) -> Path:
         log = pd.DataFrame(json.loads(f.read_text())["log"])
         lines += ["## Demo protocol: teacher updates (static Phi, b)", "",
                   markdown(log.drop(columns=["wall_time"], errors="ignore"), index=False, digits=4), ""]  # fmt: skip
+    notes = out / "NOTES.md"  # the hand-written interpretation, kept across regenerations
+    if notes.exists():
+        lines = lines[:4] + [notes.read_text().strip(), ""] + lines[4:]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
