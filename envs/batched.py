@@ -73,6 +73,11 @@ class BatchedTeachingProcess:
     def _setup(self, template: TeachingProcess, num_students: int, lr) -> None:
         if num_students < 1:
             raise ValueError(f"num_students must be >= 1, got {num_students}")
+        if template.family.needs_head:
+            raise ValueError(
+                f"the {template.family.name!r} loss reads the classifier's features, which the "
+                "batched process does not expose; use single processes (TeachingProcess) for it"
+            )
         self.template = t = template
         self.n = int(num_students)
         self.device, self.dtype = t.device, t.dtype

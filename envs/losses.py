@@ -14,6 +14,10 @@ so the losses run under ``torch.func.vmap``.
 | label-smoothing | 1           | smoothing epsilon                                                    |
 | gce             | 1           | GCE exponent q: (1 - p_y^q) / q (Zhang & Sabuncu 2018), default 0.7  |
 | compact         | 5           | tau, smoothing, focal gamma, logit margin, GCE q; default = plain CE |
+| large-margin    | 1           | L-Softmax (Liu et al. 2016) margin weight lambda = 1 / (1 + beta)   |
+
+``large-margin`` needs the classifier's input features and weights, not only the logits
+(``needs_head``): the process calls its ``head_loss`` (envs/large_margin.py).
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class LossFamily:
     """
 
     name: str = "base"
+    needs_head: bool = False
+    """True: the loss needs the last Linear layer's input and weights; the process calls
+    ``head_loss(logits, y, coeffs, features, weight, bias)`` instead of ``loss``"""
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 2:
@@ -411,6 +418,8 @@ class Compact(LossFamily):
         return (focal * smoothed).mean()
 
 
+from envs.large_margin import LargeMargin  # noqa: E402 (it subclasses LossFamily)
+
 LOSSES: dict[str, type[LossFamily]] = {
     "bilinear": Bilinear,
     "dln": DynamicLossNetwork,
@@ -418,6 +427,7 @@ LOSSES: dict[str, type[LossFamily]] = {
     "label-smoothing": LabelSmoothing,
     "gce": GeneralizedCrossEntropy,
     "compact": Compact,
+    "large-margin": LargeMargin,
 }
 
 

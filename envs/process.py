@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call
 
 from envs.losses import LossFamily, make_loss
@@ -177,8 +178,23 @@ class TeachingProcess:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_Phi(w; x, y), logits) in training mode. BatchNorm updates `buffers` in place:
         callers pass a copy."""
+        if self.family.needs_head:  # e.g. large-margin: the last Linear layer's input too
+            return self._head_loss(params, buffers, x, y, coeffs)
         logits = functional_call(self.model, (params, buffers), (x,))
         return self.family(logits, y, coeffs), logits
+
+    def _head_loss(self, params, buffers, x, y, coeffs) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ``needs_head`` family's loss: the classifier's (the last nn.Linear's) input is
+        caught by a forward hook, its weight and bias read from `params`."""
+        name, head = [(n, m) for n, m in self.model.named_modules() if isinstance(m, nn.Linear)][-1]
+        caught = []
+        hook = head.register_forward_hook(lambda mod, inp, out: caught.append(inp[0]))
+        try:
+            logits = functional_call(self.model, (params, buffers), (x,))
+        finally:
+            hook.remove()
+        weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+        return self.family.head_loss(logits, y, coeffs, caught[0], weight, bias), logits
 
     def student_step(
         self,

