@@ -17,7 +17,6 @@ a message listing the valid values. ``compare`` re-run with the same ``--out`` r
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -34,6 +33,7 @@ from analysis.cli_checks import (
     cli_words,
     deterministic,
     device_arg,
+    json_kwargs,
     reference_section,
     spec_knobs,
 )
@@ -110,15 +110,8 @@ def _budgets(text: str) -> list[int]:
 
 def _json_object(text: str) -> dict:
     """Inline JSON or @file.json: {"teacher-name": {constructor kwargs}}."""
-    try:
-        raw = Path(text[1:]).read_text() if text.startswith("@") else text
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"cannot read {text[1:]!r}: {err.strerror}") from None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {raw!r}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+    value = json_kwargs(text)
+    if not all(isinstance(v, dict) for v in value.values()):
         raise argparse.ArgumentTypeError(
             'expected {"teacher": {"option": value, ...}, ...}, got ' + repr(value)
         )
