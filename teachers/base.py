@@ -20,44 +20,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from envs.config import EnvConfig
 from envs.loss_teaching import LossTeachingEnv
-from students.data import Splits
 
 
 @dataclass
-class EnvSpec:
-    """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison."""
-
-    dataset: str | Splits = "mnist5k"
-    """a name from students.data.DATASETS, a path to an .npz file (students/user_data.py), or
-    in-memory Splits (students.data.from_tensors)"""
-    student: str = "mlp"
-    """a name from students.models.STUDENTS"""
-    loss: str = "bilinear"
-    """the loss family teachers act on when they have no family of their own"""
-    horizon: int = 12
-    """env steps (teacher decisions) per episode"""
-    interval: int = 50
-    """student SGD steps per env step"""
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    reward: str = "dev-accuracy-delta"
-    dev_subset: int = 256
-    device: str = "auto"
-    dtype: str = "float32"
-    data_root: str | None = None
-    student_kwargs: dict = field(default_factory=dict)
-    loss_kwargs: dict = field(default_factory=dict)
-    label_noise: float = 0.0
-    """fraction of training labels flipped (students/corruption.py); dev too with noisy_dev"""
-    label_noise_kind: str = "symmetric"
-    """'symmetric' (uniform over the other classes) or 'pairflip' (c -> c + 1 mod C)"""
-    noisy_dev: bool = False
-    imbalance: float = 1.0
-    """long-tailed training split: largest / smallest class count (1 = as loaded)"""
+class EnvSpec(EnvConfig):
+    """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison. Its
+    fields and their defaults are :class:`envs.config.EnvConfig`'s (defined there, once)."""
 
     @property
     def episode_steps(self) -> int:
