@@ -291,3 +291,23 @@ def test_a_callback_returning_false_stops_every_learning_teacher(name):
     assert seen[0]["student_steps"] <= report.student_steps
     assert report.student_steps <= seen[0]["student_steps"] + UPDATE_COST[name] < STOP_BUDGET
     assert report.wall_time > 0
+
+
+def test_the_skeleton_refuses_a_fit_over_its_budget():
+    """A teacher whose _fit reports more steps than its budget is a bug, not a silent unequal
+    comparison; the skeleton also stamps wall time and checks the budget before any work."""
+
+    class Overspender(Teacher):
+        name = "overspender"
+
+        def act(self, observation):
+            return np.zeros(1, np.float32)
+
+        def _fit(self, run):
+            run.log({"student_steps": run.budget + 1})
+            run.report.student_steps = run.budget + 1
+
+    with pytest.raises(RuntimeError, match="over its budget of 10"):
+        Overspender().fit(TINY, 10)
+    with pytest.raises(ValueError, match="budget"):
+        Overspender().fit(TINY, 2.5)
