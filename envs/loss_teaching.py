@@ -9,13 +9,14 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from envs.config import DEFAULTS, DTYPES
 from envs.losses import unknown_name_error
 from envs.process import TeachingProcess
 from envs.rewards import REWARDS, RewardFunction
 from envs.state import STATE_BOUND, DefaultState, StateFunction
 from students.optim import SGDConfig
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+D = DEFAULTS  # every default below is envs/config.py's (one place)
 
 
 class LossTeachingEnv(gymnasium.Env):
@@ -60,31 +61,31 @@ class LossTeachingEnv(gymnasium.Env):
 
     def __init__(
         self,
-        dataset: str = "mnist5k",
-        student: str = "mlp",
-        loss: str = "bilinear",
+        dataset: str = D.dataset,
+        student: str = D.student,
+        loss: str = D.loss,
         *,
-        horizon: int = 12,
-        interval: int = 50,
-        batch_size: int = 64,
-        lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        schedule: str = "cosine",
-        reward: str | RewardFunction = "dev-accuracy-delta",
+        horizon: int = D.horizon,
+        interval: int = D.interval,
+        batch_size: int = D.batch_size,
+        lr: float = D.lr,
+        momentum: float = D.momentum,
+        weight_decay: float = D.weight_decay,
+        schedule: str = D.schedule,
+        reward: str | RewardFunction = D.reward,
         state_fn: StateFunction | None = None,
         divergence_penalty: float = -1.0,
-        dev_subset: int = 256,
-        device: str = "auto",
-        dtype: str = "float32",
-        data_root: str | None = None,
+        dev_subset: int = D.dev_subset,
+        device: str = D.device,
+        dtype: str = D.dtype,
+        data_root: str | None = D.data_root,
         download: bool = False,
         student_kwargs: dict | None = None,
         loss_kwargs: dict | None = None,
-        label_noise: float = 0.0,
-        label_noise_kind: str = "symmetric",
-        noisy_dev: bool = False,
-        imbalance: float = 1.0,
+        label_noise: float = D.label_noise,
+        label_noise_kind: str = D.label_noise_kind,
+        noisy_dev: bool = D.noisy_dev,
+        imbalance: float = D.imbalance,
     ) -> None:
         if horizon < 1 or interval < 1:
             raise ValueError(f"horizon and interval must be >= 1, got {horizon}, {interval}")

@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from envs.config import DEFAULTS as D
+from envs.config import DTYPES
 from envs.losses import LossFamily, make_loss
 from students.corruption import check_corruption, corrupt
 from students.data import Splits, load_dataset, resolve_device
@@ -77,23 +79,23 @@ class TeachingProcess:
 
     def __init__(
         self,
-        dataset: str | Splits = "mnist5k",
-        student: str = "mlp",
-        loss: str | LossFamily = "bilinear",
+        dataset: str | Splits = D.dataset,
+        student: str = D.student,
+        loss: str | LossFamily = D.loss,
         *,
-        batch_size: int = 64,
+        batch_size: int = D.batch_size,
         optim: SGDConfig | None = None,
-        dev_subset: int = 256,
-        device: str | torch.device = "auto",
-        dtype: torch.dtype = torch.float32,
-        data_root: str | None = None,
+        dev_subset: int = D.dev_subset,
+        device: str | torch.device = D.device,
+        dtype: torch.dtype = DTYPES[D.dtype],
+        data_root: str | None = D.data_root,
         download: bool = False,
         student_kwargs: dict | None = None,
         loss_kwargs: dict | None = None,
-        label_noise: float = 0.0,
-        label_noise_kind: str = "symmetric",
-        noisy_dev: bool = False,
-        imbalance: float = 1.0,
+        label_noise: float = D.label_noise,
+        label_noise_kind: str = D.label_noise_kind,
+        noisy_dev: bool = D.noisy_dev,
+        imbalance: float = D.imbalance,
     ) -> None:
         check_corruption(label_noise, label_noise_kind, imbalance)
         self.device = resolve_device(device)

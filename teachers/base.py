@@ -20,44 +20,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from envs.config import EnvConfig
 from envs.loss_teaching import LossTeachingEnv
-from students.data import Splits
 
 
 @dataclass
-class EnvSpec:
-    """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison."""
-
-    dataset: str | Splits = "mnist5k"
-    """a name from students.data.DATASETS, a path to an .npz file (students/user_data.py), or
-    in-memory Splits (students.data.from_tensors)"""
-    student: str = "mlp"
-    """a name from students.models.STUDENTS"""
-    loss: str = "bilinear"
-    """the loss family teachers act on when they have no family of their own"""
-    horizon: int = 12
-    """env steps (teacher decisions) per episode"""
-    interval: int = 50
-    """student SGD steps per env step"""
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    reward: str = "dev-accuracy-delta"
-    dev_subset: int = 256
-    device: str = "auto"
-    dtype: str = "float32"
-    data_root: str | None = None
-    student_kwargs: dict = field(default_factory=dict)
-    loss_kwargs: dict = field(default_factory=dict)
-    label_noise: float = 0.0
-    """fraction of training labels flipped (students/corruption.py); dev too with noisy_dev"""
-    label_noise_kind: str = "symmetric"
-    """'symmetric' (uniform over the other classes) or 'pairflip' (c -> c + 1 mod C)"""
-    noisy_dev: bool = False
-    imbalance: float = 1.0
-    """long-tailed training split: largest / smallest class count (1 = as loaded)"""
+class EnvSpec(EnvConfig):
+    """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison. Its
+    fields and their defaults are :class:`envs.config.EnvConfig`'s (defined there, once)."""
 
     @property
     def episode_steps(self) -> int:
@@ -115,9 +85,74 @@ class EpisodeResult:
     """whole-split dev and test loss/error of the final student, diverged, wall_time"""
 
 
+FIT_SEED_OFFSET = 1_000_000
+"""student seeds of a fit's plan start here (seed * 10_000 on top), disjoint from the small
+seeds (0, 1, ...) the evaluation gives fresh students"""
+
+
+class SeedPlan:
+    """The student seeds one fit trains on, a function of the fit's `seed` alone, away from the
+    small evaluation seeds. Two forms, whichever a teacher's loop needs:
+
+    * :meth:`nth`: ``base + i``, the i-th student of a numbered plan (``base`` defaults to
+      ``FIT_SEED_OFFSET + 10_000 * seed``; a teacher may set its own through
+      :meth:`Teacher.seed_plan`);
+    * :meth:`draw`: the next seed of the stream ``numpy.random.default_rng([seed, 0x5EED])``.
+    """
+
+    def __init__(self, seed: int, base: int | None = None) -> None:
+        self.seed = int(seed)
+        self.base = FIT_SEED_OFFSET + 10_000 * self.seed if base is None else int(base)
+        self.stream = np.random.default_rng([self.seed, 0x5EED])
+
+    def nth(self, i: int) -> int:
+        return self.base + int(i)
+
+    def draw(self) -> int:
+        return int(self.stream.integers(2**31 - 1))
+
+
+class FitRun:
+    """One call of :meth:`Teacher.fit`, handed to the teacher's :meth:`Teacher._fit` hook: the
+    teacher's spec (after :meth:`Teacher.spec_for`), the checked budget, the seed plan, the
+    report it fills (``student_steps``, ``episodes``) and :meth:`log`.
+
+    The stop rule: :meth:`log` appends a row to the report, stamps its ``wall_time`` and forwards
+    it to the user's callback; a callback that returns ``False`` (exactly ``False``: ``None``
+    goes on) stops the fit. :attr:`stopped` is then True, :meth:`log` returns False, and the
+    teacher starts no further update (no further student step beyond the one in progress, which
+    may finish), so ``report.student_steps`` ends within one update of the row that stopped it.
+    Rows logged after the stop (the rest of an update already computed) are kept in the report
+    but not forwarded."""
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        budget: int,
+        seeds: SeedPlan,
+        callback: Callable[[dict], bool | None] | None,
+    ) -> None:
+        self.spec, self.budget, self.seeds, self.callback = spec, budget, seeds, callback
+        self.seed = seeds.seed
+        self.report = FitReport()
+        self.stopped = False
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def log(self, row: dict) -> bool:
+        """Record `row` and forward it to the callback; False once the fit must stop."""
+        row["wall_time"] = self.elapsed()
+        self.report.log.append(row)
+        if not self.stopped and self.callback is not None and self.callback(row) is False:
+            self.stopped = True
+        return not self.stopped
+
+
 class Teacher(ABC):
-    """Base class. Subclasses set ``name`` and implement :meth:`act`; learning teachers override
-    :meth:`fit` and :meth:`state_dict` / :meth:`load_state_dict`."""
+    """Base class. Subclasses set ``name`` and implement :meth:`act`; learning teachers implement
+    :meth:`_fit` (the hook of :meth:`fit`) and :meth:`state_dict` / :meth:`load_state_dict`."""
 
     name: ClassVar[str] = "teacher"
     family: ClassVar[str | None] = None
@@ -133,11 +168,37 @@ class Teacher(ABC):
         return spec if family is None else spec.replace(loss=family)
 
     def fit(
-        self, spec: EnvSpec, budget: int, *, seed: int = 0, callback: Callable | None = None
+        self,
+        spec: EnvSpec,
+        budget: int,
+        *,
+        seed: int = 0,
+        callback: Callable[[dict], bool | None] | None = None,
     ) -> FitReport:
-        """Learn within `budget` student SGD steps. The base teacher has nothing to learn."""
-        check_budget(budget)
-        return FitReport()
+        """Learn within `budget` student SGD steps, training students from :meth:`seed_plan`
+        (`seed`). `callback(row)` sees every log row (one per teacher update); returning False
+        stops the fit after that update (:class:`FitRun`). The skeleton for every teacher:
+        budget check, :meth:`spec_for`, seed plan, timing, logging; the learning is
+        :meth:`_fit`'s."""
+        run = FitRun(self.spec_for(spec), check_budget(budget), self.seed_plan(seed), callback)
+        self._fit(run)
+        report = run.report
+        if report.student_steps > run.budget:  # a teacher's bug, never a silent unequal budget
+            raise RuntimeError(
+                f"{type(self).__name__} spent {report.student_steps} student steps, over its "
+                f"budget of {run.budget}"
+            )
+        report.wall_time = run.elapsed()
+        return report
+
+    def _fit(self, run: FitRun) -> None:
+        """Learn on ``run.spec`` within ``run.budget`` student steps, on students of
+        ``run.seeds``; fill ``run.report.student_steps`` / ``episodes``, ``run.log(row)`` each
+        update and start no update once ``run.stopped``. Fixed teachers learn nothing."""
+
+    def seed_plan(self, seed: int) -> SeedPlan:
+        """The student seeds a fit with `seed` trains on."""
+        return SeedPlan(seed)
 
     @abstractmethod
     def act(self, observation: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+from teachers.base import EnvSpec, Teacher
 
 
 class FixedTeacher(Teacher):
@@ -44,10 +44,6 @@ class FixedTeacher(Teacher):
             self._action = family.default_action()
         else:  # validate shape and values against this env's family, clearly
             family.validate_action(self._action)
-
-    def fit(self, spec: EnvSpec, budget: int, *, seed: int = 0, callback=None) -> FitReport:
-        check_budget(budget)
-        return FitReport()
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         if self._action is None:

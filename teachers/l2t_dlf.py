@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,12 +40,9 @@ import torch
 from envs.loss_teaching import LossTeachingEnv
 from envs.process import DEV_OBJECTIVES
 from teachers import rmd
-from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+from teachers.base import FitRun, Teacher
 
 FORMS = ("attention", "mlp")
-FIT_SEED_OFFSET = 1_000_000
-"""student seeds used while fitting start here (seed * 10_000 on top), disjoint from the small
-seeds the evaluation uses for fresh students"""
 
 
 def resident_mb() -> float:
@@ -199,30 +195,21 @@ class L2TDLFTeacher(Teacher):
         return a.numpy().astype(np.float32)
 
     # -- fitting ------------------------------------------------------------------------------
-    def fit(
-        self,
-        spec: EnvSpec,
-        budget: int,
-        *,
-        seed: int = 0,
-        callback: Callable[[dict], None] | None = None,
-    ) -> FitReport:
-        """Train theta by RMD over fresh-student episodes within `budget` student SGD steps
-        (forward steps of training and selection episodes; the reverse pass's recomputation is
-        compute, counted in wall time only). Keeps the best candidate on dev."""
-        budget = check_budget(budget)
+    def _fit(self, run: FitRun) -> None:
+        """Train theta by RMD over fresh-student episodes within the budget (forward steps of
+        training and selection episodes; the reverse pass's recomputation is compute, counted in
+        wall time only). Keeps the best candidate on dev. A callback's stop ends the fit after
+        the update (or selection) it saw: no further episode, and no last selection."""
         c = self.config
-        start = time.perf_counter()
-        env = self.spec_for(spec).make_env()
+        env = run.spec.make_env()
         proc = env.process
-        episode = spec.episode_steps
+        episode = run.spec.episode_steps
         if not self.params:
             self.build(env.observation_space.shape[0], env.family.dim)
         opt = torch.optim.Adam(list(self.params.values()), lr=c["teacher_lr"])
-        report = FitReport()
+        budget, report = run.budget, run.report
         base = proc.student_steps
         spent = lambda: proc.student_steps - base  # noqa: E731
-        fit_seed = FIT_SEED_OFFSET + 10_000 * seed
         select_cost = c["select_seeds"] * episode
 
         best: tuple[float, float] | None = None
@@ -231,19 +218,21 @@ class L2TDLFTeacher(Teacher):
 
         def select() -> None:
             nonlocal best, best_state
-            score = self._dev_score(env, [fit_seed + 5_000 + j for j in range(c["select_seeds"])])
+            score = self._dev_score(
+                env, [run.seeds.nth(5_000 + j) for j in range(c["select_seeds"])]
+            )
             row = {"kind": "select", "updates": updates, "student_steps": spent(), **score}
             if best is None or (score["dev_error"], score["dev_loss"]) < best:
                 best, best_state = (score["dev_error"], score["dev_loss"]), self._snapshot()
                 row["best"] = True
-            self._log(report, row, start, callback)
+            run.log(row)
 
         if spent() + select_cost <= budget:
             select()  # the untrained teacher is the first candidate
         ep = 0
-        while spent() + episode <= budget:
+        while not run.stopped and spent() + episode <= budget:
             t0 = time.perf_counter()
-            rows = self.train_episode(env, fit_seed + ep, opt)
+            rows = self.train_episode(env, run.seeds.nth(ep), opt)
             ep += 1
             updates += sum(r["updated"] for r in rows)
             for r in rows:
@@ -254,18 +243,21 @@ class L2TDLFTeacher(Teacher):
                     episode_time=time.perf_counter() - t0,
                     rss_mb=resident_mb(),
                 )
-                self._log(report, r, start, callback)
-            if ep % c["select_every"] == 0 and spent() + select_cost <= budget:
+                run.log(r)
+            if not run.stopped and ep % c["select_every"] == 0 and spent() + select_cost <= budget:
                 select()
         last_unscored = updates and ep % c["select_every"] != 0
-        if best is not None and last_unscored and spent() + select_cost <= budget:
+        if (
+            best is not None
+            and last_unscored
+            and not run.stopped
+            and spent() + select_cost <= budget
+        ):
             select()  # the last candidate too
         self._restore(best_state)
         self.best_dev_error = None if best is None else best[0]
         report.student_steps = spent()
         report.episodes = ep
-        report.wall_time = time.perf_counter() - start
-        return report
 
     def train_episode(
         self, env: LossTeachingEnv, seed: int, opt: torch.optim.Optimizer
@@ -334,12 +326,6 @@ class L2TDLFTeacher(Teacher):
             errors.append(1.0 if diverged else m["error"])
             losses.append(math.inf if diverged else m["loss"])
         return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}
-
-    def _log(self, report: FitReport, row: dict, start: float, callback) -> None:
-        row["wall_time"] = time.perf_counter() - start
-        report.log.append(row)
-        if callback is not None:
-            callback(row)
 
     # -- persistence --------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, torch.Tensor]:

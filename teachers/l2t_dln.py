@@ -47,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -61,7 +60,7 @@ from envs.losses import DynamicLossNetwork
 from envs.process import OptState, StepStats, TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
-from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher, check_budget, final_metrics
+from teachers.base import EnvSpec, EpisodeResult, FitRun, SeedPlan, Teacher, final_metrics
 
 WARM_STARTS = ("bce", "none")
 
@@ -344,21 +343,21 @@ class L2TDLNTeacher(Teacher):
         return self.phi - self.cfg.dln_step * delta, val
 
     # -- fit: online over fresh student runs --------------------------------------------------
-    def fit(
-        self, spec: EnvSpec, budget: int, *, seed: int = 0, callback: Callable | None = None
-    ) -> FitReport:
+    def seed_plan(self, seed: int) -> SeedPlan:
+        """Students of a fit with `seed` are 10,000 (seed + 1) + run, away from small
+        evaluation seeds."""
+        return SeedPlan(seed, base=10_000 * (seed + 1))
+
+    def _fit(self, run: FitRun) -> None:
         """Train psi online (stages 1-3 every K steps) over fresh students of
-        ``spec.episode_steps`` steps until `budget` student SGD steps are spent (an iteration
-        costs 2K; one that would overrun the budget is not started). Students use seeds
-        10,000 (seed + 1) + run, away from small evaluation seeds."""
-        budget = check_budget(budget)
-        start = time.perf_counter()
-        env = self.spec_for(spec).make_env()
+        ``spec.episode_steps`` steps until the budget is spent (an iteration costs 2K; one that
+        would overrun the budget is not started), or a callback stops it after an iteration."""
+        spec, budget = run.spec, run.budget
+        env = spec.make_env()
         process = env.unwrapped.process
-        report = FitReport()
-        spent, run = 0, 0
-        while spent + 2 * min(self.cfg.lookahead, spec.interval) <= budget:
-            env.reset(seed=10_000 * (seed + 1) + run)
+        spent, episodes = 0, 0
+        while not run.stopped and spent + 2 * min(self.cfg.lookahead, spec.interval) <= budget:
+            env.reset(seed=run.seeds.nth(episodes))
             self.begin_episode(env)
             first = process.student_steps
             while process.step < spec.episode_steps:
@@ -366,23 +365,14 @@ class L2TDLNTeacher(Teacher):
                 if spent + (process.student_steps - first) + 2 * k > budget:
                     break
                 row = self._fit_iteration(process, k)
-                row.update(
-                    episode=run,
-                    student_steps=spent + process.student_steps - first,
-                    wall_time=time.perf_counter() - start,
-                )
-                report.log.append(row)
-                if callback is not None:
-                    callback(row)
-                if row["diverged"]:
+                row.update(episode=episodes, student_steps=spent + process.student_steps - first)
+                if not run.log(row) or row["diverged"]:
                     break
             spent += process.student_steps - first
-            run += 1
+            episodes += 1
             if process.student_steps == first:  # budget too small for one more iteration
                 break
-        report.student_steps, report.episodes = spent, run
-        report.wall_time = time.perf_counter() - start
-        return report
+        run.report.student_steps, run.report.episodes = spent, episodes
 
     def _iteration_length(self, step: int, interval: int) -> int:
         """K, shortened so that an iteration ends on an env-interval boundary."""

@@ -33,8 +33,6 @@ steps is 20 episodes, 10 updates, 42-53 s on 2 shared CPU cores (load ~6).
 from __future__ import annotations
 
 import dataclasses
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -43,7 +41,7 @@ import torch
 from torch import nn
 
 from envs.losses import unknown_name_error
-from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+from teachers.base import FitRun, Teacher
 
 BASELINES = ("learned", "running-mean", "none")
 MEANS = ("tanh", "clip")
@@ -269,43 +267,29 @@ class ReinforceTeacher(Teacher):
         return [*self.policy.parameters(), *self.value.parameters()]
 
     # -- learning -----------------------------------------------------------------------------
-    def fit(
-        self,
-        spec: EnvSpec,
-        budget: int,
-        *,
-        seed: int = 0,
-        callback: Callable[[dict], bool | None] | None = None,
-    ) -> FitReport:
-        """Whole episodes while they fit in `budget`; one update per `episodes_per_update`.
-
-        `callback(row)` sees each update's log row; returning False stops fitting.
-        """
-        budget = check_budget(budget)
-        start = time.perf_counter()
-        spec = self.spec_for(spec)
+    def _fit(self, run: FitRun) -> None:
+        """Whole episodes while they fit in the budget; one update per `episodes_per_update`;
+        a callback's stop ends the fit after the update it saw."""
+        spec, budget, report = run.spec, run.budget, run.report
         env = spec.make_env()
-        self._build(env.observation_space.shape[0], env.action_space.shape[0], seed)
+        self._build(env.observation_space.shape[0], env.action_space.shape[0], run.seed)
         self.ret_rms, self.running_baseline = RunningMeanStd(), np.zeros(spec.horizon)
         optimizer = torch.optim.Adam(self._parameters(), lr=self.args.lr)
-        # student seeds for training come from their own stream, away from evaluation seeds
-        student_seeds = np.random.default_rng([seed, 0x5EED])
-        noise = torch.Generator().manual_seed(seed)
+        noise = torch.Generator().manual_seed(run.seed)
 
         n_envs = self.args.n_envs
         if n_envs > 1:
             from envs.vector import LossTeachingVectorEnv
 
             venv = LossTeachingVectorEnv(n_envs, **spec.to_dict())
-        report, batch, stop, pending = FitReport(), [], False, []
-        while not stop and report.student_steps + spec.episode_steps <= budget:
+        batch, pending = [], []
+        while not run.stopped and report.student_steps + spec.episode_steps <= budget:
             if n_envs == 1:
-                seed_ = int(student_seeds.integers(2**31 - 1))
-                episode = run_episode(env, self.policy, seed_, noise)
+                episode = run_episode(env, self.policy, run.seeds.draw(), noise)
             else:  # n_envs episodes at once while the budget holds them all, then one at a time
                 if not pending:
                     k = min(n_envs, (budget - report.student_steps) // spec.episode_steps)
-                    seeds_ = [int(student_seeds.integers(2**31 - 1)) for _ in range(k)]
+                    seeds_ = [run.seeds.draw() for _ in range(k)]
                     if k == n_envs:
                         pending = run_episodes(venv, self.policy, seeds_, noise)
                     else:
@@ -317,16 +301,9 @@ class ReinforceTeacher(Teacher):
             last = report.student_steps + spec.episode_steps > budget
             if len(batch) == self.args.episodes_per_update or last:
                 row = self._update(batch, optimizer)
-                row.update(
-                    episodes=report.episodes,
-                    student_steps=report.student_steps,
-                    wall_time=time.perf_counter() - start,
-                )
-                report.log.append(row)
-                stop = callback is not None and callback(row) is False
+                row.update(episodes=report.episodes, student_steps=report.student_steps)
+                run.log(row)
                 batch = []
-        report.wall_time = time.perf_counter() - start
-        return report
 
     def _update(self, episodes: list[Episode], optimizer: torch.optim.Optimizer) -> dict:
         a = self.args

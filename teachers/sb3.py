@@ -26,8 +26,6 @@ jobs (load ~6), nearly all of it student training (/tmp/p5/sanity.py in issue 5'
 from __future__ import annotations
 
 import io
-import time
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,26 +35,27 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
-from teachers.base import EnvSpec, FitReport, Teacher, check_budget
+from teachers.base import FitRun, Teacher
 from teachers.reinforce import student_steps_of
 
 
 class _Recorder(BaseCallback):
-    """Logs one row per rollout (completed episodes' returns, student steps spent) and forwards
-    it to the user's callback; a callback returning False stops learning at the next env step."""
+    """Logs one row per rollout (completed episodes' returns, student steps spent) through
+    ``run.log``, which forwards it to the user's callback; once that returns False, ``_on_step``
+    returns False and SB3 stops learning at the next env step (one env step per env after the
+    rollout that was logged: within one update)."""
 
-    def __init__(self, envs: list, report: FitReport, user: Callable | None, start: float) -> None:
+    def __init__(self, envs: list, run: FitRun) -> None:
         super().__init__()
-        self.envs, self.report, self.user, self.start = envs, report, user, start
+        self.envs, self.run, self.report = envs, run, run.report
         self.returns: list[float] = []
-        self.go_on = True
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
             if "episode" in info:  # Monitor's record of a finished episode
                 self.returns.append(float(info["episode"]["r"]))
                 self.report.episodes += 1
-        return self.go_on
+        return not self.run.stopped
 
     def _on_rollout_end(self) -> None:
         row = {
@@ -66,12 +65,9 @@ class _Recorder(BaseCallback):
             "episodes": self.report.episodes,
             "mean_return": float(np.mean(self.returns)) if self.returns else float("nan"),
             "episode_returns": self.returns,
-            "wall_time": time.perf_counter() - self.start,
         }
         self.returns = []
-        self.report.log.append(row)
-        if self.user is not None and self.user(row) is False:
-            self.go_on = False
+        self.run.log(row)
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:
@@ -148,21 +144,10 @@ class SB3Teacher(Teacher):
         return {}
 
     # -- learning -----------------------------------------------------------------------------
-    def fit(
-        self,
-        spec: EnvSpec,
-        budget: int,
-        *,
-        seed: int = 0,
-        callback: Callable[[dict], bool | None] | None = None,
-    ) -> FitReport:
-        """Learn with SB3 for exactly ``total_timesteps`` env steps (module docstring).
-
-        `callback(row)` sees one row per rollout; returning False stops learning.
-        """
-        budget = check_budget(budget)
-        start = time.perf_counter()
-        spec = self.spec_for(spec)
+    def _fit(self, run: FitRun) -> None:
+        """Learn with SB3 for exactly ``total_timesteps`` env steps (module docstring), one log
+        row per rollout; a callback's stop ends learning at the next env step."""
+        spec, budget, seed = run.spec, run.budget, run.seed
         cfg = self.config
         envs: list = []
 
@@ -197,12 +182,9 @@ class SB3Teacher(Teacher):
             "MlpPolicy", venv, seed=seed, device=cfg["device"], verbose=cfg["verbose"], **kwargs
         )
         # training students get their own seed stream, away from the evaluation seeds 0, 1, ...
-        venv.seed(int(np.random.default_rng([seed, 0x5EED]).integers(2**31 - 1)))
-        report = FitReport()
+        venv.seed(run.seeds.draw())
         self.model.learn(
-            total_timesteps,
-            callback=_Recorder(envs, report, callback, start),
-            progress_bar=cfg["progress_bar"],
+            total_timesteps, callback=_Recorder(envs, run), progress_bar=cfg["progress_bar"]
         )
         rms = venv.obs_rms
         self.obs_stats = {
@@ -212,11 +194,9 @@ class SB3Teacher(Teacher):
             "epsilon": venv.epsilon,
             "clip_obs": venv.clip_obs,
         }
-        report.student_steps = sum(student_steps_of(e) for e in envs)
-        report.wall_time = time.perf_counter() - start
+        run.report.student_steps = sum(student_steps_of(e) for e in envs)
         venv.close()
         self.model.env = None  # drop the students and their data; act needs only the policy
-        return report
 
     # -- acting -------------------------------------------------------------------------------
     def normalize(self, observation: np.ndarray) -> np.ndarray:

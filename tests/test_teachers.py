@@ -255,3 +255,59 @@ def test_reinforce_fits_n_envs_students_at_once():
     assert report.student_steps == 4 * TINY.episode_steps <= BUDGET
     with pytest.raises(ValueError, match="multiple of n_envs"):
         make_teacher("reinforce", n_envs=3, episodes_per_update=2)
+
+
+STOP_BUDGET = 20 * TINY.episode_steps
+UPDATE_COST = {  # student steps one update of each learning teacher may spend on TINY
+    "l2t-dlf": 2 * TINY.episode_steps,  # a training episode, or a selection of 2 students
+    "l2t-dln": 2 * TINY.interval,  # look-ahead + committed steps of one iteration (K = 5)
+    "reinforce": 2 * TINY.episode_steps,  # episodes_per_update = 2
+    "ppo": make_teacher("ppo").rollout_steps(STOP_BUDGET, TINY.interval) * TINY.interval,
+    "a2c": make_teacher("a2c").rollout_steps(STOP_BUDGET, TINY.interval) * TINY.interval,
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_callback_returning_false_stops_every_learning_teacher(name):
+    """The fit skeleton's rule (teachers.base.FitRun): the first row's callback returns False,
+    the teacher stops within one update of it, never over budget, and the callback is not
+    called again; teachers with nothing to learn never call it."""
+    seen = []
+
+    def stop(row: dict) -> bool:
+        seen.append(dict(row))
+        return False
+
+    RecordingSpec.built = []
+    config = {**TINY_CONFIGS.get(name, {}), **({"hidden": 8} if name == "l2t-dln" else {})}
+    report = make_teacher(name, **config).fit(TINY, STOP_BUDGET, seed=0, callback=stop)
+    counted = sum(env.unwrapped.process.student_steps for env in RecordingSpec.built)
+    assert report.student_steps == counted <= STOP_BUDGET
+    if not seen:  # a fixed teacher: nothing learned, nothing spent
+        assert name not in UPDATE_COST and report.student_steps == 0 and not report.log
+        return
+    assert len(seen) == 1 and report.log[0]["student_steps"] == seen[0]["student_steps"]
+    assert "wall_time" in seen[0]
+    assert seen[0]["student_steps"] <= report.student_steps
+    assert report.student_steps <= seen[0]["student_steps"] + UPDATE_COST[name] < STOP_BUDGET
+    assert report.wall_time > 0
+
+
+def test_the_skeleton_refuses_a_fit_over_its_budget():
+    """A teacher whose _fit reports more steps than its budget is a bug, not a silent unequal
+    comparison; the skeleton also stamps wall time and checks the budget before any work."""
+
+    class Overspender(Teacher):
+        name = "overspender"
+
+        def act(self, observation):
+            return np.zeros(1, np.float32)
+
+        def _fit(self, run):
+            run.log({"student_steps": run.budget + 1})
+            run.report.student_steps = run.budget + 1
+
+    with pytest.raises(RuntimeError, match="over its budget of 10"):
+        Overspender().fit(TINY, 10)
+    with pytest.raises(ValueError, match="budget"):
+        Overspender().fit(TINY, 2.5)
