@@ -29,6 +29,7 @@ from analysis.cli_checks import (
     add_spec_options,
     asked_notes,
     budget_notes,
+    check_device_here,
     check_paths,
     cli_words,
     deterministic,
@@ -295,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("table", "plot"):
         return _table_or_plot(parser, args)
     check_paths(parser, args)
+    check_device_here(parser, args)
     grid, notes = _grid(parser, args)
     import torch
 

@@ -25,7 +25,9 @@ SPEC_JSON = ("student_kwargs", "loss_kwargs")
 
 # -- argument types: each raises ArgumentTypeError, which argparse prints as one line, exit 2 ---
 def device_arg(text: str) -> str:
-    """auto, or a torch device that exists here (cpu, cuda, cuda:1, mps)."""
+    """auto, or a torch device name (cpu, cuda, cuda:1, mps); whether it exists is checked by
+    :func:`check_device_here`, once the backend is known (a Ray cluster's GPUs need not be on
+    the driver's machine)."""
     if text == "auto":
         return text
     import torch
@@ -36,17 +38,28 @@ def device_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
         ) from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"{text!r}: students run on cpu, cuda or mps")
+    return text
+
+
+def check_device_here(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """With the local backend the students run on this machine: --device must exist here."""
+    if args.device == "auto" or getattr(args, "backend", "local") != "local":
+        return
+    import torch
+
+    device = torch.device(args.device)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise argparse.ArgumentTypeError(f"{text!r}: no CUDA device here; use auto or cpu")
+            parser.error(
+                f"argument --device: {args.device!r}: no CUDA device here; use auto or cpu"
+            )
         if device.index is not None and device.index >= count:
-            raise argparse.ArgumentTypeError(f"{text!r}: only cuda:0..cuda:{count - 1} exist")
+            parser.error(f"argument --device: {args.device!r}: only cuda:0..cuda:{count - 1} exist")
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise argparse.ArgumentTypeError(f"{text!r}: no MPS device here; use auto or cpu")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"{text!r}: students run on cpu, cuda or mps")
-    return text
+        parser.error(f"argument --device: {args.device!r}: no MPS device here; use auto or cpu")
 
 
 def _number(kind: type, low: float, high: float | None, low_open: bool, what: str):
