@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from envs.process import STATS_WINDOW, TeachingProcess
+from envs.process import STATS_WINDOW, StudentState, TeachingProcess
 from students.models import init_student
 from students.optim import Tensors, sgd_step
 
@@ -113,10 +113,15 @@ class BatchedTeachingProcess:
         if len(seeds) != self.n:
             raise ValueError(f"reset needs {self.n} seeds, got {len(seeds)}")
         drawn = [init_student(self.model, torch.Generator().manual_seed(int(s))) for s in seeds]
-        self.params = self._stack([p for p, _ in drawn])
-        self.buffers = self._stack([b for _, b in drawn], cast=False)
-        self.velocity = {k: torch.zeros_like(p) for k, p in self.params.items()}
-        self.steps = np.zeros(self.n, dtype=np.int64)
+        params = self._stack([p for p, _ in drawn])
+        self.state = StudentState(
+            params,
+            {k: torch.zeros_like(p) for k, p in params.items()},
+            self._stack([b for _, b in drawn], cast=False),
+            np.zeros(self.n, dtype=np.int64),
+        )
+        """the N students' StudentState stacked leaf by leaf (leading dim N; ``step`` an (N,)
+        host array, which picks the minibatch rows and eta_t without a device read)"""
         self.seeds = [int(s) for s in seeds]
         self._order_gens = [
             torch.Generator().manual_seed(int(s) + ORDER_SEED_OFFSET) for s in seeds
@@ -238,7 +243,7 @@ class BatchedTeachingProcess:
                 inplace=True,
             )
             self.diverged |= ~torch.isfinite(loss)
-            self.steps += 1
+            self.steps[:] += 1
             if i >= first_stat:
                 sum_loss += loss
                 sum_ce += _per_student_ce(logits, y)
@@ -296,6 +301,24 @@ class BatchedTeachingProcess:
         loss, acc = self._metrics(*self.data.split(split))
         loss, acc = torch.stack([loss, acc]).cpu().double().numpy()
         return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
+
+    # read-only views of the stacked state (the tensors are updated in place by train)
+    @property
+    def params(self) -> Tensors:
+        return self.state.params
+
+    @property
+    def velocity(self) -> Tensors:
+        return self.state.velocity
+
+    @property
+    def buffers(self) -> Tensors:
+        return self.state.buffers
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(N,) host array: student i's step t_i"""
+        return self.state.step
 
     # -- what the state function reads (the names TeachingProcess uses, one value per student) --
     @property

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.losses import DynamicLossNetwork
-from envs.process import OptState, StepStats, TeachingProcess
+from envs.process import StepStats, StudentState, TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
 from teachers.base import EnvSpec, EpisodeResult, FitRun, SeedPlan, Teacher, final_metrics
@@ -223,22 +223,17 @@ def bce_warm_start(
 
 # -- one iteration ----------------------------------------------------------------------------
 def unroll(
-    process: TeachingProcess,
-    params: Tensors,
-    opt_state: OptState,
-    coeffs: torch.Tensor,
-    steps: int,
-) -> tuple[Tensors, OptState, list[StepStats]]:
-    """`steps` differentiable student steps from (params, opt_state) under `coeffs`, on the
-    process's replayable batches: the result is a function of `coeffs` in the autograd graph."""
+    process: TeachingProcess, state: StudentState, coeffs: torch.Tensor, steps: int
+) -> tuple[StudentState, list[StepStats]]:
+    """`steps` differentiable student steps from `state` under `coeffs`, on the process's
+    replayable batches: the result is a function of `coeffs` in the autograd graph. Each step
+    works on a copy of the BatchNorm buffers, so `state` (the process's) is left as it was."""
     stats = []
     for _ in range(steps):
-        batch = process.batch(opt_state.step)
-        params, opt_state, s = process.student_step(
-            params, opt_state, batch, coeffs, differentiable=True
-        )
+        batch = process.batch(state.step)
+        state, s = process.student_step(state, batch, coeffs, differentiable=True)
         stats.append(s)
-    return params, opt_state, stats
+    return state, stats
 
 
 def validation_loss(
@@ -246,12 +241,7 @@ def validation_loss(
 ) -> torch.Tensor:
     """CE_val of the look-ahead student: dev (never test) cross-entropy in eval mode, with the
     look-ahead's own BatchNorm statistics rather than the committed ones."""
-    saved = process.buffers
-    process.buffers = buffers
-    try:
-        return process.dev_objective(params, kind="ce", full=full)
-    finally:
-        process.buffers = saved
+    return process.dev_objective(params, kind="ce", full=full, buffers=buffers)
 
 
 def lookahead_hypergradient(
@@ -260,11 +250,9 @@ def lookahead_hypergradient(
     """Stage 1: (g, CE_val) with g = d CE_val(theta^(K)(phi)) / d phi through `steps` look-ahead
     steps from the process's current student, which is left unchanged."""
     phi = coeffs.detach().to(process.device, process.dtype).requires_grad_(True)
-    params = {k: p.detach().requires_grad_(True) for k, p in process.params.items()}
-    opt_state = OptState(process.velocity, process.buffers, process.step)
     with torch.enable_grad():  # also under a caller's no_grad: this is a gradient
-        params, opt_state, _ = unroll(process, params, opt_state, phi, steps)
-        loss = validation_loss(process, params, opt_state.buffers, full)
+        state, _ = unroll(process, process.state, phi, steps)
+        loss = validation_loss(process, state.params, state.buffers, full)
         (grad,) = torch.autograd.grad(loss, phi)
     return grad, loss.detach()
 
@@ -382,10 +370,8 @@ class L2TDLNTeacher(Teacher):
     def _fit_iteration(self, process: TeachingProcess, k: int) -> dict:
         """Stages 1-3 and the commit; one host sync (the log row)."""
         phi_next, val_before = self.update_dln(process, k)
-        params = {n: p.detach().requires_grad_(True) for n, p in process.params.items()}
-        opt_state = OptState(process.velocity, process.buffers, process.step)
-        params, opt_state, stats = unroll(process, params, opt_state, phi_next, k)
-        val_after = validation_loss(process, params, opt_state.buffers, self.cfg.full_dev)
+        state, stats = unroll(process, process.state, phi_next, k)
+        val_after = validation_loss(process, state.params, state.buffers, self.cfg.full_dev)
         self.adam.zero_grad(set_to_none=True)
         val_after.backward()
         finite = (
@@ -398,7 +384,7 @@ class L2TDLNTeacher(Teacher):
         if ok:
             self.adam.step()
         self.phi = phi_next.detach()
-        process.adopt(params, opt_state, self.phi, stats)
+        process.adopt(state, self.phi, stats)
         return {
             "step": process.step,
             "val_ce_lookahead": val_before,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from envs.process import OptState, TeachingProcess
+from envs.process import StudentState, TeachingProcess
 from students.data import from_tensors, load_dataset
 from students.optim import SGDConfig
 
@@ -137,15 +137,30 @@ def test_student_steps_are_counted_and_data_on_device():
 def test_student_step_is_pure():
     proc = small_process()
     proc.reset(0)
-    params = {k: v.clone() for k, v in proc.params.items()}
-    state = OptState(proc.velocity, proc.buffers, 0)
-    new, new_state, stats = proc.student_step(
-        proc.params, state, proc.batch(0), proc.family.default_coeffs()
-    )
-    for k in params:
-        torch.testing.assert_close(proc.params[k], params[k], rtol=0, atol=0)
-        assert not torch.equal(new[k], params[k])
+    before = proc.state.clone()
+    new_state, stats = proc.student_step(proc.state, proc.batch(0), proc.family.default_coeffs())
+    assert isinstance(new_state, StudentState) and proc.state.step == 0
+    for k in before.params:
+        torch.testing.assert_close(proc.params[k], before.params[k], rtol=0, atol=0)
+        assert not torch.equal(new_state.params[k], before.params[k])
+    for k in before.buffers:  # BatchNorm statistics are updated on a copy
+        torch.testing.assert_close(proc.buffers[k], before.buffers[k], rtol=0, atol=0)
     assert new_state.step == 1 and torch.isfinite(stats.loss)
+
+
+def test_student_state_is_a_stackable_pytree():
+    """StudentState is a pytree: torch.func can map over it and states stack leaf by leaf."""
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    proc = small_process()
+    proc.reset(0)
+    leaves, _ = tree_flatten(proc.state)
+    n = len(proc.params) + len(proc.velocity) + len(proc.buffers) + 1
+    assert len(leaves) == n and leaves[-1] == 0
+    stacked = tree_map(lambda *xs: torch.stack(xs) if torch.is_tensor(xs[0]) else xs, proc.state,
+                       proc.state.clone())  # fmt: skip
+    assert isinstance(stacked, StudentState)
+    assert all(v.shape[0] == 2 for v in stacked.params.values())
 
 
 def test_evaluate_and_dev_objectives():
@@ -192,11 +207,11 @@ def test_adopt_makes_an_outside_unroll_the_student_like_train():
     b.reset(2)
     c = a.family.default_coeffs()
     a.train(c, 7)
-    params, opt_state, stats = b.params, OptState(b.velocity, b.buffers, b.step), []
+    state, stats = b.state, []
     for _ in range(7):
-        params, opt_state, s = b.student_step(params, opt_state, b.batch(opt_state.step), c)
+        state, s = b.student_step(state, b.batch(state.step), c)
         stats.append(s)
-    b.adopt(params, opt_state, c, stats)
+    b.adopt(state, c, stats)
     assert b.step == a.step == 7 and b.student_steps == a.student_steps == 7
     for k in a.params:
         torch.testing.assert_close(b.params[k], a.params[k])
@@ -205,4 +220,4 @@ def test_adopt_makes_an_outside_unroll_the_student_like_train():
         torch.testing.assert_close(b.last_interval[key].double(), a.last_interval[key].double())
     torch.testing.assert_close(b.dev_subset_metrics()[1], a.dev_subset_metrics()[1])
     with pytest.raises(ValueError, match="at least one step"):
-        b.adopt(params, opt_state, c, [])
+        b.adopt(state, c, [])
