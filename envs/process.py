@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +38,7 @@ from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
 
 DEV_OBJECTIVES = ("ce", "smooth-error", "expected-error")
 STATS_WINDOW = 10
-"""train metrics (loss, CE, accuracy) average this many last minibatches of each train() call"""
+"""train metrics (loss, CE, accuracy) average this many last minibatches of each advance()"""
 
 
 class StudentState(NamedTuple):
@@ -148,9 +148,6 @@ class TeachingProcess:
         self.student_steps = 0
         """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None
-        self.on_step: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None
-        """optional hook, called as on_step(t, w_t, v_t, coeffs) before each step of :meth:`train`:
-        the RMD engine (teachers/rmd.py) records its weight checkpoints through it"""
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
@@ -164,7 +161,8 @@ class TeachingProcess:
         )
         self._order_gen = torch.Generator().manual_seed(self.seed + 1_000_003)
         self._epochs: list[torch.Tensor] = []
-        self.best_dev_accuracy = 0.0
+        self.best_dev_accuracy = torch.zeros((), dtype=self.dtype, device=self.device)
+        """the best dev-subset accuracy :meth:`observe` saw this episode (a device scalar)"""
         self.last_interval: dict[str, torch.Tensor] = {}
         self.diverged = torch.zeros((), dtype=torch.bool, device=self.device)
         self.coeffs: torch.Tensor | None = None
@@ -228,7 +226,7 @@ class TeachingProcess:
 
         Pure by default: the inputs are not modified. With ``differentiable=True`` the outputs
         are functions of `state.params`, `state.velocity` and `coeffs` in the autograd graph.
-        ``inplace=True`` (fast path only; what :meth:`train` uses) updates the weights, momentum
+        ``inplace=True`` (fast path only; what :meth:`advance` uses) updates the weights, momentum
         and BatchNorm buffers where they are, as torch.optim does, to save an allocation per
         tensor per step; callers that keep old weights must clone them (the RMD tape does).
         """
@@ -274,12 +272,23 @@ class TeachingProcess:
         return StudentState(new_params, velocity, buffers, state.step + 1), stats
 
     # -- training -----------------------------------------------------------------------------
-    def train(self, coeffs: torch.Tensor, steps: int, *, differentiable: bool = False) -> dict:
+    def advance(
+        self,
+        coeffs: torch.Tensor,
+        steps: int,
+        *,
+        differentiable: bool = False,
+        tape: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None,
+    ) -> dict:
         """Take `steps` student SGD steps under `coeffs`.
 
         Returns the interval's mean family loss, train cross-entropy and accuracy, and the final
         gradient norm as 0-d device tensors (read them when you need them: no sync here).
         Divergence (a non-finite loss) is recorded in :attr:`diverged`, a device flag.
+
+        `tape`, if given, is called as ``tape(t, w_t, v_t, coeffs)`` before each step: an RMD
+        ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what it keeps:
+        the fast path updates the weights in place).
         """
         self._require_reset()
         if steps < 1:
@@ -299,8 +308,8 @@ class TeachingProcess:
         # few device ops they cost are paid on a fifth of a default interval's steps
         first_stat = max(0, steps - STATS_WINDOW)
         for i in range(steps):
-            if self.on_step is not None:
-                self.on_step(state.step, state.params, state.velocity, coeffs)
+            if tape is not None:
+                tape(state.step, state.params, state.velocity, coeffs)
             batch = self.batch(state.step)
             state, stats = self.student_step(
                 state,
@@ -335,9 +344,9 @@ class TeachingProcess:
         return self.last_interval
 
     def adopt(self, state: StudentState, coeffs: torch.Tensor, stats: list[StepStats]) -> None:
-        """Make an unroll computed outside :meth:`train` (e.g. L2T-DLN's stage 3, a
+        """Make an unroll computed outside :meth:`advance` (e.g. L2T-DLN's stage 3, a
         differentiable run a gradient teacher wants to keep) the student's new state: weights,
-        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`train` (step
+        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`advance` (step
         count, coefficients, interval metrics over `stats`, divergence, the dev cache)."""
         self._require_reset()
         if not stats:
@@ -357,6 +366,53 @@ class TeachingProcess:
                 torch.stack([torch.linalg.vector_norm(v) for v in self.velocity.values()])
             ),
         }
+
+    # -- observation --------------------------------------------------------------------------
+    def observe(self, features: torch.Tensor | None = None) -> dict[str, Any]:
+        """The metrics the env and the teachers read, in one device-to-host transfer:
+        ``dev_loss``, ``dev_accuracy`` (the fixed dev subset), ``best_dev_accuracy``,
+        ``train_loss``, ``train_accuracy``, ``family_loss`` (the last interval's; NaN before the
+        first), ``student_steps`` (the episode's step), ``lr`` and ``diverged``.
+
+        ``best_dev_accuracy`` is updated here, on the device, with the dev accuracy of every
+        state observed this episode (a diverged student's is not counted). `features` (e.g. a
+        state function's vector) rides along in the same transfer and comes back as
+        ``"features"``, a float64 array.
+        """
+        self._require_reset()
+        dev_ce, dev_acc = self.dev_subset_metrics()
+        self.best_dev_accuracy = torch.where(
+            self.diverged, self.best_dev_accuracy, torch.maximum(self.best_dev_accuracy, dev_acc)
+        )
+        li = self.last_interval
+        nan = torch.full_like(dev_ce, math.nan)
+        scalars = [
+            dev_ce,
+            dev_acc,
+            self.best_dev_accuracy,
+            li.get("train_ce", nan),
+            li.get("train_accuracy", nan),
+            li.get("loss", nan),
+            self.diverged,
+        ]
+        head = [] if features is None else [features.detach().double().flatten()]
+        values = torch.cat([*head, torch.stack([v.double() for v in scalars])]).cpu().numpy()
+        n = 0 if features is None else values.size - len(scalars)
+        rest = values[n:].tolist()
+        out: dict[str, Any] = {
+            "dev_loss": rest[0],
+            "dev_accuracy": rest[1],
+            "best_dev_accuracy": rest[2],
+            "train_loss": rest[3],
+            "train_accuracy": rest[4],
+            "family_loss": rest[5],
+            "student_steps": self.step,
+            "lr": self.lr,
+            "diverged": bool(rest[6]),
+        }
+        if features is not None:
+            out["features"] = values[:n]
+        return out
 
     # -- evaluation ---------------------------------------------------------------------------
     def _logits(

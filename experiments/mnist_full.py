@@ -371,7 +371,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         if not path.exists():
             t0 = time.perf_counter()
             ce.reset(seed)
-            ce.train(ce.family.default_coeffs(), ex["pretrain_steps"])
+            ce.advance(ce.family.default_coeffs(), ex["pretrain_steps"])
             snap = snapshot(ce)
             tmp = path.with_suffix(".tmp")
             torch.save(snap, tmp)
@@ -395,8 +395,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         for u in range(updates + 1):
             restore(proc, snap)
             tape = rmd.Tape(1)
-            with rmd.recording(proc, tape):
-                proc.train(coeffs, plan.interval)
+            proc.advance(coeffs, plan.interval, tape=tape)
             dev = proc.evaluate("dev")["error"]  # the window's end, this candidate's score
             row = {"update": u, "dev_error": dev, "coeff_move": float((coeffs - start).norm())}
             if dev < best:
@@ -450,7 +449,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
                 else:
                     coeffs = proc.family.default_coeffs()
                 n = min(chunk, ex["final_steps"] - done)
-                proc.train(coeffs, n)
+                proc.advance(coeffs, n)
                 done += n
                 if done % every == 0 or done == ex["final_steps"]:
                     d = 1.0 if bool(proc.diverged) else proc.evaluate("dev")["error"]

@@ -416,7 +416,7 @@ class L2TDLNTeacher(Teacher):
                 self.phi = phi_next.detach()
                 if not sums:  # the DLN in force from the interval's first step on
                     coeffs.append(self.phi.float().cpu().numpy())
-                sums.append({"steps": k, **process.train(self.phi, k)})
+                sums.append({"steps": k, **process.advance(self.phi, k)})
             info = self._interval_info(env, sums)
             if info["diverged"]:
                 rows.append({"t": t, "reward": env.divergence_penalty, **info})
@@ -428,41 +428,24 @@ class L2TDLNTeacher(Teacher):
 
     @staticmethod
     def _interval_info(env, parts: list[dict]) -> dict:
-        """The env's info metrics for an interval trained in several pieces (the keys of
-        ``LossTeachingEnv`` info), read from the device in one transfer."""
+        """The env's info metrics (``process.observe``) for an interval trained in several
+        pieces, with the train metrics step-weighted over the pieces as if trained in one;
+        read from the device in one transfer."""
         process = env.unwrapped.process
-        dev_ce, dev_acc = process.dev_subset_metrics()
         weights = torch.tensor([p["steps"] for p in parts], dtype=torch.float64)
         weights = (weights / weights.sum()).to(process.device)
 
         def mean(key: str) -> torch.Tensor:  # step-weighted, as if trained in one piece
             return (torch.stack([p[key] for p in parts]).double() * weights).sum()
 
-        values = torch.stack(
-            [
-                dev_ce.double(),
-                dev_acc.double(),
-                mean("train_ce"),
-                mean("train_accuracy"),
-                mean("loss"),
-                process.diverged.double(),
-            ]
+        info = process.observe(
+            torch.stack([mean(k) for k in ("train_ce", "train_accuracy", "loss")])
+        )
+        info["train_loss"], info["train_accuracy"], info["family_loss"] = info.pop(
+            "features"
         ).tolist()
-        dev_loss, dev_accuracy, train_loss, train_acc, family_loss, diverged = values
-        if not diverged:
-            process.best_dev_accuracy = max(process.best_dev_accuracy, dev_accuracy)
-        return {
-            "dev_loss": dev_loss,
-            "dev_accuracy": dev_accuracy,
-            "best_dev_accuracy": process.best_dev_accuracy,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "family_loss": family_loss,
-            "student_steps": process.step,
-            "lr": process.lr,
-            "diverged": bool(diverged),
-            "termination_reason": "non-finite loss" if diverged else "",
-        }
+        info["termination_reason"] = "non-finite loss" if info["diverged"] else ""
+        return info
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -94,7 +94,7 @@ def test_warm_start_is_a_loss_that_rewards_the_true_class():
 
 def _dev_after(proc: TeachingProcess, coeffs: torch.Tensor, steps: int) -> torch.Tensor:
     proc.reset(0)
-    proc.train(coeffs, steps)
+    proc.advance(coeffs, steps)
     return proc.dev_objective(kind="ce")
 
 
@@ -156,7 +156,7 @@ def test_commit_equals_training_under_the_new_dln_with_batchnorm():
     assert not row["diverged"]
     assert not torch.equal(teacher.phi, phi0)  # the DLN moved ...
     assert (teacher.phi - phi0).abs().max() <= teacher.cfg.dln_step  # ... by at most alpha
-    b.train(teacher.phi, 2)
+    b.advance(teacher.phi, 2)
     assert a.step == b.step == 2 and a.student_steps == 4 and b.student_steps == 2
     for mine, theirs in ((a.params, b.params), (a.velocity, b.velocity), (a.buffers, b.buffers)):
         for k in theirs:
