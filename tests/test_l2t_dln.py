@@ -167,6 +167,23 @@ def test_commit_equals_training_under_the_new_dln_with_batchnorm():
     torch.testing.assert_close(a.dev_subset_metrics(), b.dev_subset_metrics())
 
 
+def test_lookahead_works_on_copies_of_the_batchnorm_buffers():
+    """Stage 1 runs BatchNorm on copies: the process's state (the very same object, its buffers
+    bitwise) is untouched, while the look-ahead's CE_val used the look-ahead's own statistics."""
+    data = _bn_data()
+    family = make_loss("dln", 10, action_range=4.0)
+    proc = TeachingProcess(data, "resnet8", family, batch_size=16, dev_subset=16, device="cpu")
+    proc.reset(1)
+    state, before = proc.state, proc.state.clone()
+    phi = bce_warm_start(10)
+    _, val = lookahead_hypergradient(proc, phi, 2)
+    assert proc.state is state and proc.step == 0 and proc.student_steps == 0
+    for k, b in before.buffers.items():
+        assert torch.equal(proc.buffers[k], b), k
+    proc.advance(phi, 2)  # the same 2 steps for real: the look-ahead's BatchNorm statistics
+    torch.testing.assert_close(val, proc.dev_objective(kind="ce"), atol=1e-5, rtol=1e-4)
+
+
 def test_dln_changes_after_a_teacher_step_and_nothing_keeps_a_graph():
     """With the identity start, the first iteration leaves phi alone and teaches psi; the second
     moves phi. Afterwards no tensor the teacher or the student keeps is part of a graph."""
