@@ -56,12 +56,12 @@ def bench(student: str, n: int, steps: int, repeats: int, device: str) -> tuple[
     dev = batched.device
 
     def run_batched():
-        batched.train(coeffs, steps)
+        batched.advance(coeffs, steps)
         sync(dev)
 
     def run_singles():
         for p in singles:
-            p.train(coeffs, steps)
+            p.advance(coeffs, steps)
         sync(dev)
 
     run_batched(), run_singles()  # warm-up: first-call costs, epoch permutations

@@ -115,9 +115,8 @@ def child(args: argparse.Namespace) -> None:
         before = rss_mb("VmRSS")
     tape = rmd.Tape(every)
     proc.reset(0)
-    with rmd.recording(proc, tape):
-        for row in schedule(proc, total, interval):
-            proc.train(row, interval)
+    for row in schedule(proc, total, interval):
+        proc.advance(row, interval, tape=tape)
     tape_mb = tape.nbytes() / 2**20
     rmd.reverse(proc, tape).coeff_grads.sum().item()
     if proc.device.type == "cuda":

@@ -11,7 +11,7 @@ import torch
 from envs.batched import BatchedTeachingProcess
 from envs.loss_teaching import LossTeachingEnv
 from envs.losses import LOSSES, LossFamily, make_loss
-from envs.process import OptState, TeachingProcess
+from envs.process import StudentState, TeachingProcess
 from envs.rewards import REWARDS
 from envs.state import DefaultState
 from envs.vector import LossTeachingVectorEnv
@@ -39,7 +39,7 @@ __all__ = [
     "LossFamily",
     "LossTeachingEnv",
     "LossTeachingVectorEnv",
-    "OptState",
+    "StudentState",
     "TeachingProcess",
     "make_loss",
 ]

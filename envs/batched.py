@@ -23,13 +23,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from envs.process import STATS_WINDOW, TeachingProcess
+from envs.process import STATS_WINDOW, StudentState, TeachingProcess
 from students.models import init_student
 from students.optim import Tensors, sgd_step
 
@@ -113,10 +114,15 @@ class BatchedTeachingProcess:
         if len(seeds) != self.n:
             raise ValueError(f"reset needs {self.n} seeds, got {len(seeds)}")
         drawn = [init_student(self.model, torch.Generator().manual_seed(int(s))) for s in seeds]
-        self.params = self._stack([p for p, _ in drawn])
-        self.buffers = self._stack([b for _, b in drawn], cast=False)
-        self.velocity = {k: torch.zeros_like(p) for k, p in self.params.items()}
-        self.steps = np.zeros(self.n, dtype=np.int64)
+        params = self._stack([p for p, _ in drawn])
+        self.state = StudentState(
+            params,
+            {k: torch.zeros_like(p) for k, p in params.items()},
+            self._stack([b for _, b in drawn], cast=False),
+            np.zeros(self.n, dtype=np.int64),
+        )
+        """the N students' StudentState stacked leaf by leaf (leading dim N; ``step`` an (N,)
+        host array, which picks the minibatch rows and eta_t without a device read)"""
         self.seeds = [int(s) for s in seeds]
         self._order_gens = [
             torch.Generator().manual_seed(int(s) + ORDER_SEED_OFFSET) for s in seeds
@@ -200,12 +206,12 @@ class BatchedTeachingProcess:
 
     # -- training ------------------------------------------------------------------------------
     @torch.no_grad()
-    def train(
+    def advance(
         self, coeffs: torch.Tensor, steps: int, *, skip: Sequence[int] = ()
     ) -> dict[str, torch.Tensor]:
         """`steps` student SGD steps of every student, student i under coeffs[i] ((N, dim), or
         (dim,) for all). Returns the interval's per-student metrics as (N,) device tensors, as
-        ``TeachingProcess.train`` does for one (mean family loss, train CE and accuracy over the
+        ``TeachingProcess.advance`` does for one (mean family loss, train CE and accuracy over the
         last ``STATS_WINDOW`` minibatches; the momentum norm).
 
         Students in `skip` (a vector env's students waiting for their autoreset) ride along in
@@ -238,7 +244,7 @@ class BatchedTeachingProcess:
                 inplace=True,
             )
             self.diverged |= ~torch.isfinite(loss)
-            self.steps += 1
+            self.steps[:] += 1
             if i >= first_stat:
                 sum_loss += loss
                 sum_ce += _per_student_ce(logits, y)
@@ -290,12 +296,70 @@ class BatchedTeachingProcess:
             self._dev_cache = self._metrics(self.data.x_dev[:n], self.data.y_dev[:n])
         return self._dev_cache
 
+    def observe(self, features: torch.Tensor | None = None) -> list[dict[str, Any]]:
+        """Each student's ``TeachingProcess.observe`` metrics (a list of N dicts), in one
+        device-to-host transfer; ``best_dev_accuracy`` is kept here (a diverged student's
+        accuracy is not counted) and the train metrics of students reset since their last
+        interval are NaN. `features` ((N, n), e.g. the state function's) ride along and come
+        back as each dict's ``"features"``."""
+        self._require_reset()
+        dev_ce, dev_acc = self.dev_subset_metrics()
+        self.best_dev_accuracy = torch.where(
+            self.diverged, self.best_dev_accuracy, torch.maximum(self.best_dev_accuracy, dev_acc)
+        )
+        li = self.last_interval
+        nan = torch.full_like(dev_ce, float("nan"))
+        train = [
+            torch.where(self.fresh, nan, li[k].to(dev_ce))
+            for k in ("train_ce", "train_accuracy", "loss")
+        ]
+        columns = [dev_ce, dev_acc, self.best_dev_accuracy, *train, self.diverged.to(dev_ce)]
+        head = [] if features is None else [features.detach().double()]
+        values = torch.cat([*head, torch.stack(columns, 1).double()], 1).cpu().numpy()
+        n = values.shape[1] - len(columns)
+        lrs = self.lr_values()
+        out = []
+        for i, row in enumerate(values):
+            m = {
+                "dev_loss": float(row[n]),
+                "dev_accuracy": float(row[n + 1]),
+                "best_dev_accuracy": float(row[n + 2]),
+                "train_loss": float(row[n + 3]),
+                "train_accuracy": float(row[n + 4]),
+                "family_loss": float(row[n + 5]),
+                "student_steps": int(self.steps[i]),
+                "lr": lrs[i],
+                "diverged": bool(row[n + 6]),
+            }
+            if features is not None:
+                m["features"] = row[:n]
+            out.append(m)
+        return out
+
     def evaluate(self, split: str = "dev") -> dict[str, np.ndarray]:
         """Per-student loss, accuracy and error on a whole split, as (N,) arrays; one host sync."""
         self._require_reset()
         loss, acc = self._metrics(*self.data.split(split))
         loss, acc = torch.stack([loss, acc]).cpu().double().numpy()
         return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
+
+    # read-only views of the stacked state (the tensors are updated in place by train)
+    @property
+    def params(self) -> Tensors:
+        return self.state.params
+
+    @property
+    def velocity(self) -> Tensors:
+        return self.state.velocity
+
+    @property
+    def buffers(self) -> Tensors:
+        return self.state.buffers
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(N,) host array: student i's step t_i"""
+        return self.state.step
 
     # -- what the state function reads (the names TeachingProcess uses, one value per student) --
     @property

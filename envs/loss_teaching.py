@@ -6,7 +6,6 @@ from typing import Any
 
 import gymnasium
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from envs.config import DEFAULTS, DTYPES
@@ -137,11 +136,14 @@ class LossTeachingEnv(gymnasium.Env):
         obs, self._metrics = self._observe()
         return obs, {**self._metrics, "student_seed": student_seed}
 
-    def step(self, action):
+    def step(self, action, *, tape=None):
+        """Gymnasium's step: `interval` student steps under the action's coefficients. `tape`
+        (a ``teachers.rmd.Tape``) is handed to ``process.advance`` to record the interval for a
+        reverse pass (L2T-DLF); plain Gymnasium callers never pass it."""
         if self._done:
             raise RuntimeError("episode has ended (terminated or truncated): call reset() first")
         coeffs = self.family.action_to_coeffs(action)  # raises ValueError before any change
-        self.process.train(coeffs, self.interval)
+        self.process.advance(coeffs, self.interval, tape=tape)
         self.t += 1
         truncated = self.t >= self.horizon
         if bool(self.process.diverged):  # one host sync per env step, none per student step
@@ -162,28 +164,9 @@ class LossTeachingEnv(gymnasium.Env):
         return self.state_fn(self.process).detach().cpu().numpy()
 
     def _observe(self) -> tuple[np.ndarray, dict[str, Any]]:
-        """The observation and the info metrics, read from the device in one transfer."""
-        state = self.state_fn(self.process).detach()
-        dev_ce, dev_acc = self.process.dev_subset_metrics()
-        interval = self.process.last_interval
-        scalars = [dev_ce, dev_acc]
-        if interval:
-            scalars += [interval["train_ce"], interval["train_accuracy"], interval["loss"]]
-        values = torch.cat([state.double(), torch.stack(scalars).double()]).cpu().numpy()
-        obs, rest = values[: len(state)], values[len(state) :].tolist()
-        self.process.best_dev_accuracy = max(self.process.best_dev_accuracy, rest[1])
-        nan = float("nan")
-        train = rest[2:] if interval else [nan, nan, nan]
-        metrics = {
-            "dev_loss": rest[0],
-            "dev_accuracy": rest[1],
-            "best_dev_accuracy": self.process.best_dev_accuracy,
-            "train_loss": train[0],
-            "train_accuracy": train[1],
-            "family_loss": train[2],
-            "student_steps": self.process.step,
-            "lr": self.process.lr,
-            "diverged": False,
-            "termination_reason": "",
-        }
+        """The observation and the info metrics (``process.observe``, which also keeps the best
+        dev accuracy), read from the device in one transfer."""
+        metrics = self.process.observe(self.state_fn(self.process).detach())
+        obs = metrics.pop("features")
+        metrics.update(diverged=False, termination_reason="")
         return obs.astype(np.float32), metrics

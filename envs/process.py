@@ -13,7 +13,7 @@ with the same pure function on both paths:
 * differentiable (``differentiable=True``): the gradient with ``create_graph=True`` so the new
   weights stay functions of ``coeffs`` (and of the weights before), for unrolled hypergradients.
 
-Everything a teacher may observe is a view of this object (:meth:`state`), and budgets are counted
+Everything a teacher may observe is a view of this object (:attr:`state`, a :class:`StudentState`), and budgets are counted
 in its student SGD steps (:attr:`student_steps`).
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -38,16 +38,32 @@ from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
 
 DEV_OBJECTIVES = ("ce", "smooth-error", "expected-error")
 STATS_WINDOW = 10
-"""train metrics (loss, CE, accuracy) average this many last minibatches of each train() call"""
+"""train metrics (loss, CE, accuracy) average this many last minibatches of each advance()"""
 
 
-class OptState(NamedTuple):
-    """What a student step carries forward besides the weights: the momentum buffer, the
-    BatchNorm running statistics and the step index (which sets eta_t and the minibatch)."""
+class StudentState(NamedTuple):
+    """Everything a student step carries forward: the weights w_t, the momentum buffer v_t, the
+    BatchNorm running statistics and the step index t (which sets eta_t and the minibatch).
 
+    A pytree (a NamedTuple of dicts of tensors), so ``torch.utils._pytree`` / ``torch.func`` can
+    map and stack it; :class:`TeachingProcess` holds one as :attr:`TeachingProcess.state` and is
+    the only code that replaces it.
+    """
+
+    params: Tensors
     velocity: Tensors
     buffers: Tensors
     step: int
+
+    def detached(self) -> StudentState:
+        """The same state with every tensor cut from the autograd graph (no copy)."""
+        d = lambda m: {k: v.detach() for k, v in m.items()}  # noqa: E731
+        return StudentState(d(self.params), d(self.velocity), d(self.buffers), self.step)
+
+    def clone(self) -> StudentState:
+        """A detached deep copy: later in-place updates of this state do not reach it."""
+        c = lambda m: {k: v.detach().clone() for k, v in m.items()}  # noqa: E731
+        return StudentState(c(self.params), c(self.velocity), c(self.buffers), self.step)
 
 
 class StepStats(NamedTuple):
@@ -132,9 +148,6 @@ class TeachingProcess:
         self.student_steps = 0
         """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None
-        self.on_step: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None
-        """optional hook, called as on_step(t, w_t, v_t, coeffs) before each step of :meth:`train`:
-        the RMD engine (teachers/rmd.py) records its weight checkpoints through it"""
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
@@ -142,13 +155,14 @@ class TeachingProcess:
         self.seed = int(seed)
         gen = torch.Generator().manual_seed(self.seed)
         params, buffers = init_student(self.model, gen)
-        self.params = {k: v.to(self.device, self.dtype) for k, v in params.items()}
-        self.buffers = {k: v.to(self.device) for k, v in buffers.items()}
-        self.velocity = init_velocity(self.params)
-        self.step = 0
+        params = {k: v.to(self.device, self.dtype) for k, v in params.items()}
+        self.state = StudentState(
+            params, init_velocity(params), {k: v.to(self.device) for k, v in buffers.items()}, 0
+        )
         self._order_gen = torch.Generator().manual_seed(self.seed + 1_000_003)
         self._epochs: list[torch.Tensor] = []
-        self.best_dev_accuracy = 0.0
+        self.best_dev_accuracy = torch.zeros((), dtype=self.dtype, device=self.device)
+        """the best dev-subset accuracy :meth:`observe` saw this episode (a device scalar)"""
         self.last_interval: dict[str, torch.Tensor] = {}
         self.diverged = torch.zeros((), dtype=torch.bool, device=self.device)
         self.coeffs: torch.Tensor | None = None
@@ -200,29 +214,27 @@ class TeachingProcess:
 
     def student_step(
         self,
-        params: Tensors,
-        opt_state: OptState,
+        state: StudentState,
         batch: tuple[torch.Tensor, torch.Tensor],
         coeffs: torch.Tensor,
         *,
         differentiable: bool = False,
         inplace: bool = False,
         with_stats: bool = True,
-    ) -> tuple[Tensors, OptState, StepStats | None]:
-        """One momentum-SGD step on L_Phi: (w_t, opt_state_t) -> (w_{t+1}, opt_state_{t+1}).
+    ) -> tuple[StudentState, StepStats | None]:
+        """One momentum-SGD step on L_Phi: state_t -> state_{t+1}.
 
         Pure by default: the inputs are not modified. With ``differentiable=True`` the outputs
-        are functions of `params`, `opt_state.velocity` and `coeffs` in the autograd graph.
-        ``inplace=True`` (fast path only; what :meth:`train` uses) updates the weights, momentum
+        are functions of `state.params`, `state.velocity` and `coeffs` in the autograd graph.
+        ``inplace=True`` (fast path only; what :meth:`advance` uses) updates the weights, momentum
         and BatchNorm buffers where they are, as torch.optim does, to save an allocation per
         tensor per step; callers that keep old weights must clone them (the RMD tape does).
         """
         if inplace and differentiable:
             raise ValueError("inplace=True is for the fast path; the differentiable path keeps w_t")
         x, y = batch
-        buffers = (
-            opt_state.buffers if inplace else {k: b.clone() for k, b in opt_state.buffers.items()}
-        )
+        params = state.params
+        buffers = state.buffers if inplace else {k: b.clone() for k, b in state.buffers.items()}
         if differentiable:  # w_0 enters as a leaf; later w_t carry the graph back to coeffs
             inputs = {
                 k: p if p.requires_grad else p.detach().requires_grad_(True)
@@ -235,13 +247,13 @@ class TeachingProcess:
             loss, logits = self.student_loss(inputs, buffers, x, y, coeffs)
             grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=differentiable)
         grads = dict(zip(inputs, grads, strict=True))
-        lr = self.optim.lr_at(opt_state.step)
+        lr = self.optim.lr_at(state.step)
         with torch.set_grad_enabled(differentiable):
             if not differentiable:
                 inputs = {k: p.detach() for k, p in inputs.items()}
             new_params, velocity = sgd_step(
                 inputs,
-                opt_state.velocity,
+                state.velocity,
                 grads,
                 lr,
                 self.optim.momentum,
@@ -257,15 +269,26 @@ class TeachingProcess:
                     F.cross_entropy(detached, y),
                     (detached.argmax(-1) == y).sum(),
                 )
-        return new_params, OptState(velocity, buffers, opt_state.step + 1), stats
+        return StudentState(new_params, velocity, buffers, state.step + 1), stats
 
     # -- training -----------------------------------------------------------------------------
-    def train(self, coeffs: torch.Tensor, steps: int, *, differentiable: bool = False) -> dict:
+    def advance(
+        self,
+        coeffs: torch.Tensor,
+        steps: int,
+        *,
+        differentiable: bool = False,
+        tape: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None,
+    ) -> dict:
         """Take `steps` student SGD steps under `coeffs`.
 
         Returns the interval's mean family loss, train cross-entropy and accuracy, and the final
         gradient norm as 0-d device tensors (read them when you need them: no sync here).
         Divergence (a non-finite loss) is recorded in :attr:`diverged`, a device flag.
+
+        `tape`, if given, is called as ``tape(t, w_t, v_t, coeffs)`` before each step: an RMD
+        ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what it keeps:
+        the fast path updates the weights in place).
         """
         self._require_reset()
         if steps < 1:
@@ -273,11 +296,11 @@ class TeachingProcess:
         coeffs = coeffs.to(self.device, self.dtype)
         if not differentiable:
             coeffs = coeffs.detach()
-        params, opt_state = self.params, OptState(self.velocity, self.buffers, self.step)
+        state = self.state
         # the fast path updates in place unless the current weights still belong to a graph (a
         # differentiable run before this one): bumping their version would break its backward
         inplace = not differentiable and not any(
-            t.requires_grad for d in (params, opt_state.velocity) for t in d.values()
+            t.requires_grad for d in (state.params, state.velocity) for t in d.values()
         )
         sum_loss = sum_ce = torch.zeros((), device=self.device, dtype=self.dtype)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
@@ -285,12 +308,11 @@ class TeachingProcess:
         # few device ops they cost are paid on a fifth of a default interval's steps
         first_stat = max(0, steps - STATS_WINDOW)
         for i in range(steps):
-            if self.on_step is not None:
-                self.on_step(opt_state.step, params, opt_state.velocity, coeffs)
-            batch = self.batch(opt_state.step)
-            params, opt_state, stats = self.student_step(
-                params,
-                opt_state,
+            if tape is not None:
+                tape(state.step, state.params, state.velocity, coeffs)
+            batch = self.batch(state.step)
+            state, stats = self.student_step(
+                state,
                 batch,
                 coeffs,
                 differentiable=differentiable,
@@ -302,12 +324,7 @@ class TeachingProcess:
                 sum_ce = sum_ce + stats.ce
                 correct = correct + stats.correct
         n_stats = steps - first_stat
-        self.params, self.velocity, self.buffers, self.step = (
-            params,
-            opt_state.velocity,
-            opt_state.buffers,
-            opt_state.step,
-        )
+        self.state = state
         self.student_steps += steps
         self._dev_cache = None
         self.coeffs = coeffs.detach()
@@ -326,19 +343,15 @@ class TeachingProcess:
         self.diverged = self.diverged | ~finite
         return self.last_interval
 
-    def adopt(
-        self, params: Tensors, opt_state: OptState, coeffs: torch.Tensor, stats: list[StepStats]
-    ) -> None:
-        """Make an unroll computed outside :meth:`train` (e.g. L2T-DLN's stage 3, a
+    def adopt(self, state: StudentState, coeffs: torch.Tensor, stats: list[StepStats]) -> None:
+        """Make an unroll computed outside :meth:`advance` (e.g. L2T-DLN's stage 3, a
         differentiable run a gradient teacher wants to keep) the student's new state: weights,
-        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`train` (step
+        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`advance` (step
         count, coefficients, interval metrics over `stats`, divergence, the dev cache)."""
         self._require_reset()
         if not stats:
             raise ValueError("adopt needs the StepStats of at least one step")
-        detach = lambda d: {k: v.detach() for k, v in d.items()}  # noqa: E731
-        self.params, self.velocity = detach(params), detach(opt_state.velocity)
-        self.buffers, self.step = detach(opt_state.buffers), opt_state.step
+        self.state = state.detached()
         self.student_steps += len(stats)
         self.coeffs = coeffs.detach()
         self._dev_cache = None  # the student changed: the cached dev metrics are stale
@@ -354,13 +367,63 @@ class TeachingProcess:
             ),
         }
 
+    # -- observation --------------------------------------------------------------------------
+    def observe(self, features: torch.Tensor | None = None) -> dict[str, Any]:
+        """The metrics the env and the teachers read, in one device-to-host transfer:
+        ``dev_loss``, ``dev_accuracy`` (the fixed dev subset), ``best_dev_accuracy``,
+        ``train_loss``, ``train_accuracy``, ``family_loss`` (the last interval's; NaN before the
+        first), ``student_steps`` (the episode's step), ``lr`` and ``diverged``.
+
+        ``best_dev_accuracy`` is updated here, on the device, with the dev accuracy of every
+        state observed this episode (a diverged student's is not counted). `features` (e.g. a
+        state function's vector) rides along in the same transfer and comes back as
+        ``"features"``, a float64 array.
+        """
+        self._require_reset()
+        dev_ce, dev_acc = self.dev_subset_metrics()
+        self.best_dev_accuracy = torch.where(
+            self.diverged, self.best_dev_accuracy, torch.maximum(self.best_dev_accuracy, dev_acc)
+        )
+        li = self.last_interval
+        nan = torch.full_like(dev_ce, math.nan)
+        scalars = [
+            dev_ce,
+            dev_acc,
+            self.best_dev_accuracy,
+            li.get("train_ce", nan),
+            li.get("train_accuracy", nan),
+            li.get("loss", nan),
+            self.diverged,
+        ]
+        head = [] if features is None else [features.detach().double().flatten()]
+        values = torch.cat([*head, torch.stack([v.double() for v in scalars])]).cpu().numpy()
+        n = 0 if features is None else values.size - len(scalars)
+        rest = values[n:].tolist()
+        out: dict[str, Any] = {
+            "dev_loss": rest[0],
+            "dev_accuracy": rest[1],
+            "best_dev_accuracy": rest[2],
+            "train_loss": rest[3],
+            "train_accuracy": rest[4],
+            "family_loss": rest[5],
+            "student_steps": self.step,
+            "lr": self.lr,
+            "diverged": bool(rest[6]),
+        }
+        if features is not None:
+            out["features"] = values[:n]
+        return out
+
     # -- evaluation ---------------------------------------------------------------------------
-    def _logits(self, params: Tensors, x: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    def _logits(
+        self, params: Tensors, x: torch.Tensor, chunk: int = 2048, buffers: Tensors | None = None
+    ) -> torch.Tensor:
         """Eval-mode logits (BatchNorm running statistics, no buffer updates), in chunks."""
+        buffers = self.buffers if buffers is None else buffers
         self.model.eval()
         try:
             outs = [
-                functional_call(self.model, (params, self.buffers), (x[i : i + chunk],))
+                functional_call(self.model, (params, buffers), (x[i : i + chunk],))
                 for i in range(0, len(x), chunk)
             ]
         finally:
@@ -374,20 +437,21 @@ class TeachingProcess:
         kind: str = "ce",
         sharpness: float = 50.0,
         full: bool = False,
+        buffers: Tensors | None = None,
     ) -> torch.Tensor:
         """A smooth, differentiable surrogate M(w) of dev error, to be minimised.
 
         kinds: ``ce`` (cross-entropy), ``smooth-error`` (the L2T-DLF demo's
         mean 2 sigmoid(k (max_j p_j - p_y)) - 1 with k = `sharpness`), ``expected-error``
         (mean 1 - p_y). On the fixed dev subset unless ``full``; BatchNorm statistics enter as
-        constants.
+        constants: the process's own, or `buffers` (a look-ahead student's running statistics).
         """
         self._require_reset()
         params = self.params if params is None else params
         x, y = self.data.x_dev, self.data.y_dev
         if not full:
             x, y = x[: self.dev_subset], y[: self.dev_subset]
-        logits = self._logits(params, x)
+        logits = self._logits(params, x, buffers=buffers)
         if kind == "ce":
             return F.cross_entropy(logits, y)
         p = logits.softmax(-1)
@@ -420,6 +484,31 @@ class TeachingProcess:
             n = self.dev_subset
             self._dev_cache = self._metrics(self.data.x_dev[:n], self.data.y_dev[:n])
         return self._dev_cache
+
+    def restore(self, state: StudentState) -> None:
+        """Continue from `state` (e.g. a pre-trained student's snapshot, or the best weights an
+        early-stopping run kept): the data order goes on from ``state.step`` as it would have.
+        Not counted in :attr:`student_steps`: no student step was taken here."""
+        self._require_reset()
+        self.state = state.detached()
+        self._dev_cache = None
+
+    # read-only views of the state, for the many call sites that read one part of it
+    @property
+    def params(self) -> Tensors:
+        return self.state.params
+
+    @property
+    def velocity(self) -> Tensors:
+        return self.state.velocity
+
+    @property
+    def buffers(self) -> Tensors:
+        return self.state.buffers
+
+    @property
+    def step(self) -> int:
+        return self.state.step
 
     @property
     def lr(self) -> float:

@@ -125,7 +125,7 @@ class LossTeachingVectorEnv(gymnasium.vector.VectorEnv):
             self.process.reset_students(list(new_seeds), list(new_seeds.values()))
             self.t[restarting] = 0
         if len(restarting) < self.num_envs:
-            self.process.train(coeffs, self.interval, skip=restarting.tolist())
+            self.process.advance(coeffs, self.interval, skip=restarting.tolist())
         self.t[~self._autoreset] += 1
         diverged = self.process.diverged.cpu().numpy()  # one host read per env step
         obs, metrics = self._observe()
@@ -197,40 +197,13 @@ class LossTeachingVectorEnv(gymnasium.vector.VectorEnv):
         }
 
     def _observe(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Observations (N, n) and each sub-env's info metrics, in one device-to-host transfer."""
-        proc = self.process
-        state = self.state_fn(proc).detach()
-        dev_ce, dev_acc = proc.dev_subset_metrics()
-        li = proc.last_interval
-        nan = torch.full_like(dev_ce, float("nan"))
-        train = [
-            torch.where(proc.fresh, nan, li[k].to(dev_ce))
-            for k in ("train_ce", "train_accuracy", "loss")
-        ]
-        best = torch.maximum(proc.best_dev_accuracy, dev_acc)
-        table = torch.cat(
-            [state.double(), torch.stack([dev_ce, dev_acc, best, *train], 1).double()], 1
-        )
-        values = table.cpu().numpy()
-        proc.best_dev_accuracy = best
-        n = state.shape[1]
-        obs = np.clip(np.nan_to_num(values[:, :n], nan=0.0), -STATE_BOUND, STATE_BOUND)
-        lrs = proc.lr_values()
-        metrics = [
-            {
-                "dev_loss": float(row[n]),
-                "dev_accuracy": float(row[n + 1]),
-                "best_dev_accuracy": float(row[n + 2]),
-                "train_loss": float(row[n + 3]),
-                "train_accuracy": float(row[n + 4]),
-                "family_loss": float(row[n + 5]),
-                "student_steps": int(proc.steps[i]),
-                "lr": lrs[i],
-                "diverged": False,
-                "termination_reason": "",
-            }
-            for i, row in enumerate(values)
-        ]
+        """Observations (N, n) and each sub-env's info metrics (``process.observe``, which also
+        keeps the best dev accuracy), in one device-to-host transfer."""
+        metrics = self.process.observe(self.state_fn(self.process).detach())
+        obs = np.stack([m.pop("features") for m in metrics])
+        obs = np.clip(np.nan_to_num(obs, nan=0.0), -STATE_BOUND, STATE_BOUND)
+        for m in metrics:  # a diverged student's info is replaced by its last finite one
+            m.update(diverged=False, termination_reason="")
         return obs.astype(np.float32), metrics
 
     def close_extras(self, **kwargs: Any) -> None:

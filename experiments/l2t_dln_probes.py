@@ -32,7 +32,7 @@ def train_alone(loss: str, coeffs_fn, seed: int, loss_kwargs: dict | None = None
         loss_kwargs=loss_kwargs,
     )  # fmt: skip
     proc.reset(seed)
-    proc.train(coeffs_fn(proc.family).float(), 600)
+    proc.advance(coeffs_fn(proc.family).float(), 600)
     return proc.evaluate("dev")["accuracy"]
 
 

@@ -41,7 +41,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.protocols import REPORTED, Protocol, StudentPlan, get_protocol, validate  # noqa: E402
-from envs.process import TeachingProcess  # noqa: E402
+from envs.process import StudentState, TeachingProcess  # noqa: E402
 from students.optim import SGDConfig  # noqa: E402
 from teachers import l2t_dlf as l2t_dlf_module  # noqa: E402
 from teachers import rmd  # noqa: E402
@@ -338,13 +338,9 @@ def snapshot(proc: TeachingProcess) -> dict:
 def restore(proc: TeachingProcess, snap: dict) -> None:
     """The pre-trained student of snap's seed, at its step (data order continues as it would)."""
     proc.reset(snap["seed"])
-    clone = lambda d: {k: v.detach().clone() for k, v in d.items()}  # noqa: E731
-    proc.params, proc.velocity, proc.buffers = (
-        clone(snap["params"]),
-        clone(snap["velocity"]),
-        clone(snap["buffers"]),
+    proc.restore(
+        StudentState(snap["params"], snap["velocity"], snap["buffers"], snap["step"]).clone()
     )
-    proc.step = snap["step"]
 
 
 def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) -> None:
@@ -375,7 +371,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         if not path.exists():
             t0 = time.perf_counter()
             ce.reset(seed)
-            ce.train(ce.family.default_coeffs(), ex["pretrain_steps"])
+            ce.advance(ce.family.default_coeffs(), ex["pretrain_steps"])
             snap = snapshot(ce)
             tmp = path.with_suffix(".tmp")
             torch.save(snap, tmp)
@@ -399,8 +395,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         for u in range(updates + 1):
             restore(proc, snap)
             tape = rmd.Tape(1)
-            with rmd.recording(proc, tape):
-                proc.train(coeffs, plan.interval)
+            proc.advance(coeffs, plan.interval, tape=tape)
             dev = proc.evaluate("dev")["error"]  # the window's end, this candidate's score
             row = {"update": u, "dev_error": dev, "coeff_move": float((coeffs - start).norm())}
             if dev < best:
@@ -454,13 +449,14 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
                 else:
                     coeffs = proc.family.default_coeffs()
                 n = min(chunk, ex["final_steps"] - done)
-                proc.train(coeffs, n)
+                proc.advance(coeffs, n)
                 done += n
                 if done % every == 0 or done == ex["final_steps"]:
                     d = 1.0 if bool(proc.diverged) else proc.evaluate("dev")["error"]
                     if d < best[0]:
                         best = (d, done, {k: v.clone() for k, v in proc.params.items()})
-            proc.params = best[2] if best[2] is not None else proc.params
+            if best[2] is not None:
+                proc.restore(proc.state._replace(params=best[2]))
             test = proc.evaluate("test")
             units.put(unit, {"kind": "final", "teacher": name, "seed": seed, "lr": plan.lrs[0],
                       "student_steps": ex["pretrain_steps"] + ex["final_steps"],

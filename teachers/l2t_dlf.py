@@ -276,16 +276,15 @@ class L2TDLFTeacher(Teacher):
         while not done:
             tape = rmd.Tape(c["checkpoint_every"])
             actions = []
-            with rmd.recording(proc, tape):
-                for _ in range(window):
-                    a = self.action(torch.as_tensor(obs))
-                    actions.append(a)
-                    obs, _, terminated, truncated, info = env.step(
-                        a.detach().numpy().astype(np.float32)
-                    )
-                    done = terminated or truncated
-                    if done:
-                        break
+            for _ in range(window):
+                a = self.action(torch.as_tensor(obs))
+                actions.append(a)
+                obs, _, terminated, truncated, info = env.step(
+                    a.detach().numpy().astype(np.float32), tape=tape
+                )
+                done = terminated or truncated
+                if done:
+                    break
             row = {"seed": seed, "diverged": bool(info["diverged"]), "updated": False}
             row["dev_subset_accuracy"] = info["dev_accuracy"]
             row["tape_mb"] = tape.nbytes() / 2**20

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.losses import DynamicLossNetwork
-from envs.process import OptState, StepStats, TeachingProcess
+from envs.process import StepStats, StudentState, TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
 from teachers.base import EnvSpec, EpisodeResult, FitRun, SeedPlan, Teacher, final_metrics
@@ -223,22 +223,17 @@ def bce_warm_start(
 
 # -- one iteration ----------------------------------------------------------------------------
 def unroll(
-    process: TeachingProcess,
-    params: Tensors,
-    opt_state: OptState,
-    coeffs: torch.Tensor,
-    steps: int,
-) -> tuple[Tensors, OptState, list[StepStats]]:
-    """`steps` differentiable student steps from (params, opt_state) under `coeffs`, on the
-    process's replayable batches: the result is a function of `coeffs` in the autograd graph."""
+    process: TeachingProcess, state: StudentState, coeffs: torch.Tensor, steps: int
+) -> tuple[StudentState, list[StepStats]]:
+    """`steps` differentiable student steps from `state` under `coeffs`, on the process's
+    replayable batches: the result is a function of `coeffs` in the autograd graph. Each step
+    works on a copy of the BatchNorm buffers, so `state` (the process's) is left as it was."""
     stats = []
     for _ in range(steps):
-        batch = process.batch(opt_state.step)
-        params, opt_state, s = process.student_step(
-            params, opt_state, batch, coeffs, differentiable=True
-        )
+        batch = process.batch(state.step)
+        state, s = process.student_step(state, batch, coeffs, differentiable=True)
         stats.append(s)
-    return params, opt_state, stats
+    return state, stats
 
 
 def validation_loss(
@@ -246,12 +241,7 @@ def validation_loss(
 ) -> torch.Tensor:
     """CE_val of the look-ahead student: dev (never test) cross-entropy in eval mode, with the
     look-ahead's own BatchNorm statistics rather than the committed ones."""
-    saved = process.buffers
-    process.buffers = buffers
-    try:
-        return process.dev_objective(params, kind="ce", full=full)
-    finally:
-        process.buffers = saved
+    return process.dev_objective(params, kind="ce", full=full, buffers=buffers)
 
 
 def lookahead_hypergradient(
@@ -260,11 +250,9 @@ def lookahead_hypergradient(
     """Stage 1: (g, CE_val) with g = d CE_val(theta^(K)(phi)) / d phi through `steps` look-ahead
     steps from the process's current student, which is left unchanged."""
     phi = coeffs.detach().to(process.device, process.dtype).requires_grad_(True)
-    params = {k: p.detach().requires_grad_(True) for k, p in process.params.items()}
-    opt_state = OptState(process.velocity, process.buffers, process.step)
     with torch.enable_grad():  # also under a caller's no_grad: this is a gradient
-        params, opt_state, _ = unroll(process, params, opt_state, phi, steps)
-        loss = validation_loss(process, params, opt_state.buffers, full)
+        state, _ = unroll(process, process.state, phi, steps)
+        loss = validation_loss(process, state.params, state.buffers, full)
         (grad,) = torch.autograd.grad(loss, phi)
     return grad, loss.detach()
 
@@ -382,10 +370,8 @@ class L2TDLNTeacher(Teacher):
     def _fit_iteration(self, process: TeachingProcess, k: int) -> dict:
         """Stages 1-3 and the commit; one host sync (the log row)."""
         phi_next, val_before = self.update_dln(process, k)
-        params = {n: p.detach().requires_grad_(True) for n, p in process.params.items()}
-        opt_state = OptState(process.velocity, process.buffers, process.step)
-        params, opt_state, stats = unroll(process, params, opt_state, phi_next, k)
-        val_after = validation_loss(process, params, opt_state.buffers, self.cfg.full_dev)
+        state, stats = unroll(process, process.state, phi_next, k)
+        val_after = validation_loss(process, state.params, state.buffers, self.cfg.full_dev)
         self.adam.zero_grad(set_to_none=True)
         val_after.backward()
         finite = (
@@ -398,7 +384,7 @@ class L2TDLNTeacher(Teacher):
         if ok:
             self.adam.step()
         self.phi = phi_next.detach()
-        process.adopt(params, opt_state, self.phi, stats)
+        process.adopt(state, self.phi, stats)
         return {
             "step": process.step,
             "val_ce_lookahead": val_before,
@@ -430,7 +416,7 @@ class L2TDLNTeacher(Teacher):
                 self.phi = phi_next.detach()
                 if not sums:  # the DLN in force from the interval's first step on
                     coeffs.append(self.phi.float().cpu().numpy())
-                sums.append({"steps": k, **process.train(self.phi, k)})
+                sums.append({"steps": k, **process.advance(self.phi, k)})
             info = self._interval_info(env, sums)
             if info["diverged"]:
                 rows.append({"t": t, "reward": env.divergence_penalty, **info})
@@ -442,41 +428,24 @@ class L2TDLNTeacher(Teacher):
 
     @staticmethod
     def _interval_info(env, parts: list[dict]) -> dict:
-        """The env's info metrics for an interval trained in several pieces (the keys of
-        ``LossTeachingEnv`` info), read from the device in one transfer."""
+        """The env's info metrics (``process.observe``) for an interval trained in several
+        pieces, with the train metrics step-weighted over the pieces as if trained in one;
+        read from the device in one transfer."""
         process = env.unwrapped.process
-        dev_ce, dev_acc = process.dev_subset_metrics()
         weights = torch.tensor([p["steps"] for p in parts], dtype=torch.float64)
         weights = (weights / weights.sum()).to(process.device)
 
         def mean(key: str) -> torch.Tensor:  # step-weighted, as if trained in one piece
             return (torch.stack([p[key] for p in parts]).double() * weights).sum()
 
-        values = torch.stack(
-            [
-                dev_ce.double(),
-                dev_acc.double(),
-                mean("train_ce"),
-                mean("train_accuracy"),
-                mean("loss"),
-                process.diverged.double(),
-            ]
+        info = process.observe(
+            torch.stack([mean(k) for k in ("train_ce", "train_accuracy", "loss")])
+        )
+        info["train_loss"], info["train_accuracy"], info["family_loss"] = info.pop(
+            "features"
         ).tolist()
-        dev_loss, dev_accuracy, train_loss, train_acc, family_loss, diverged = values
-        if not diverged:
-            process.best_dev_accuracy = max(process.best_dev_accuracy, dev_accuracy)
-        return {
-            "dev_loss": dev_loss,
-            "dev_accuracy": dev_accuracy,
-            "best_dev_accuracy": process.best_dev_accuracy,
-            "train_loss": train_loss,
-            "train_accuracy": train_acc,
-            "family_loss": family_loss,
-            "student_steps": process.step,
-            "lr": process.lr,
-            "diverged": bool(diverged),
-            "termination_reason": "non-finite loss" if diverged else "",
-        }
+        info["termination_reason"] = "non-finite loss" if info["diverged"] else ""
+        return info
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Reverse-mode differentiation (RMD) through the student's momentum-SGD steps.
 
-The forward pass is the process's own fast path (no graph): :class:`Tape` hooks into
-``TeachingProcess.train`` and stores weight checkpoints. The reverse pass walks the steps backwards
+The forward pass is the process's own fast path (no graph): a :class:`Tape` passed to
+``TeachingProcess.advance(..., tape=tape)`` (or ``LossTeachingEnv.step(action, tape=tape)``)
+stores weight checkpoints. The reverse pass walks the steps backwards
 with explicit adjoints, following Maclaurin et al. (2015, Alg. 2) in PyTorch's SGD convention
 (students/optim.py):
 
@@ -16,7 +17,7 @@ with explicit adjoints, following Maclaurin et al. (2015, Alg. 2) in PyTorch's S
 with g_t = grad_w L_Phi(w_t; B_t) and H_t = d g_t / d w_t. Per step: one gradient with
 ``create_graph=True`` and one double-backward that yields H_t dv_tot and the mixed product together.
 
-The coefficients are constant within one ``train`` call (one env step, ``interval`` student steps),
+The coefficients are constant within one ``advance`` call (one env step, ``interval`` student steps),
 so the engine returns dM/dPhi_k per call k; a teacher backprops those into its parameters with one
 autograd call. The state s_t a teacher reads is a constant here (no gradient through accuracies).
 
@@ -25,8 +26,7 @@ Memory: ``checkpoint_every=1`` keeps w_t for every step, O(T x |w|). ``checkpoin
 O((T/k + k) x |w|) for one more forward pass of compute. Recomputed steps are compute, not student
 SGD steps: budgets count only the forward pass (``process.student_steps``).
 
-Truncation: a tape covers whatever was trained while it was attached. Attaching a fresh tape per
-window of an episode gives truncated RMD, which is greedy: short horizons favour losses that lower
+Truncation: a tape covers whatever was trained with it. Passing a fresh tape per window of an episode gives truncated RMD, which is greedy: short horizons favour losses that lower
 the dev objective *soon* (Wu, Ren, Liao, Grosse 2018, "short-horizon bias"), and on mnist5k online
 25-step windows made the final student worse (shared/papers/l2t-dlf.md). Full-episode RMD is the
 default of the L2T-DLF teacher.
@@ -34,8 +34,6 @@ default of the L2T-DLF teacher.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -46,7 +44,8 @@ from students.optim import Tensors, sgd_step
 
 @dataclass
 class Tape:
-    """Weight checkpoints and coefficients of one forward run, recorded via ``process.on_step``.
+    """Weight checkpoints and coefficients of one forward run, recorded by
+    ``process.advance(coeffs, steps, tape=tape)``, which calls it before each step.
 
     Checkpoints are clones: the weights handed to the hook belong to the process (and, on other
     code paths, may be updated in place), so aliasing would silently reverse through w_T at every
@@ -62,7 +61,7 @@ class Tape:
     checkpoints: dict[int, tuple[Tensors, Tensors]] = field(default_factory=dict)
     """step t -> (w_t, v_t); v_t only where a recompute starts"""
     coeffs: list[torch.Tensor] = field(default_factory=list)
-    """coefficients of each ``train`` call (segment k), detached"""
+    """coefficients of each ``advance`` call (segment k), detached"""
     segment_of_step: list[int] = field(default_factory=list)
     """segment index k of each recorded step"""
 
@@ -79,7 +78,7 @@ class Tape:
                 f"tape expected step {self.start + self.steps}, got {t}: the process was reset "
                 "or trained outside the tape; use a fresh Tape per run"
             )
-        if coeffs is not self._last_coeffs:  # a new train() call: a new coefficient segment
+        if coeffs is not self._last_coeffs:  # a new advance() call: a new coefficient segment
             self._last_coeffs = coeffs
             self.coeffs.append(coeffs.detach().clone())
         self.segment_of_step.append(len(self.coeffs) - 1)
@@ -103,18 +102,6 @@ class Tape:
             for d in (w, v)
             for p in d.values()
         )
-
-
-@contextmanager
-def recording(process: TeachingProcess, tape: Tape) -> Iterator[Tape]:
-    """Attach `tape` to `process.train` for the duration of the block."""
-    if process.on_step is not None:
-        raise RuntimeError("the process already has an on_step hook (nested recording?)")
-    process.on_step = tape
-    try:
-        yield tape
-    finally:
-        process.on_step = None
 
 
 @dataclass
@@ -176,7 +163,9 @@ def reverse(
     with ``full_dev``; never the test split.
     """
     if tape.steps == 0:
-        raise ValueError("the tape recorded no steps: train the process inside recording() first")
+        raise ValueError(
+            "the tape recorded no steps: pass it to process.advance(..., tape=tape) first"
+        )
     if objective not in DEV_OBJECTIVES:
         raise ValueError(f"unknown dev objective {objective!r}; known: {list(DEV_OBJECTIVES)}")
     if process.step != tape.start + tape.steps:
@@ -243,14 +232,13 @@ def hypergradient(
     (fast path, counted in ``process.student_steps``) and return dM/dcoeffs[k] by RMD.
 
     A convenience for fixed coefficient schedules (tests, the benchmark); state-dependent teachers
-    record with :func:`recording` around their own env loop and call :func:`reverse`.
+    pass a :class:`Tape` to each ``env.step(action, tape=tape)`` and call :func:`reverse`.
     """
     if coeffs.ndim != 2:
         raise ValueError(f"coeffs must be (K, d), one row per interval; got {tuple(coeffs.shape)}")
     if interval < 1:
         raise ValueError(f"interval must be >= 1, got {interval}")
     tape = Tape(checkpoint_every)
-    with recording(process, tape):
-        for row in coeffs.detach():
-            process.train(row, interval)
+    for row in coeffs.detach():
+        process.advance(row, interval, tape=tape)
     return reverse(process, tape, objective=objective, sharpness=sharpness, full_dev=full_dev)

@@ -86,9 +86,9 @@ def test_same_trajectories_as_single_processes(student, loss, intervals):
     state = DefaultState()
     for j, steps in enumerate(intervals):
         coeffs = own_coeffs(b.family, len(SEEDS)) * (1 + 0.1 * j)
-        out = b.train(coeffs, steps)
+        out = b.advance(coeffs, steps)
         for i, p in enumerate(procs):
-            single = p.train(coeffs[i], steps)
+            single = p.advance(coeffs[i], steps)
             for key, value in single.items():
                 torch.testing.assert_close(out[key][i], value.double(), atol=1e-6, rtol=0)
         assert_same(b, procs)
@@ -111,16 +111,16 @@ def test_students_out_of_step_after_a_partial_reset():
     """reset_students restarts one student (step 0, its own data order) while the others go on."""
     procs, b = singles("mlp", "bilinear", 60), batched("mlp", "bilinear", 60)
     coeffs = own_coeffs(b.family, 3)
-    b.train(coeffs, 10)
+    b.advance(coeffs, 10)
     for i, p in enumerate(procs):
-        p.train(coeffs[i], 10)
+        p.advance(coeffs[i], 10)
     b.reset_students([1], [99])
     procs[1].reset(99)
     assert b.fresh.tolist() == [False, True, False]
     torch.testing.assert_close(DefaultState()(b)[1], DefaultState()(procs[1]), atol=1e-6, rtol=0)
-    b.train(coeffs, 95)  # student 1 is 10 steps behind: per-student minibatch rows and lr
+    b.advance(coeffs, 95)  # student 1 is 10 steps behind: per-student minibatch rows and lr
     for i, p in enumerate(procs):
-        p.train(coeffs[i], 95)
+        p.advance(coeffs[i], 95)
     assert b.steps.tolist() == [105, 95, 105]
     assert_same(b, procs)
 
@@ -131,10 +131,10 @@ def test_a_diverging_student_terminates_alone():
     coeffs[1] = 1e6  # inverse temperature 1e6: the loss overflows to inf, the student diverges
     good = singles("mlp", "ce", 40)
     b.base_lr[1] = 1e6
-    b.train(coeffs, 20)
+    b.advance(coeffs, 20)
     assert b.diverged.tolist() == [False, True, False]
     for i in (0, 2):  # the others are exactly where they would be alone
-        good[i].train(coeffs[i], 20)
+        good[i].advance(coeffs[i], 20)
         for k in good[i].params:
             torch.testing.assert_close(b.params[k][i], good[i].params[k], atol=1e-6, rtol=0)
     state = DefaultState()(b)
@@ -152,7 +152,7 @@ def test_train_has_no_host_sync(monkeypatch):
             raise AssertionError(f"host sync: Tensor.{_name} in train()")
 
         monkeypatch.setattr(torch.Tensor, name, fail)
-    b.train(coeffs, 12)
+    b.advance(coeffs, 12)
 
 
 def test_bad_arguments():
@@ -163,10 +163,10 @@ def test_bad_arguments():
         BatchedTeachingProcess(data, "mlp", "bilinear", 2, lr=[0.1], **kw)
     b = BatchedTeachingProcess(data, "mlp", "bilinear", 2, **kw)
     with pytest.raises(RuntimeError, match="reset"):
-        b.train(b.family.default_coeffs(torch.float64), 1)
+        b.advance(b.family.default_coeffs(torch.float64), 1)
     b.reset([0, 1])
     with pytest.raises(ValueError, match="coeffs must have shape"):
-        b.train(torch.zeros(3, b.family.dim), 1)
+        b.advance(torch.zeros(3, b.family.dim), 1)
 
 
 @pytest.mark.gpu
@@ -186,9 +186,9 @@ def test_same_trajectories_on_the_gpu(student):
     )
     b.reset(SEEDS)
     coeffs = own_coeffs(b.family, 3).cuda()
-    b.train(coeffs, 20)
+    b.advance(coeffs, 20)
     for i, p in enumerate(procs):
-        p.train(coeffs[i], 20)
+        p.advance(coeffs[i], 20)
     assert_same(b, procs)
 
 

@@ -94,7 +94,7 @@ def test_warm_start_is_a_loss_that_rewards_the_true_class():
 
 def _dev_after(proc: TeachingProcess, coeffs: torch.Tensor, steps: int) -> torch.Tensor:
     proc.reset(0)
-    proc.train(coeffs, steps)
+    proc.advance(coeffs, steps)
     return proc.dev_objective(kind="ce")
 
 
@@ -156,7 +156,7 @@ def test_commit_equals_training_under_the_new_dln_with_batchnorm():
     assert not row["diverged"]
     assert not torch.equal(teacher.phi, phi0)  # the DLN moved ...
     assert (teacher.phi - phi0).abs().max() <= teacher.cfg.dln_step  # ... by at most alpha
-    b.train(teacher.phi, 2)
+    b.advance(teacher.phi, 2)
     assert a.step == b.step == 2 and a.student_steps == 4 and b.student_steps == 2
     for mine, theirs in ((a.params, b.params), (a.velocity, b.velocity), (a.buffers, b.buffers)):
         for k in theirs:
@@ -165,6 +165,23 @@ def test_commit_equals_training_under_the_new_dln_with_batchnorm():
     tracked = [v for k, v in a.buffers.items() if k.endswith("num_batches_tracked")]
     assert tracked and all(int(v) == 2 for v in tracked)  # BatchNorm saw the 2 committed steps
     torch.testing.assert_close(a.dev_subset_metrics(), b.dev_subset_metrics())
+
+
+def test_lookahead_works_on_copies_of_the_batchnorm_buffers():
+    """Stage 1 runs BatchNorm on copies: the process's state (the very same object, its buffers
+    bitwise) is untouched, while the look-ahead's CE_val used the look-ahead's own statistics."""
+    data = _bn_data()
+    family = make_loss("dln", 10, action_range=4.0)
+    proc = TeachingProcess(data, "resnet8", family, batch_size=16, dev_subset=16, device="cpu")
+    proc.reset(1)
+    state, before = proc.state, proc.state.clone()
+    phi = bce_warm_start(10)
+    _, val = lookahead_hypergradient(proc, phi, 2)
+    assert proc.state is state and proc.step == 0 and proc.student_steps == 0
+    for k, b in before.buffers.items():
+        assert torch.equal(proc.buffers[k], b), k
+    proc.advance(phi, 2)  # the same 2 steps for real: the look-ahead's BatchNorm statistics
+    torch.testing.assert_close(val, proc.dev_objective(kind="ce"), atol=1e-5, rtol=1e-4)
 
 
 def test_dln_changes_after_a_teacher_step_and_nothing_keeps_a_graph():

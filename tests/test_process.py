@@ -1,11 +1,13 @@
 """TeachingProcess: the two paths agree, hypergradients match finite differences, seeds replay,
 no host syncs in the fast path, budgets are counted."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from envs.process import OptState, TeachingProcess
+from envs.process import StudentState, TeachingProcess
 from students.data import from_tensors, load_dataset
 from students.optim import SGDConfig
 
@@ -24,8 +26,8 @@ def test_fast_path_equals_differentiable_path(loss):
     fast.reset(3)
     slow.reset(3)
     c = fast.family.action_to_coeffs(np.full(fast.family.dim, 0.1)).float()
-    fast.train(c, 50)
-    slow.train(c.clone().requires_grad_(), 50, differentiable=True)
+    fast.advance(c, 50)
+    slow.advance(c.clone().requires_grad_(), 50, differentiable=True)
     for k, p in fast.params.items():
         assert slow.params[k].requires_grad  # still a function of the coefficients
         torch.testing.assert_close(slow.params[k].detach(), p, atol=1e-5, rtol=1e-5)
@@ -42,8 +44,8 @@ def test_fast_and_differentiable_paths_agree_with_batchnorm(tmp_path):
     for p in procs:
         p.reset(1)
     c = procs[0].family.default_coeffs()
-    procs[0].train(c, 8)
-    procs[1].train(c.clone().requires_grad_(), 8, differentiable=True)
+    procs[0].advance(c, 8)
+    procs[1].advance(c.clone().requires_grad_(), 8, differentiable=True)
     for k in procs[0].params:
         torch.testing.assert_close(
             procs[1].params[k].detach(), procs[0].params[k], atol=1e-5, rtol=1e-4
@@ -57,7 +59,7 @@ def test_fast_and_differentiable_paths_agree_with_batchnorm(tmp_path):
 
 def _dev_after(proc, coeffs, steps, seed=0):
     proc.reset(seed)
-    proc.train(coeffs, steps, differentiable=coeffs.requires_grad)
+    proc.advance(coeffs, steps, differentiable=coeffs.requires_grad)
     return proc.dev_objective(kind="ce")
 
 
@@ -93,11 +95,11 @@ def test_reset_seed_replays_and_differs():
     c = a.family.default_coeffs()
     for p, seed in ((a, 5), (b, 5)):
         p.reset(seed)
-        p.train(c, 10)
+        p.advance(c, 10)
     for k in a.params:
         torch.testing.assert_close(a.params[k], b.params[k], rtol=0, atol=0)
     b.reset(6)
-    b.train(c, 10)
+    b.advance(c, 10)
     assert not torch.equal(
         a.params["0.weight" if "0.weight" in a.params else next(iter(a.params))],
         b.params[next(iter(b.params))],
@@ -109,14 +111,14 @@ def test_fast_path_has_no_host_sync(monkeypatch):
     proc = small_process()
     proc.reset(0)
     c = proc.family.default_coeffs()
-    proc.train(c, 2)  # build the first epoch's permutation before patching
+    proc.advance(c, 2)  # build the first epoch's permutation before patching
 
     def sync(*args, **kwargs):
         raise AssertionError("host sync inside TeachingProcess.train")
 
     for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
         monkeypatch.setattr(torch.Tensor, name, sync)
-    proc.train(c, 20)
+    proc.advance(c, 20)
     monkeypatch.undo()
     assert proc.step == 22
 
@@ -125,9 +127,9 @@ def test_student_steps_are_counted_and_data_on_device():
     proc = small_process()
     proc.reset(0)
     c = proc.family.default_coeffs()
-    proc.train(c, 7)
+    proc.advance(c, 7)
     proc.reset(1)
-    proc.train(c, 5)
+    proc.advance(c, 5)
     assert proc.student_steps == 12 and proc.step == 5
     assert proc.data.x_train.device == proc.device
     x, y = proc.batch(0)
@@ -137,21 +139,36 @@ def test_student_steps_are_counted_and_data_on_device():
 def test_student_step_is_pure():
     proc = small_process()
     proc.reset(0)
-    params = {k: v.clone() for k, v in proc.params.items()}
-    state = OptState(proc.velocity, proc.buffers, 0)
-    new, new_state, stats = proc.student_step(
-        proc.params, state, proc.batch(0), proc.family.default_coeffs()
-    )
-    for k in params:
-        torch.testing.assert_close(proc.params[k], params[k], rtol=0, atol=0)
-        assert not torch.equal(new[k], params[k])
+    before = proc.state.clone()
+    new_state, stats = proc.student_step(proc.state, proc.batch(0), proc.family.default_coeffs())
+    assert isinstance(new_state, StudentState) and proc.state.step == 0
+    for k in before.params:
+        torch.testing.assert_close(proc.params[k], before.params[k], rtol=0, atol=0)
+        assert not torch.equal(new_state.params[k], before.params[k])
+    for k in before.buffers:  # BatchNorm statistics are updated on a copy
+        torch.testing.assert_close(proc.buffers[k], before.buffers[k], rtol=0, atol=0)
     assert new_state.step == 1 and torch.isfinite(stats.loss)
+
+
+def test_student_state_is_a_stackable_pytree():
+    """StudentState is a pytree: torch.func can map over it and states stack leaf by leaf."""
+    from torch.utils._pytree import tree_flatten, tree_map
+
+    proc = small_process()
+    proc.reset(0)
+    leaves, _ = tree_flatten(proc.state)
+    n = len(proc.params) + len(proc.velocity) + len(proc.buffers) + 1
+    assert len(leaves) == n and leaves[-1] == 0
+    stacked = tree_map(lambda *xs: torch.stack(xs) if torch.is_tensor(xs[0]) else xs, proc.state,
+                       proc.state.clone())  # fmt: skip
+    assert isinstance(stacked, StudentState)
+    assert all(v.shape[0] == 2 for v in stacked.params.values())
 
 
 def test_evaluate_and_dev_objectives():
     proc = small_process()
     proc.reset(0)
-    proc.train(proc.family.default_coeffs(), 30)
+    proc.advance(proc.family.default_coeffs(), 30)
     m = proc.evaluate("test")
     assert 0.0 <= m["error"] <= 1.0 and m["error"] == pytest.approx(1 - m["accuracy"])
     for kind in ("ce", "smooth-error", "expected-error"):
@@ -179,7 +196,7 @@ def test_missing_data_root_says_how_to_get_data(tmp_path):
 def test_float64_process_and_cached_dataset_is_not_mutated():
     proc = small_process(dtype=torch.float64)
     proc.reset(0)
-    proc.train(proc.family.default_coeffs(torch.float64), 3)
+    proc.advance(proc.family.default_coeffs(torch.float64), 3)
     assert proc.params[next(iter(proc.params))].dtype == torch.float64
     assert load_dataset("mnist5k").x_train.dtype == torch.float32
 
@@ -191,12 +208,12 @@ def test_adopt_makes_an_outside_unroll_the_student_like_train():
     a.reset(2)
     b.reset(2)
     c = a.family.default_coeffs()
-    a.train(c, 7)
-    params, opt_state, stats = b.params, OptState(b.velocity, b.buffers, b.step), []
+    a.advance(c, 7)
+    state, stats = b.state, []
     for _ in range(7):
-        params, opt_state, s = b.student_step(params, opt_state, b.batch(opt_state.step), c)
+        state, s = b.student_step(state, b.batch(state.step), c)
         stats.append(s)
-    b.adopt(params, opt_state, c, stats)
+    b.adopt(state, c, stats)
     assert b.step == a.step == 7 and b.student_steps == a.student_steps == 7
     for k in a.params:
         torch.testing.assert_close(b.params[k], a.params[k])
@@ -205,4 +222,28 @@ def test_adopt_makes_an_outside_unroll_the_student_like_train():
         torch.testing.assert_close(b.last_interval[key].double(), a.last_interval[key].double())
     torch.testing.assert_close(b.dev_subset_metrics()[1], a.dev_subset_metrics()[1])
     with pytest.raises(ValueError, match="at least one step"):
-        b.adopt(params, opt_state, c, [])
+        b.adopt(state, c, [])
+
+
+def test_observe_keeps_the_best_dev_accuracy_through_a_drop():
+    """observe() is the one reader of the metrics and the one writer of best_dev_accuracy: a
+    later, worse student (here the initial one, restored) does not lower it."""
+    proc = small_process()
+    proc.reset(0)
+    start = proc.state.clone()
+    first = proc.observe()
+    assert first["best_dev_accuracy"] == first["dev_accuracy"]
+    assert math.isnan(first["train_loss"]) and first["student_steps"] == 0
+    proc.advance(proc.family.default_coeffs(), 60)
+    trained = proc.observe()
+    assert trained["dev_accuracy"] > first["dev_accuracy"]  # the premise: it learned
+    assert trained["best_dev_accuracy"] == trained["dev_accuracy"]
+    assert trained["train_loss"] == pytest.approx(float(proc.last_interval["train_ce"]))
+    assert trained["student_steps"] == 60 and not trained["diverged"]
+    proc.restore(start)
+    again = proc.observe(torch.arange(3.0))
+    assert again["dev_accuracy"] == first["dev_accuracy"]
+    assert again["best_dev_accuracy"] == trained["dev_accuracy"]
+    assert again["features"].tolist() == [0.0, 1.0, 2.0]
+    proc.reset(1)  # a new episode starts from scratch
+    assert proc.observe()["best_dev_accuracy"] == proc.observe()["dev_accuracy"]

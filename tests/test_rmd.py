@@ -58,7 +58,7 @@ def unrolled_grad(proc: TeachingProcess, coeffs: torch.Tensor, objective: str) -
     """dM/dcoeffs by plain autograd through the differentiable path of the process."""
     leaf = coeffs.clone().requires_grad_(True)
     for row in leaf:
-        proc.train(row, INTERVAL, differentiable=True)
+        proc.advance(row, INTERVAL, differentiable=True)
     (grad,) = torch.autograd.grad(proc.dev_objective(kind=objective), leaf)
     return grad
 
@@ -89,7 +89,7 @@ def test_matches_central_finite_differences(every):
     def objective(c: torch.Tensor) -> float:
         proc = make_process()
         for row in c:
-            proc.train(row, INTERVAL)
+            proc.advance(row, INTERVAL)
         return float(proc.dev_objective(kind="ce"))
 
     g = torch.Generator().manual_seed(7)
@@ -125,31 +125,28 @@ def test_checkpoints_are_clones_and_memory_modes_differ():
     proc = make_process()
     coeffs = coeff_schedule(proc.family)
     full, sparse = rmd.Tape(1), rmd.Tape(4)
-    with rmd.recording(proc, full):
-        for row in coeffs:
-            proc.train(row, INTERVAL)
+    for row in coeffs:
+        proc.advance(row, INTERVAL, tape=full)
     live = {p.data_ptr() for p in proc.params.values()}
     stored = {p.data_ptr() for w, _ in full.checkpoints.values() for p in w.values()}
     assert not live & stored
     assert len(full.checkpoints) == STEPS and full.steps == STEPS
     proc2 = make_process()
-    with rmd.recording(proc2, sparse):
-        for row in coeffs:
-            proc2.train(row, INTERVAL)
+    for row in coeffs:
+        proc2.advance(row, INTERVAL, tape=sparse)
     assert len(sparse.checkpoints) == STEPS // 4
     assert sparse.nbytes() < full.nbytes()
-    # the hook is removed on exit: later training records nothing
-    proc.train(coeffs[0], 1)
-    assert full.steps == STEPS and proc.on_step is None
+    # the tape is passed per call, not attached: later training records nothing
+    proc.advance(coeffs[0], 1)
+    assert full.steps == STEPS and not hasattr(proc, "on_step")
 
 
 def test_in_place_change_after_recording_does_not_reach_the_tape():
     coeffs = coeff_schedule(make_process().family)
     ref = rmd.hypergradient(make_process(), coeffs, INTERVAL).coeff_grads
     proc, tape = make_process(), rmd.Tape(1)
-    with rmd.recording(proc, tape):
-        for row in coeffs:
-            proc.train(row, INTERVAL)
+    for row in coeffs:
+        proc.advance(row, INTERVAL, tape=tape)
     first = tape.checkpoints[0][0]
     snapshot = {k: v.clone() for k, v in first.items()}
     for p in proc.params.values():  # an in-place update of the live weights
@@ -168,12 +165,12 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"\(K, d\)"):
         rmd.hypergradient(proc, proc.family.default_coeffs(torch.float64), INTERVAL)
     tape = rmd.Tape()
-    with rmd.recording(proc, tape):
-        proc.train(proc.family.default_coeffs(torch.float64), 2)
+    proc.advance(proc.family.default_coeffs(torch.float64), 2, tape=tape)
     with pytest.raises(ValueError, match="dev objective"):
         rmd.reverse(proc, tape, objective="accuracy")
-    proc.train(proc.family.default_coeffs(torch.float64), 1)  # outside the tape
+    proc.advance(proc.family.default_coeffs(torch.float64), 1)  # outside the tape
     with pytest.raises(RuntimeError, match="tape ends at step"):
         rmd.reverse(proc, tape)
-    with rmd.recording(proc, rmd.Tape()), pytest.raises(RuntimeError, match="nested"):
-        rmd.recording(proc, rmd.Tape()).__enter__()
+    # a tape that missed steps (the process trained without it in between) refuses to record on
+    with pytest.raises(RuntimeError, match="tape expected step 2, got 3"):
+        proc.advance(proc.family.default_coeffs(torch.float64), 1, tape=tape)
