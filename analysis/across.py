@@ -230,6 +230,10 @@ def print_across(table: pd.DataFrame, settings: Sequence[str], baseline: str = B
     Console(width=None if sys.stdout.isatty() else 160).print(out)
 
 
+OFF_SCALE_SCORE = -2.0
+"""scores below this (three times CE's error) are written in, not drawn, in the IQM panel"""
+
+
 def plot_across(table: pd.DataFrame, path: str | Path, baseline: str = BASELINE) -> Path:
     """Two panels at the largest common budget: IQM score and P(improvement over CE), 95% CIs."""
     import matplotlib
@@ -249,6 +253,23 @@ def plot_across(table: pd.DataFrame, path: str | Path, baseline: str = BASELINE)
         err = np.vstack([mean - top[lo].to_numpy(float), top[hi].to_numpy(float) - mean])
         ax.errorbar(mean, y, xerr=np.nan_to_num(err), fmt="o", capsize=4)
         ax.axvline(ref, color="grey", linestyle="--", linewidth=1)
+        if col == "iqm_score":  # a teacher far below the rest (random) would squash the scale
+            floor = OFF_SCALE_SCORE
+            low = top[lo].to_numpy(float)
+            if (mean < floor).any() and (mean >= floor).any():
+                shown = low[mean >= floor]
+                ax.set_xlim(left=min(float(np.nanmin(shown)), ref) - 0.05)
+                for yi, m in zip(y[mean < floor], mean[mean < floor], strict=True):
+                    ax.annotate(
+                        f"\u2190 {m:+.2f} (off scale)",
+                        (0, yi),
+                        xycoords=("axes fraction", "data"),
+                        xytext=(4, 0),
+                        textcoords="offset points",
+                        va="center",
+                        fontsize=9,
+                        color="grey",
+                    )
         ax.set_yticks(y, top["teacher"])
         ax.invert_yaxis()
         ax.set_xlabel(label)

@@ -98,3 +98,29 @@ def test_table_and_plot_across_two_result_directories(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["plot", *dirs])
     assert exit_.value.code == 2 and "--across-out" in capsys.readouterr().err
+
+
+def test_a_far_off_teacher_does_not_squash_the_iqm_panel(tmp_path):
+    """A teacher ten times CE's error (like `random`) is written in, and the axis keeps the rest
+    readable."""
+    rows = synthetic()
+    far = rows[rows["teacher"] == "ce"].assign(teacher="random")
+    far["test_error"] *= 10
+    table = across_settings(pd.concat([rows, far], ignore_index=True))
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kw):
+        captured["fig"] = fig
+        return real_savefig(fig, *args, **kw)
+
+    plt.Figure.savefig = keep
+    try:
+        across.plot_across(table, tmp_path / "a.png")
+    finally:
+        plt.Figure.savefig = real_savefig
+    iqm_axis = captured["fig"].axes[0]
+    assert iqm_axis.get_xlim()[0] > across.OFF_SCALE_SCORE
+    assert any("off scale" in t.get_text() for t in iqm_axis.texts)
