@@ -75,6 +75,9 @@ class Protocol:
         return dataclasses.asdict(self)
 
 
+LARGE_MARGIN_MNIST = {"margin": 4, "beta0": 1000.0, "gamma": 0.12, "power": 1.0, "beta_min": 0.0}
+"""L-Softmax as both protocols run it: m = 4, beta annealed 1000 (1 + 0.12 t)^-1 down to 0"""
+
 PAPER = Protocol(
     name="paper",
     version="paper-2",
@@ -93,13 +96,7 @@ PAPER = Protocol(
     teachers={
         "ce": {},
         "label-smoothing": {"epsilon": 0.1},
-        "large-margin": {
-            "margin": 4,
-            "beta0": 1000.0,
-            "gamma": 0.12,
-            "power": 1.0,
-            "beta_min": 0.0,
-        },
+        "large-margin": LARGE_MARGIN_MNIST,
         "l2t-dlf": {
             "form": "attention",
             "memory": 8,
@@ -153,13 +150,7 @@ DEMO = Protocol(
     teachers={
         "ce": {},
         "label-smoothing": {"epsilon": 0.1},
-        "large-margin": {
-            "margin": 4,
-            "beta0": 1000.0,
-            "gamma": 0.12,
-            "power": 1.0,
-            "beta_min": 0.0,
-        },
+        "large-margin": LARGE_MARGIN_MNIST,
         "l2t-dlf": {"teacher_lr": 0.01, "objective": "smooth-error", "sharpness": 50.0},
     },
     batch_size=20,

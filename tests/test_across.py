@@ -100,7 +100,7 @@ def test_table_and_plot_across_two_result_directories(tmp_path, capsys):
     assert exit_.value.code == 2 and "--across-out" in capsys.readouterr().err
 
 
-def test_a_far_off_teacher_does_not_squash_the_iqm_panel(tmp_path):
+def test_a_far_off_teacher_does_not_squash_the_iqm_panel(tmp_path, monkeypatch):
     """A teacher ten times CE's error (like `random`) is written in, and the axis keeps the rest
     readable."""
     rows = synthetic()
@@ -116,11 +116,8 @@ def test_a_far_off_teacher_does_not_squash_the_iqm_panel(tmp_path):
         captured["fig"] = fig
         return real_savefig(fig, *args, **kw)
 
-    plt.Figure.savefig = keep
-    try:
-        across.plot_across(table, tmp_path / "a.png")
-    finally:
-        plt.Figure.savefig = real_savefig
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    across.plot_across(table, tmp_path / "a.png")
     iqm_axis = captured["fig"].axes[0]
     assert iqm_axis.get_xlim()[0] > across.OFF_SCALE_SCORE
     assert any("off scale" in t.get_text() for t in iqm_axis.texts)
