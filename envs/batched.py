@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
-from envs.process import STATS_WINDOW, StudentState, TeachingProcess
+from envs.process import STATS_WINDOW, StateViews, StudentState, TeachingProcess
 from students.models import init_student
 from students.optim import Tensors, sgd_step
 
@@ -38,7 +38,7 @@ ORDER_SEED_OFFSET = 1_000_003
 """the data-order generator of a student with seed s is seeded with s + this (as TeachingProcess)"""
 
 
-class BatchedTeachingProcess:
+class BatchedTeachingProcess(StateViews):
     """N students trained by momentum SGD, each under its own loss coefficients, in one batch.
 
     Args:
@@ -342,19 +342,6 @@ class BatchedTeachingProcess:
         loss, acc = self._metrics(*self.data.split(split))
         loss, acc = torch.stack([loss, acc]).cpu().double().numpy()
         return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
-
-    # read-only views of the stacked state (the tensors are updated in place by train)
-    @property
-    def params(self) -> Tensors:
-        return self.state.params
-
-    @property
-    def velocity(self) -> Tensors:
-        return self.state.velocity
-
-    @property
-    def buffers(self) -> Tensors:
-        return self.state.buffers
 
     @property
     def steps(self) -> np.ndarray:

@@ -74,7 +74,26 @@ class StepStats(NamedTuple):
     correct: torch.Tensor
 
 
-class TeachingProcess:
+class StateViews:
+    """Read-only views of a process's ``state`` (a :class:`StudentState`, stacked or not), for
+    the many call sites that read one part of it; only the process replaces ``state``."""
+
+    state: StudentState
+
+    @property
+    def params(self) -> Tensors:
+        return self.state.params
+
+    @property
+    def velocity(self) -> Tensors:
+        return self.state.velocity
+
+    @property
+    def buffers(self) -> Tensors:
+        return self.state.buffers
+
+
+class TeachingProcess(StateViews):
     """A student trained by momentum SGD under a loss family whose coefficients come from outside.
 
     Args:
@@ -492,19 +511,6 @@ class TeachingProcess:
         self._require_reset()
         self.state = state.detached()
         self._dev_cache = None
-
-    # read-only views of the state, for the many call sites that read one part of it
-    @property
-    def params(self) -> Tensors:
-        return self.state.params
-
-    @property
-    def velocity(self) -> Tensors:
-        return self.state.velocity
-
-    @property
-    def buffers(self) -> Tensors:
-        return self.state.buffers
 
     @property
     def step(self) -> int:
