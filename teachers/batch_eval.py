@@ -5,8 +5,9 @@
 rounding between the batched and the single student step), but the students train together in
 one vmapped step. The teacher acts on each student's observation in turn, so this is for teachers
 whose action depends on the observation alone (fixed losses, L2T-DLF, REINFORCE, PPO, A2C);
-``random`` draws its actions from one stream across the batch, and a teacher with its own
-episode loop (L2T-DLN) is refused.
+``random`` draws its actions from one stream across the batch, and a teacher whose action reads
+the student it is bound to (L2T-DLN's look-ahead; ``Teacher.acts_on_observation`` False) is
+refused.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from teachers.base import EnvSpec, EpisodeResult, Teacher
 
 def teach_batch(teacher: Teacher, spec: EnvSpec, seeds: Sequence[int]) -> list[EpisodeResult]:
     """One fresh student per seed, all taught at once; see the module docstring."""
-    if type(teacher).teach is not Teacher.teach:
+    if not teacher.acts_on_observation or type(teacher).teach is not Teacher.teach:
         raise ValueError(
-            f"teacher {teacher.name!r} runs its own episode loop; teach its students one at a "
-            "time with teacher.teach(spec, seed)"
+            f"teacher {teacher.name!r} acts on the one student it is bound to, not on an "
+            "observation; teach its students one at a time with teacher.teach(spec, seed)"
         )
     if len(seeds) < 1:
         raise ValueError("teach_batch needs at least one seed")

@@ -30,8 +30,11 @@ Where we differ from the released code (each a documented choice, see ``DLNConfi
   steps on mnist5k/mlp for two of three Kaiming seeds), and a 600-step run at the official
   alpha = 1e-3 cannot move phi far enough to undo it;
 * the last LSTM cell starts at zero, so Delta = 0 until psi has learned (``identity_start``);
-* K = 10 look-ahead steps of batch 64 by default (official: 15 of batch 25), so that iterations
-  tile the env's 50-step intervals.
+* K = 10 look-ahead steps of batch 64 by default (official: 15 of batch 25). The teacher acts
+  every K student steps, so it runs on the spec's env with ``interval = K`` (:meth:`spec_for`;
+  the episode length, the cosine schedule and the student are unchanged): a taught episode is
+  the env's own loop (``Teacher.rollout``) with :meth:`act` doing stages 1-2, and its records
+  have a row every K steps instead of every spec interval.
 
 Measured (results/l2t_dln/README.md, mnist5k/mlp, 5 seeds, equal 4,800-step budgets): no gain
 over plain cross-entropy (dev error +0.74 +- 0.72 points, test +0.00 +- 0.46, paired 95% CIs),
@@ -46,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -60,7 +62,7 @@ from envs.losses import DynamicLossNetwork
 from envs.process import StepStats, StudentState, TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
-from teachers.base import EnvSpec, EpisodeResult, FitRun, SeedPlan, Teacher, final_metrics
+from teachers.base import EnvSpec, FitRun, SeedPlan, Teacher
 
 WARM_STARTS = ("bce", "none")
 
@@ -70,8 +72,8 @@ class DLNConfig:
     """The L2T-DLN teacher's configuration (= its constructor's keyword arguments)."""
 
     lookahead: int = 10
-    """K, student SGD steps per teacher iteration (official: 15); an iteration never crosses an
-    env interval, so the last one of an interval may be shorter"""
+    """K, student SGD steps per teacher iteration (official: 15) and the interval of the env the
+    teacher acts on, so it must divide the episode length (horizon x interval)"""
     dln_step: float = 1e-3
     """alpha in phi_{t+1} = phi_t - alpha Delta_t, |Delta| < 1 (official 1e-3). At 1e-2, after a
     2,400-step fit, the next student ended at 97.1% dev error (seed 1; seed 2: 6.7%), at 1e-3 at
@@ -264,6 +266,7 @@ class L2TDLNTeacher(Teacher):
 
     name = "l2t-dln"
     family = "dln"
+    acts_on_observation = False  # act looks ahead from the bound student (begin_episode)
 
     def __init__(self, **config: Any) -> None:
         self.cfg = DLNConfig(**config)
@@ -279,12 +282,21 @@ class L2TDLNTeacher(Teacher):
         self.phi: torch.Tensor | None = None
         self.memory: LSTMState | None = None
         self._family: DynamicLossNetwork | None = None
+        self._process: TeachingProcess | None = None
 
     # -- spec and episode state ---------------------------------------------------------------
     def spec_for(self, spec: EnvSpec) -> EnvSpec:
-        """The spec with the ``dln`` family, its Kaiming seed and our wider action box."""
+        """The spec with the ``dln`` family (its Kaiming seed and our wider action box) and an
+        env step of K student steps: the teacher decides once per iteration. The episode keeps
+        its length, so the student's schedule and data order are the spec's."""
+        k, steps = self.cfg.lookahead, spec.episode_steps
+        if steps % k:
+            raise ValueError(
+                f"l2t-dln acts every lookahead={k} student steps, which must divide the episode "
+                f"length horizon x interval = {spec.horizon} x {spec.interval} = {steps}"
+            )
         kwargs = {"init_seed": self.cfg.dln_init_seed, "action_range": self.cfg.action_range}
-        return spec.replace(loss="dln", loss_kwargs=kwargs)
+        return spec.replace(loss="dln", loss_kwargs=kwargs, interval=k, horizon=steps // k)
 
     def initial_coeffs(self, family: DynamicLossNetwork, dtype, device) -> torch.Tensor:
         """phi_0: the warm start or the family's Kaiming draw."""
@@ -295,7 +307,9 @@ class L2TDLNTeacher(Teacher):
         return phi.to(dtype=dtype, device=device)
 
     def begin_episode(self, env) -> None:
-        self.start_run(env.unwrapped.process)
+        """A taught episode starts: bind the env's student (act reads it) and reset phi, (h, c)."""
+        self._process = env.unwrapped.process
+        self.start_run(self._process)
 
     def start_run(self, process: TeachingProcess) -> None:
         """A new student run: phi back to phi_0, the LSTM's memory to zero (psi is kept)."""
@@ -305,12 +319,19 @@ class L2TDLNTeacher(Teacher):
         self.memory = self.lstm.initial_state(self._family.dim, process.dtype, process.device)
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        """The current DLN as an action of the env's family (clipped to its box); the DLN only
-        changes inside :meth:`fit` and :meth:`teach`, where the look-ahead can be computed."""
-        if self._family is None or self.phi is None:
+        """One iteration's stages 1-2 with psi frozen: look ahead K steps from the bound env's
+        student, move phi, and return the new DLN as the env's action for the next K steps.
+
+        The teacher's input is the loss state (the validation gradient of phi), not the
+        observation: ``act`` reads the student the last :meth:`begin_episode` bound, and each
+        call is one teacher iteration (K look-ahead steps, counted in ``student_steps``). The
+        action is float64 so that the env maps it back to exactly this phi (a float32 action
+        would round the DLN at every iteration)."""
+        if self._family is None or self.phi is None or self._process is None:
             raise RuntimeError("L2TDLNTeacher.act: call begin_episode(env) first")
-        action = self._family.coeffs_to_action(self.phi).clamp(-1.0, 1.0)
-        return action.numpy().astype(np.float32)
+        phi_next, _ = self.update_dln(self._process, self.cfg.lookahead, track_psi=False)
+        self.phi = phi_next.detach()
+        return self._family.coeffs_to_action(self.phi).clamp(-1.0, 1.0).numpy()
 
     # -- stages 1 and 2 -----------------------------------------------------------------------
     def _extra(self, process: TeachingProcess) -> torch.Tensor | None:
@@ -340,16 +361,15 @@ class L2TDLNTeacher(Teacher):
         """Train psi online (stages 1-3 every K steps) over fresh students of
         ``spec.episode_steps`` steps until the budget is spent (an iteration costs 2K; one that
         would overrun the budget is not started), or a callback stops it after an iteration."""
-        spec, budget = run.spec, run.budget
+        spec, budget, k = run.spec, run.budget, self.cfg.lookahead
         env = spec.make_env()
         process = env.unwrapped.process
         spent, episodes = 0, 0
-        while not run.stopped and spent + 2 * min(self.cfg.lookahead, spec.interval) <= budget:
+        while not run.stopped and spent + 2 * k <= budget:
             env.reset(seed=run.seeds.nth(episodes))
             self.begin_episode(env)
             first = process.student_steps
             while process.step < spec.episode_steps:
-                k = self._iteration_length(process.step, spec.interval)
                 if spent + (process.student_steps - first) + 2 * k > budget:
                     break
                 row = self._fit_iteration(process, k)
@@ -358,13 +378,7 @@ class L2TDLNTeacher(Teacher):
                     break
             spent += process.student_steps - first
             episodes += 1
-            if process.student_steps == first:  # budget too small for one more iteration
-                break
         run.report.student_steps, run.report.episodes = spent, episodes
-
-    def _iteration_length(self, step: int, interval: int) -> int:
-        """K, shortened so that an iteration ends on an env-interval boundary."""
-        return min(self.cfg.lookahead, interval - step % interval)
 
     @torch.enable_grad()
     def _fit_iteration(self, process: TeachingProcess, k: int) -> dict:
@@ -392,60 +406,6 @@ class L2TDLNTeacher(Teacher):
             "max_abs_delta": delta,
             "diverged": not ok,
         }
-
-    # -- teach: psi frozen, the DLN still updated online --------------------------------------
-    def teach(self, spec: EnvSpec, seed: int, *, env=None) -> EpisodeResult:
-        """One fresh student of ``spec.episode_steps`` steps; every K steps the frozen teacher
-        moves the DLN (stages 1-2), then the student takes K fast steps under it. Rows per env
-        interval carry the keys of :meth:`Teacher.teach`; ``coeffs[t]`` is the full DLN (5,000
-        float32, 20 kB: cheap enough to keep whole) in force from interval t's first step, i.e.
-        after its first update (it moves by <= alpha every K steps after that)."""
-        env = env or self.spec_for(spec).make_env()
-        start = time.perf_counter()
-        _, info = env.reset(seed=seed)
-        self.begin_episode(env)
-        process = env.unwrapped.process
-        rows, coeffs = [{"t": 0, "reward": 0.0, **info}], []
-        prev = info
-        for t in range(1, spec.horizon + 1):
-            sums: list[dict] = []
-            end = t * spec.interval
-            while process.step < end:
-                k = self._iteration_length(process.step, spec.interval)
-                phi_next, _ = self.update_dln(process, k, track_psi=False)
-                self.phi = phi_next.detach()
-                if not sums:  # the DLN in force from the interval's first step on
-                    coeffs.append(self.phi.float().cpu().numpy())
-                sums.append({"steps": k, **process.advance(self.phi, k)})
-            info = self._interval_info(env, sums)
-            if info["diverged"]:
-                rows.append({"t": t, "reward": env.divergence_penalty, **info})
-                break
-            reward = float(env.reward_fn(prev, info, t == spec.horizon))
-            rows.append({"t": t, "reward": reward, **info})
-            prev = info
-        return EpisodeResult(seed, rows, coeffs, final_metrics(env, start, info["diverged"]))
-
-    @staticmethod
-    def _interval_info(env, parts: list[dict]) -> dict:
-        """The env's info metrics (``process.observe``) for an interval trained in several
-        pieces, with the train metrics step-weighted over the pieces as if trained in one;
-        read from the device in one transfer."""
-        process = env.unwrapped.process
-        weights = torch.tensor([p["steps"] for p in parts], dtype=torch.float64)
-        weights = (weights / weights.sum()).to(process.device)
-
-        def mean(key: str) -> torch.Tensor:  # step-weighted, as if trained in one piece
-            return (torch.stack([p[key] for p in parts]).double() * weights).sum()
-
-        info = process.observe(
-            torch.stack([mean(k) for k in ("train_ce", "train_accuracy", "loss")])
-        )
-        info["train_loss"], info["train_accuracy"], info["family_loss"] = info.pop(
-            "features"
-        ).tolist()
-        info["termination_reason"] = "non-finite loss" if info["diverged"] else ""
-        return info
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

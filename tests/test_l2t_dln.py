@@ -246,15 +246,16 @@ def test_fit_respects_the_budget_and_resets_each_run():
         teacher.fit(spec, -1)
 
 
-def test_teach_rows_match_the_base_teacher_and_act_expresses_the_dln():
-    spec = tiny_spec()
+def test_teach_is_the_env_loop_with_a_row_every_k_steps_and_act_expresses_the_dln():
+    spec = tiny_spec()  # 20-step episodes
     teacher = L2TDLNTeacher(lookahead=4, identity_start=False)  # moves phi from the start
+    assert (teacher.spec_for(spec).interval, teacher.spec_for(spec).horizon) == (4, 5)
     with torch.no_grad():  # a runner may teach under no_grad; the look-ahead still differentiates
         result = teacher.teach(spec, seed=3)
     base = make_teacher("ce").teach(spec, seed=3)
-    assert [set(r) for r in result.steps] == [set(r) for r in base.steps]
-    assert [r["student_steps"] for r in result.steps] == [0, 10, 20]
-    assert len(result.coeffs) == spec.horizon and result.coeffs[0].shape == (5000,)
+    assert [set(r) for r in result.steps] == [set(base.steps[0])] + [set(base.steps[1])] * 5
+    assert [r["student_steps"] for r in result.steps] == [0, 4, 8, 12, 16, 20]
+    assert len(result.coeffs) == 5 and result.coeffs[0].shape == (5000,)
     assert not np.array_equal(result.coeffs[0], result.coeffs[1])
     assert result.final["student_steps"] == spec.episode_steps and not result.final["diverged"]
     assert np.isclose(
@@ -262,10 +263,39 @@ def test_teach_rows_match_the_base_teacher_and_act_expresses_the_dln():
         result.steps[-1]["dev_accuracy"] - result.steps[0]["dev_accuracy"],
     )
     env = teacher.spec_for(spec).make_env()
+    env.reset(seed=0)
+    teacher.begin_episode(env)
+    steps_before = env.unwrapped.process.student_steps
     action = teacher.act(np.zeros(12, np.float32))
-    assert action.shape == (5000,) and action.dtype == np.float32 and np.abs(action).max() <= 1
-    back = env.family.action_to_coeffs(action).float()
-    torch.testing.assert_close(back, teacher.phi.float(), atol=1e-5, rtol=0)
+    assert env.unwrapped.process.student_steps == steps_before + 4  # the look-ahead is counted
+    assert action.shape == (5000,) and np.abs(action).max() <= 1
+    back = env.unwrapped.family.action_to_coeffs(action).to(teacher.phi.dtype)
+    assert torch.equal(back, teacher.phi)  # float64 action: the env gets exactly this DLN
+
+
+def test_teach_equals_the_explicit_iteration_loop_on_the_specs_own_intervals():
+    """The env loop (interval K) trains the same student as K-step pieces of an env with the
+    spec's interval: update the DLN, advance K steps, and so on (the pre-refactor loop)."""
+    spec = tiny_spec()  # interval 10, K = 5: two iterations per spec interval
+    teacher = L2TDLNTeacher(lookahead=5, identity_start=False)
+    taught = teacher.teach(spec, seed=2)
+    env = spec.replace(loss="dln", loss_kwargs=teacher.spec_for(spec).loss_kwargs).make_env()
+    env.reset(seed=2)
+    teacher.start_run(env.unwrapped.process)
+    process = env.unwrapped.process
+    while process.step < spec.episode_steps:
+        phi, _ = teacher.update_dln(process, 5, track_psi=False)
+        teacher.phi = phi.detach()
+        process.advance(teacher.phi, 5)
+    test = process.evaluate("test")
+    assert (test["loss"], test["error"]) == (taught.final["test_loss"], taught.final["test_error"])
+
+
+def test_lookahead_must_divide_the_episode():
+    with pytest.raises(ValueError, match="must divide the episode length"):
+        L2TDLNTeacher(lookahead=3).spec_for(tiny_spec())
+    with pytest.raises(RuntimeError, match="begin_episode"):
+        L2TDLNTeacher().act(np.zeros(12, np.float32))
 
 
 def test_save_load_round_trip_replays_teaching(tmp_path):
