@@ -38,8 +38,9 @@ from analysis.cli_checks import (
     reference_section,
     spec_knobs,
 )
-from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli
+from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli, run_pending_ray
 from analysis.records import RecordStore, unit_id
+from analysis.reference import DEMO_REFERENCE
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
 from students.corruption import check_corruption
 from teachers.base import EnvSpec
@@ -55,12 +56,12 @@ DEMO_TEACHERS = (
     "ppo",
 )
 """the default comparison on mnist5k with 40% symmetric label noise: every kind of teacher
-(fixed, gradient, RL) in ~5 minutes on 2 cores. Left out for time: `l2t-dln` (42% of the
-demo's time when it was in; the same setting and budgets are in results/noisy), `a2c` (SB3 like
-`ppo`), `large-margin` (a fixed loss of the full-MNIST protocols)"""
+(fixed, gradient, RL) in ~5 minutes on 2 cores. Left out for time: `l2t-dln` (the slowest to
+fit and to teach; the same setting and budgets are in results/noisy), `a2c` (SB3 like `ppo`),
+`large-margin` (a fixed loss of the full-MNIST protocols)"""
 DEMO_LABEL_NOISE = 0.4
-"""a setting where the loss matters: clean mnist5k leaves CE near its ceiling (results/demo
-before issue 11: no teacher but label smoothing told apart from CE)"""
+"""a setting where the loss matters: on clean mnist5k CE is near its ceiling (results/clean: no
+teacher but label smoothing below CE's test error)"""
 DEMO_TEACHER_CONFIGS = {
     "ce": {"lr": 0.003},
     "label-smoothing": {"lr": 0.003},
@@ -70,8 +71,6 @@ DEMO_TEACHER_CONFIGS = {
 gce's is the env's 0.1); `fixed` is plain CE at the env's lr 0.1, the lr learned teachers use"""
 DEMO_OUT = "runs/demo"
 """where `make demo` computes (git-ignored), apart from the committed reference"""
-DEMO_REFERENCE = "results/demo"
-"""the committed demo results a fresh `make demo` is compared against"""
 DEMO_MINUTES = "~5 min"
 """what `make demo` takes on 2 CPU cores (211 s for the committed run; README, report.md)"""
 DEMO_SEEDS = 5
@@ -315,14 +314,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo" and not set(map(lambda u: unit_id(*u), grid.units())) - before:
         print(f"l2t demo: every unit is already in {args.out}; remove it to recompute")
     try:
-        run_pending(
-            grid,
-            store,
-            progress=not args.quiet,
-            workers=args.workers,
-            threads=args.threads,
-            ray=ray,
-        )
+        if ray is not None:
+            run_pending_ray(grid, store, ray, progress=not args.quiet)
+        else:
+            run_pending(
+                grid, store, progress=not args.quiet, workers=args.workers, threads=args.threads
+            )
     except RayBackendError as err:  # no cluster, or storage it cannot share: before any unit
         parser.error(str(err))
     except UnitsFailed as err:

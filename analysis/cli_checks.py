@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from analysis.reference import DEMO_REFERENCE
 from analysis.repro import deterministic
 from teachers.base import EnvSpec
 
@@ -144,9 +145,7 @@ def check_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a directory")
-    from analysis.cli import DEMO_REFERENCE  # the demo's default may be absent (a bare copy)
-
-    reference = getattr(args, "reference", None)
+    reference = getattr(args, "reference", None)  # the demo's default may be absent (a bare copy)
     if reference not in (None, DEMO_REFERENCE) and not (Path(reference) / "config.json").exists():
         parser.error(f"--reference {reference}: not a results directory (no config.json)")
     root = getattr(args, "data_root", None)

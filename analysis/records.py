@@ -178,13 +178,6 @@ class RecordStore:
         return json.loads(path.read_text())
 
 
-def read_records(root: str | Path) -> pd.DataFrame:
-    """The records of a results directory, checking it is one."""
-    store = RecordStore(root)
-    store.config()
-    return store.read()
-
-
 def versions() -> dict[str, Any]:
     """What produced the records: interpreter, packages, git commit, machine."""
     out: dict[str, Any] = {

@@ -18,6 +18,8 @@ from analysis.records import FIXED_KEYS, RecordStore
 from analysis.stats import mean_ci
 from analysis.tables import per_seed
 
+DEMO_REFERENCE = "results/demo"
+"""the committed demo results a fresh `make demo` is compared against"""
 TOLERANCE = 0.005
 """|mean test error - reference| per (teacher, budget) that still counts as reproduced: 0.5
 points, the cross-machine drift we saw on the demo (float rounding, not a different method)"""

@@ -5,9 +5,10 @@ the fitting seed), then ``teach`` ``students_per_seed`` fresh students with the 
 record everything as tidy rows (``analysis.records``).
 
 Taught students get seeds ``student_seed_offset + 1000 * seed + j`` with the offset 2**31: above
-the 31-bit range teachers draw their training students from (REINFORCE draws from [0, 2**31 - 1),
-SB3 uses the fitting seed + i), so no taught student was seen in fitting; and equal across teachers, so teacher A and teacher B teach students with the same initial
-weights and data order for the same seed: the paired differences in ``analysis.tables`` use that.
+every seed a fit trains on (``teachers.base.SeedPlan``: its draws lie in [0, 2**31 - 1), its
+numbered students at ``1_000_000 + 10_000 * seed + i``), so no taught student was seen in fitting;
+and equal across teachers, so teacher A and teacher B teach students with the same initial weights
+and data order for the same seed: the paired differences in ``analysis.tables`` use that.
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ import inspect
 import math
 import multiprocessing
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,14 +30,12 @@ from tqdm.auto import tqdm
 
 from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_meta
 from analysis.repro import init_worker
-from envs.losses import LOSSES, unknown_name_error
+from envs.losses import LOSSES
 from students.models import STUDENTS
+from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
 from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
-
-if TYPE_CHECKING:
-    from analysis.ray_backend import RayOptions
 
 STUDENT_SEED_OFFSET = 2**31
 MAX_STUDENTS_PER_SEED = 1000
@@ -153,12 +151,6 @@ def run_unit(
 
         report = teacher.fit(grid.spec, budget, seed=seed, callback=advance)
     fit_wall = time.perf_counter() - start
-    if report.student_steps > budget:
-        warnings.warn(
-            f"teacher {teacher_name!r} spent {report.student_steps} student steps, over its "
-            f"budget of {budget}: its comparison is not at equal budget",
-            stacklevel=2,
-        )
     results = [
         teacher.teach(grid.spec, seed=grid.student_seed(seed, j))
         for j in range(grid.students_per_seed)
@@ -298,19 +290,14 @@ def run_pending(
     progress: bool = True,
     workers: int = 1,
     threads: int = 1,
-    ray: RayOptions | None = None,
 ) -> RecordStore:
     """Run every unit not already complete in `store`, writing each as it finishes.
 
     Units are independent, so ``workers > 1`` runs them in that many processes (spawned, each
     with `threads` torch threads); each worker writes its own unit files, so resuming works the
     same. Results do not depend on `workers`: a unit's seeds fix everything it computes.
-    With `ray` options the units run as Ray tasks instead (``analysis.ray_backend``).
+    ``analysis.ray_backend.run_pending_ray`` runs them as Ray tasks instead.
     """
-    if ray is not None:
-        from analysis.ray_backend import run_pending_ray
-
-        return run_pending_ray(grid, store, ray, progress=progress)
     units = grid.units()
     todo = [u for u in units if not store.is_complete(unit_id(*u))]
     bar = tqdm(total=len(todo), desc="units", unit="unit", disable=not progress)

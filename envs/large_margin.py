@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from envs.losses import LossFamily
+from envs.loss_family import LossFamily
 
 
 def chebyshev(m: int, c: torch.Tensor) -> torch.Tensor:

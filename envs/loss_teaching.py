@@ -9,10 +9,10 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.config import DEFAULTS, DTYPES
-from envs.losses import unknown_name_error
 from envs.process import TeachingProcess
 from envs.rewards import REWARDS, RewardFunction
 from envs.state import STATE_BOUND, DefaultState, StateFunction
+from students.names import unknown_name_error
 from students.optim import SGDConfig
 
 D = DEFAULTS  # every default below is envs/config.py's (one place)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import difflib
 import functools
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -324,9 +325,7 @@ def load_dataset(
     only at the same split_seed. data_root is ignored for mnist5k. The same arguments load from
     disk once per process; the result is then only moved to `device`.
     """
-    if str(name).lower().endswith(".npz"):  # user data: students/user_data.py
-        from students.user_data import load_npz
-
+    if is_npz_path(name):  # user data: load_npz
         return load_npz(name, device=device, dev_size=dev_size, split_seed=split_seed)
     source = _source(name)
     root = None
@@ -416,3 +415,55 @@ def from_tensors(
         test_size=None,
         split_seed=split_seed,
     ).to(device)
+
+
+# -- your own data: an .npz file (students/user_data.py describes it for config.json) -------------
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def is_npz_path(name: object) -> bool:
+    return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(".npz")
+
+
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The four arrays of an .npz file; errors name the file and what is missing."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"dataset file {str(path)!r} not found; an .npz dataset holds arrays {list(NPZ_KEYS)}"
+        )
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"dataset file {str(path)!r} is not a readable .npz (numpy.savez) archive; save one "
+            f"with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
+        )
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in NPZ_KEYS if k not in z.files]
+        if missing:
+            raise ValueError(
+                f"dataset file {str(path)!r} lacks arrays {missing}; it has {z.files}, and an "
+                f".npz dataset needs {list(NPZ_KEYS)} (numpy.savez(path, x_train=..., ...))"
+            )
+        return {k: z[k] for k in NPZ_KEYS}
+
+
+@functools.lru_cache(maxsize=4)
+def _load_npz_cpu(path: str, mtime: float, dev_size: int | None, split_seed: int) -> Splits:
+    arrays = read_npz(path)
+    return from_tensors(**arrays, dev_size=dev_size, split_seed=split_seed, name=path)
+
+
+def load_npz(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dev_size: int | None = None,
+    split_seed: int = 0,
+) -> Splits:
+    """Splits of an .npz file (read once per process and modification time). Its name is the
+    resolved path, so records name the file."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.is_file():
+        read_npz(resolved)  # raises the clear FileNotFoundError
+    cpu = _load_npz_cpu(str(resolved), resolved.stat().st_mtime, dev_size, split_seed)
+    return cpu.to(device)

@@ -6,30 +6,21 @@ It is split and normalised exactly like a named dataset (dev carved from x_train
 ``students.data.from_tensors``). Anywhere a dataset name is accepted (``EnvSpec.dataset``,
 ``TeachingProcess``, ``load_dataset``, ``l2t compare --dataset``) a path ending in ``.npz`` works.
 
-A comparison must say which data it ran on: :func:`describe_dataset` gives the file (resolved
+The file is read by ``students.data.load_npz``, the one loader; this module says what a run was
+given. A comparison must say which data it ran on: :func:`describe_dataset` gives the file (resolved
 path) and its sha256, or for in-memory :class:`~students.data.Splits` their name and a sha256 of
 their tensors, for ``config.json``.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from students.data import DATASETS, Splits, from_tensors
-
-NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def is_npz_path(name: object) -> bool:
-    return isinstance(name, (str, os.PathLike)) and str(name).lower().endswith(".npz")
+from students.data import DATASETS, NPZ_KEYS, Splits, is_npz_path
+from students.names import unknown_name_error
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -51,50 +42,6 @@ def splits_sha256(splits: Splits) -> str:
     return digest.hexdigest()
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The four arrays of an .npz file; errors name the file and what is missing."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"dataset file {str(path)!r} not found; an .npz dataset holds arrays {list(NPZ_KEYS)}"
-        )
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"dataset file {str(path)!r} is not a readable .npz (numpy.savez) archive; save one "
-            f"with numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...)"
-        )
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in NPZ_KEYS if k not in z.files]
-        if missing:
-            raise ValueError(
-                f"dataset file {str(path)!r} lacks arrays {missing}; it has {z.files}, and an "
-                f".npz dataset needs {list(NPZ_KEYS)} (numpy.savez(path, x_train=..., ...))"
-            )
-        return {k: z[k] for k in NPZ_KEYS}
-
-
-@functools.lru_cache(maxsize=4)
-def _load_npz_cpu(path: str, mtime: float, dev_size: int | None, split_seed: int) -> Splits:
-    arrays = read_npz(path)
-    return from_tensors(**arrays, dev_size=dev_size, split_seed=split_seed, name=path)
-
-
-def load_npz(
-    path: str | os.PathLike,
-    *,
-    device: str | torch.device = "cpu",
-    dev_size: int | None = None,
-    split_seed: int = 0,
-) -> Splits:
-    """Splits of an .npz file (read once per process and modification time). Its name is the
-    resolved path, so records name the file."""
-    resolved = Path(path).expanduser().resolve()
-    if not resolved.is_file():
-        read_npz(resolved)  # raises the clear FileNotFoundError
-    cpu = _load_npz_cpu(str(resolved), resolved.stat().st_mtime, dev_size, split_seed)
-    return cpu.to(device)
-
-
 def check_dataset(dataset: object) -> None:
     """Raise a clear ValueError for a dataset that is none of: a registered name, an existing
     .npz path, a Splits (a bad file's contents are checked when it is loaded)."""
@@ -108,8 +55,6 @@ def check_dataset(dataset: object) -> None:
             )
         return
     if dataset not in DATASETS:
-        from envs.losses import unknown_name_error
-
         err = unknown_name_error("dataset", dataset, DATASETS)
         raise ValueError(f"{err} Or pass a path to an .npz file with arrays {list(NPZ_KEYS)}.")
 

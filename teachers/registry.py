@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from envs.losses import unknown_name_error
+from students.names import unknown_name_error
 
 TEACHERS: dict[str, str] = {
     "ce": "teachers.fixed:CrossEntropyTeacher",

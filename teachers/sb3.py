@@ -20,7 +20,7 @@ so that a small budget still completes ``min_updates`` policy updates (PPO's def
 
 Cost: on the default spec (mnist5k, mlp, 12 x 50) a budget of 12,000 student steps (240 env steps,
 20 episodes; PPO 4 rollouts of 60, A2C 48 of 5) fits in 45-50 s on 2 CPU cores shared with other
-jobs (load ~6), nearly all of it student training (/tmp/p5/sanity.py in issue 5's report).
+jobs (load ~6), nearly all of it student training.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ from analysis.ray_backend import (
     UnitsFailed,
     check_address,
     probe_storage,
+    run_pending_ray,
 )
 from analysis.records import COEFF_COLUMNS, COLUMNS, RecordStore
-from analysis.runner import Grid, prepare, run_grid, run_pending
+from analysis.runner import Grid, prepare, run_grid
 from teachers.base import EnvSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_ray_and_local_backends_give_identical_records(ray_address, tmp_path):
     grid = Grid(["ce", "random"], 2, [5], SPEC)
     run_grid(grid, tmp_path / "local", progress=False)
     store = prepare(grid, tmp_path / "ray")
-    run_pending(grid, store, progress=False, ray=RayOptions(cpus_per_unit=2))
+    run_pending_ray(grid, store, RayOptions(cpus_per_unit=2), progress=False)
     local, remote = RecordStore(tmp_path / "local"), RecordStore(tmp_path / "ray")
     assert remote.completed() == local.completed() and len(remote.completed()) == 4
     pd.testing.assert_frame_equal(_canon(remote.read(), KEY), _canon(local.read(), KEY))
@@ -109,14 +110,14 @@ def test_failed_unit_is_reported_and_the_others_finish(ray_address, tmp_path):
     # the teacher file of one unit cannot be written: that unit raises in its worker
     (store.teacher_path("random__b5__s1")).mkdir()
     with pytest.raises(UnitsFailed) as failed:
-        run_pending(grid, store, progress=False, ray=RayOptions())
+        run_pending_ray(grid, store, RayOptions(), progress=False)
     assert list(failed.value.failures) == ["random__b5__s1"]
     assert re.search(r"random__b5__s1: RuntimeError: .*Is a directory", str(failed.value))
     assert store.completed() == {"ce__b5__s0", "ce__b5__s1", "random__b5__s0"}
 
     # fixed, the same command resumes and runs only the failed unit
     store.teacher_path("random__b5__s1").rmdir()
-    run_pending(grid, store, progress=False, ray=RayOptions())
+    run_pending_ray(grid, store, RayOptions(), progress=False)
     assert len(store.completed()) == 4
     assert not store.read().duplicated([*KEY, "wall_time"]).any()
 

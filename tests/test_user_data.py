@@ -10,8 +10,8 @@ import torch
 from analysis.cli import main
 from analysis.records import RecordStore
 from analysis.runner import Grid, run_grid
-from students.data import from_tensors, load_dataset
-from students.user_data import NPZ_KEYS, file_sha256, load_npz
+from students.data import from_tensors, load_dataset, load_npz
+from students.user_data import NPZ_KEYS, file_sha256
 from teachers import TEACHERS, EnvSpec, make_teacher
 
 SMALL = {  # per-teacher configs that keep the networks tiny
