@@ -26,23 +26,21 @@ from pathlib import Path
 from analysis import data_fetch
 from analysis.cli_checks import (
     LISTINGS,
-    add_spec_options,
+    add_config_options,
     asked_notes,
     budget_notes,
     check_device_here,
     check_paths,
     cli_words,
+    config_args,
     deterministic,
-    device_arg,
     json_kwargs,
     reference_section,
-    spec_knobs,
 )
 from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli, run_pending_ray
 from analysis.records import RecordStore, unit_id
 from analysis.reference import DEMO_REFERENCE
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
-from students.corruption import check_corruption
 from teachers.base import EnvSpec
 
 DEMO_TEACHERS = (
@@ -75,6 +73,8 @@ DEMO_MINUTES = "~5 min"
 """what `make demo` takes on 2 CPU cores (211 s for the committed run; README, report.md)"""
 DEMO_SEEDS = 5
 """the fewest seeds the project accepts as evidence"""
+DEMO_FIELDS = ("device",)
+"""the env options `l2t demo` takes (the rest of its setting is fixed)"""
 DEMO_BUDGETS = (1000, 4000)
 """student SGD steps per teacher fit: two points for quality vs budget (shared with the
 results/noisy comparison); the whole demo's time is in its report.md"""
@@ -119,7 +119,6 @@ def _json_object(text: str) -> dict:
 
 
 def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None:
-    spec = EnvSpec()
     if not demo:
         p.add_argument(
             "--teachers",
@@ -140,25 +139,7 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             help="student SGD steps each teacher may spend fitting; a comma list "
             "gives quality vs budget (default 6000)",
         )
-        p.add_argument("--dataset", default=spec.dataset, help=f"default {spec.dataset}")
-        p.add_argument("--student", default=spec.student, help=f"default {spec.student}")
-        p.add_argument(
-            "--loss",
-            default=spec.loss,
-            help=f"family for teachers without their own (default {spec.loss})",
-        )
-        p.add_argument(
-            "--horizon",
-            type=_positive_int,
-            default=spec.horizon,
-            help=f"teacher decisions per episode (default {spec.horizon})",
-        )
-        p.add_argument(
-            "--interval",
-            type=_positive_int,
-            default=spec.interval,
-            help=f"student SGD steps per decision (default {spec.interval})",
-        )
+        add_config_options(p)  # one flag per EnvConfig field (envs/config.py)
         p.add_argument(
             "--students-per-seed",
             type=_positive_int,
@@ -172,35 +153,13 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             help='JSON or @file: {"ppo": {"n_steps": 8}, ...}',
         )
         p.add_argument(
-            "--label-noise",
-            type=float,
-            default=spec.label_noise,
-            help="fraction of training labels flipped, seeded (default 0); test is never touched",
-        )
-        p.add_argument(
-            "--label-noise-kind",
-            default=spec.label_noise_kind,
-            help="symmetric (uniform over the other classes; default) or pairflip (c -> c+1)",
-        )
-        p.add_argument(
-            "--noisy-dev",
-            action="store_true",
-            help="flip dev labels too (default: dev stays the clean set teachers select on)",
-        )
-        p.add_argument(
-            "--imbalance",
-            type=float,
-            default=spec.imbalance,
-            help="long-tailed training split: largest / smallest class count (default 1)",
-        )
-        p.add_argument("--data-root", default=None, help="folder of torchvision datasets")
-        p.add_argument(
             "--download",
             action="store_true",
             help="fetch a torchvision dataset into --data-root first (needs internet)",
         )
         p.add_argument("--out", required=True, help="results directory (resumed if it exists)")
-    p.add_argument("--device", type=device_arg, default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    if demo:
+        add_config_options(p, DEMO_FIELDS)
     p.add_argument(
         "--threads",
         type=_positive_int,
@@ -248,7 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compare = sub.add_parser("compare", help="fit and evaluate teachers on an equal budget")
     _add_grid_options(compare)
-    add_spec_options(compare)
     for name, what in (("table", "print the summary table"), ("plot", "rebuild the figures")):
         p = sub.add_parser(name, help=f"{what} of a results directory")
         p.add_argument(
@@ -363,21 +321,7 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
                 spec=EnvSpec(device=args.device, label_noise=DEMO_LABEL_NOISE),
                 teacher_configs={k: v for k, v in DEMO_TEACHER_CONFIGS.items() if k in teachers},
             ), notes
-        spec = EnvSpec(
-            dataset=args.dataset,
-            student=args.student,
-            loss=args.loss,
-            horizon=args.horizon,
-            interval=args.interval,
-            device=args.device,
-            data_root=args.data_root,
-            label_noise=args.label_noise,
-            label_noise_kind=args.label_noise_kind,
-            noisy_dev=args.noisy_dev,
-            imbalance=args.imbalance,
-            **spec_knobs(args),
-        )
-        check_corruption(spec.label_noise, spec.label_noise_kind, spec.imbalance)
+        spec = EnvSpec(**config_args(args))
         return Grid(
             teachers=args.teachers,
             seeds=args.seeds,

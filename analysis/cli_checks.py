@@ -1,47 +1,75 @@
 """Helpers of the ``l2t`` command line kept out of ``analysis.cli``: argument types that turn a
-malformed value into a one-line error (exit status 2), the student/optimiser knobs of
-``compare``, and the notes a report needs to say what was asked and what it shows.
+malformed value into a one-line error (exit status 2), the env's options generated from
+``envs/config.py`` (one flag per field), and the notes a report needs to say what was asked and
+what it shows.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from analysis.reference import DEMO_REFERENCE
 from analysis.repro import deterministic
-from teachers.base import EnvSpec
+from envs.config import ENV_FIELDS, FIELDS, FLAG, default_of, read_json_object
 
 __all__ = ["deterministic"]  # re-exported for the CLI
 
 LISTINGS = ("teachers", "datasets", "students", "losses")
 """`l2t <kind>` prints each registered name with a line on what it is"""
-SPEC_KNOBS = ("lr", "batch_size", "momentum", "weight_decay", "schedule", "dev_subset")
-SPEC_JSON = ("student_kwargs", "loss_kwargs")
 
 
 # -- argument types: each raises ArgumentTypeError, which argparse prints as one line, exit 2 ---
-def device_arg(text: str) -> str:
-    """auto, or a torch device name (cpu, cuda, cuda:1, mps); whether it exists is checked by
-    :func:`check_device_here`, once the backend is known (a Ray cluster's GPUs need not be on
-    the driver's machine)."""
-    if text == "auto":
-        return text
-    import torch
+def flag(name: str) -> str:
+    """The command line's flag of an EnvConfig field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
 
+
+def field_type(name: str):
+    """The argparse type of EnvConfig field `name`: its text read and checked by the field's own
+    Check (envs/config.py), a bad value one line."""
+    check = FIELDS[name].metadata["check"]
+
+    def parse(text: str):
+        try:
+            return check(check.parse(text))
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def add_config_options(p: argparse.ArgumentParser, names: Sequence[str] = ENV_FIELDS) -> None:
+    """One flag per EnvConfig field in `names`, with the field's help, default and check: the
+    command line's env options are generated from envs/config.py, never written by hand."""
+    for name in names:
+        meta, default = FIELDS[name].metadata, default_of(name)
+        shown = (
+            "" if default is None or default is False or default == {} else f" (default {default})"
+        )
+        help = (meta["help"] + shown).replace("%", "%%")
+        if meta["check"] is FLAG:
+            p.add_argument(flag(name), dest=name, action="store_true", help=help)
+        else:
+            p.add_argument(flag(name), dest=name, type=field_type(name), default=default, help=help)
+
+
+def config_args(args: argparse.Namespace, names: Sequence[str] = ENV_FIELDS) -> dict[str, Any]:
+    """The EnvConfig fields of parsed arguments, by field name."""
+    return {n: getattr(args, n) for n in names}
+
+
+def json_kwargs(text: str) -> dict:
+    """Inline JSON or @file.json holding one object of keyword arguments."""
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise argparse.ArgumentTypeError(f"{text!r}: students run on cpu, cuda or mps")
-    return text
+        return read_json_object(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def check_device_here(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -61,82 +89,6 @@ def check_device_here(parser: argparse.ArgumentParser, args: argparse.Namespace)
             parser.error(f"argument --device: {args.device!r}: only cuda:0..cuda:{count - 1} exist")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         parser.error(f"argument --device: {args.device!r}: no MPS device here; use auto or cpu")
-
-
-def _number(kind: type, low: float, high: float | None, low_open: bool, what: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        bad_low = value <= low if low_open else value < low
-        if bad_low or (high is not None and value >= high) or value != value:  # NaN
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-
-    return parse
-
-
-positive_float = _number(float, 0.0, None, True, "a positive number")
-positive_int = _number(int, 0, None, True, "a positive integer")
-non_negative_float = _number(float, 0.0, None, False, "a number >= 0")
-momentum_float = _number(float, 0.0, 1.0, False, "a momentum in [0, 1)")
-
-
-def json_kwargs(text: str) -> dict:
-    """Inline JSON or @file.json holding one object of keyword arguments."""
-    try:
-        raw = Path(text[1:]).read_text() if text.startswith("@") else text
-    except OSError as err:
-        raise argparse.ArgumentTypeError(f"cannot read {text[1:]!r}: {err.strerror}") from None
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {raw!r}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f'expected {{"option": value, ...}}, got {value!r}')
-    return value
-
-
-def add_spec_options(p: argparse.ArgumentParser) -> None:
-    """The student and optimiser settings of the env spec (defaults: EnvSpec's)."""
-    from students.optim import SCHEDULES
-
-    spec = EnvSpec()
-    p.add_argument("--lr", type=positive_float, help=f"student learning rate (default {spec.lr})")
-    p.add_argument(
-        "--batch-size", type=positive_int, help=f"student batch size (default {spec.batch_size})"
-    )
-    p.add_argument(
-        "--momentum", type=momentum_float, help=f"SGD momentum (default {spec.momentum})"
-    )
-    p.add_argument("--weight-decay", type=non_negative_float, help=f"default {spec.weight_decay}")
-    p.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help=f"lr schedule over an episode (default {spec.schedule})",
-    )
-    p.add_argument(
-        "--dev-subset",
-        type=positive_int,
-        help=f"dev examples in each step's state and reward (default {spec.dev_subset})",
-    )
-    p.add_argument(
-        "--student-kwargs",
-        type=json_kwargs,
-        help="JSON or @file for the student, e.g. '{\"hidden\": 512}' (see `l2t students`)",
-    )
-    p.add_argument(
-        "--loss-kwargs",
-        type=json_kwargs,
-        help="JSON or @file for the loss family, e.g. '{\"epsilon\": 0.2}' (see `l2t losses`)",
-    )
-
-
-def spec_knobs(args: argparse.Namespace) -> dict[str, Any]:
-    """The EnvSpec fields the user set on the command line (absent ones keep their defaults)."""
-    names = SPEC_KNOBS + SPEC_JSON
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
 # -- checks that need more than one value --------------------------------------------------------

@@ -8,11 +8,10 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from envs.config import DEFAULTS, DTYPES
+from envs.config import DEFAULTS, ENV_FIELDS, OPTIM_FIELDS, PROCESS_FIELDS, keywords, take
 from envs.process import TeachingProcess
-from envs.rewards import REWARDS, RewardFunction
+from envs.rewards import REWARDS
 from envs.state import STATE_BOUND, DefaultState, StateFunction
-from students.names import unknown_name_error
 from students.optim import SGDConfig
 
 D = DEFAULTS  # every default below is envs/config.py's (one place)
@@ -58,64 +57,34 @@ class LossTeachingEnv(gymnasium.Env):
 
     metadata = {"render_modes": []}
 
+    @keywords(ENV_FIELDS)
     def __init__(
         self,
         dataset: str = D.dataset,
         student: str = D.student,
         loss: str = D.loss,
         *,
-        horizon: int = D.horizon,
-        interval: int = D.interval,
-        batch_size: int = D.batch_size,
-        lr: float = D.lr,
-        momentum: float = D.momentum,
-        weight_decay: float = D.weight_decay,
-        schedule: str = D.schedule,
-        reward: str | RewardFunction = D.reward,
         state_fn: StateFunction | None = None,
         divergence_penalty: float = -1.0,
-        dev_subset: int = D.dev_subset,
-        device: str = D.device,
-        dtype: str = D.dtype,
-        data_root: str | None = D.data_root,
         download: bool = False,
-        student_kwargs: dict | None = None,
-        loss_kwargs: dict | None = None,
-        label_noise: float = D.label_noise,
-        label_noise_kind: str = D.label_noise_kind,
-        noisy_dev: bool = D.noisy_dev,
-        imbalance: float = D.imbalance,
+        **config: Any,
     ) -> None:
-        if horizon < 1 or interval < 1:
-            raise ValueError(f"horizon and interval must be >= 1, got {horizon}, {interval}")
-        if dtype not in DTYPES:
-            raise unknown_name_error("dtype", dtype, DTYPES)
-        if callable(reward):
-            self.reward_fn = reward
-        elif reward in REWARDS:
-            self.reward_fn = REWARDS[reward]
-        else:
-            raise unknown_name_error("reward", reward, REWARDS)
-        self.horizon, self.interval = horizon, interval
+        """Every field of ``envs.config.EnvConfig`` is a keyword (defaults, checks and help
+        there); ``reward`` may also be a function ``(prev_info, info, done) -> float``."""
+        c = take(
+            "LossTeachingEnv",
+            ENV_FIELDS,
+            dict(dataset=dataset, student=student, loss=loss, **config),
+        )
+        self.config = c
+        self.reward_fn = c.reward if callable(c.reward) else REWARDS[c.reward]
+        self.horizon, self.interval = c.horizon, c.interval
         self.divergence_penalty = float(divergence_penalty)
-        optim = SGDConfig(lr, momentum, weight_decay, schedule, total_steps=horizon * interval)
+        optim = SGDConfig(
+            **{n: getattr(c, n) for n in OPTIM_FIELDS}, total_steps=c.horizon * c.interval
+        )
         self.process = TeachingProcess(
-            dataset,
-            student,
-            loss,
-            batch_size=batch_size,
-            optim=optim,
-            dev_subset=dev_subset,
-            device=device,
-            dtype=DTYPES[dtype],
-            data_root=data_root,
-            download=download,
-            student_kwargs=student_kwargs,
-            loss_kwargs=loss_kwargs,
-            label_noise=label_noise,
-            label_noise_kind=label_noise_kind,
-            noisy_dev=noisy_dev,
-            imbalance=imbalance,
+            optim=optim, download=download, **{n: getattr(c, n) for n in PROCESS_FIELDS}
         )
         self.family = self.process.family
         self.state_fn = state_fn or DefaultState()

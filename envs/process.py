@@ -29,9 +29,9 @@ from torch import nn
 from torch.func import functional_call
 
 from envs.config import DEFAULTS as D
-from envs.config import DTYPES
+from envs.config import DTYPES, PROCESS_FIELDS, keywords, take
 from envs.losses import LossFamily, make_loss
-from students.corruption import check_corruption, corrupt
+from students.corruption import corrupt
 from students.data import Splits, load_dataset, resolve_device
 from students.models import build_student, init_student
 from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
@@ -97,73 +97,65 @@ class TeachingProcess(StateViews):
     """A student trained by momentum SGD under a loss family whose coefficients come from outside.
 
     Args:
-        dataset: a name from ``students.data.DATASETS`` or a :class:`Splits` (user tensors).
-        student: a name from ``students.models.STUDENTS``.
-        loss: a name from ``envs.losses.LOSSES`` or a :class:`LossFamily` instance.
-        batch_size: minibatch size B.
+        dataset, student, loss and every field of :data:`~envs.config.PROCESS_FIELDS`: defined,
+            defaulted and checked in ``envs/config.py`` (their help is there); ``loss`` may also
+            be a :class:`LossFamily` instance, ``dtype`` a torch dtype. ``label_noise``,
+            ``label_noise_kind``, ``noisy_dev`` and ``imbalance`` corrupt the training split
+            (and dev with ``noisy_dev``) once, seeded; what was applied is in :attr:`corruption`.
         optim: the student's SGD hyper-parameters; ``total_steps`` is the episode length T that
             the schedule and the state's progress feature refer to.
-        dev_subset: size of the fixed dev subset the state and :meth:`dev_objective` use, so the
-            cost per observation is bounded whatever the dev split's size.
-        device: "auto" (CUDA when present), "cpu", "cuda", ...
-        dtype: float32, or float64 for finite-difference checks.
-        label_noise, label_noise_kind, noisy_dev, imbalance: corrupt the training split (and dev
-            with ``noisy_dev``) after the split, seeded, see ``students.corruption``; what was
-            applied is in :attr:`corruption`.
+        download: fetch a torchvision dataset into ``data_root`` first.
     """
 
+    @keywords(PROCESS_FIELDS)
     def __init__(
         self,
         dataset: str | Splits = D.dataset,
         student: str = D.student,
         loss: str | LossFamily = D.loss,
         *,
-        batch_size: int = D.batch_size,
         optim: SGDConfig | None = None,
-        dev_subset: int = D.dev_subset,
-        device: str | torch.device = D.device,
-        dtype: torch.dtype = DTYPES[D.dtype],
-        data_root: str | None = D.data_root,
         download: bool = False,
-        student_kwargs: dict | None = None,
-        loss_kwargs: dict | None = None,
-        label_noise: float = D.label_noise,
-        label_noise_kind: str = D.label_noise_kind,
-        noisy_dev: bool = D.noisy_dev,
-        imbalance: float = D.imbalance,
+        **config: Any,
     ) -> None:
-        check_corruption(label_noise, label_noise_kind, imbalance)
-        self.device = resolve_device(device)
-        self.dtype = dtype
-        if isinstance(dataset, Splits):
-            splits = dataset
+        c = take(
+            "TeachingProcess",
+            PROCESS_FIELDS,
+            dict(dataset=dataset, student=student, loss=loss, **config),
+        )
+        self.config = c
+        """the checked fields this process was built from (an :class:`~envs.config.EnvConfig`)"""
+        self.device = resolve_device(c.device)
+        self.dtype = dtype = DTYPES.get(c.dtype, c.dtype)
+        if isinstance(c.dataset, Splits):
+            splits = c.dataset
         else:
-            splits = load_dataset(dataset, data_root=data_root, download=download)
+            splits = load_dataset(c.dataset, data_root=c.data_root, download=download)
         # one fixed corruption seed: every teacher and student of a comparison sees the same labels
         splits, self.corruption = corrupt(
             splits,
-            label_noise=label_noise,
-            label_noise_kind=label_noise_kind,
-            noisy_dev=noisy_dev,
-            imbalance=imbalance,
+            label_noise=c.label_noise,
+            label_noise_kind=c.label_noise_kind,
+            noisy_dev=c.noisy_dev,
+            imbalance=c.imbalance,
             seed=0,
         )
         self.data = splits.to(self.device, dtype)
         self.num_classes = self.data.num_classes
         self.model = build_student(
-            student, self.data.input_shape, self.num_classes, **(student_kwargs or {})
+            c.student, self.data.input_shape, self.num_classes, **c.student_kwargs
         ).to(self.device, dtype)
-        self.student_name = student
-        self.family = make_loss(loss, self.num_classes, **(loss_kwargs or {}))
+        self.student_name = c.student
+        self.family = make_loss(c.loss, self.num_classes, **c.loss_kwargs)
         self.optim = optim or SGDConfig()
-        if batch_size < 1 or batch_size > len(self.data.y_train):
+        if c.batch_size > len(self.data.y_train):
             raise ValueError(
                 f"batch_size must lie in [1, {len(self.data.y_train)}] (the training split), "
-                f"got {batch_size}"
+                f"got {c.batch_size}"
             )
-        self.batch_size = batch_size
+        self.batch_size = c.batch_size
         n_dev = len(self.data.y_dev)
-        self.dev_subset = min(dev_subset, n_dev)
+        self.dev_subset = min(c.dev_subset, n_dev)
         self.student_steps = 0
         """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None

@@ -53,6 +53,8 @@ MALFORMED = {
     "--address": "no-port",
     "--cpus-per-unit": "-1",
     "--gpus-per-unit": "nan",
+    "--reward": "dev-acc",
+    "--dtype": "float16",
 }
 # more values a user could plausibly type, each also an error
 MORE = [

@@ -1,65 +1,188 @@
-"""One place defines the env's configuration (envs/config.py): EnvSpec is that dataclass, and the
-env's and the process's keyword defaults are its defaults."""
+"""One place defines the env's configuration (envs/config.py): the env, the process, EnvSpec and
+the command line's flags are generated from EnvConfig's fields, each with its check."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
+import json
 import pickle
+import re
+from pathlib import Path
 
 import pytest
+import torch
 
-from envs.config import DEFAULTS, DTYPES, PROCESS_FIELDS, EnvConfig
+from analysis.cli import build_parser, main
+from analysis.cli_checks import config_args, flag
+from envs.config import (
+    DATASET,
+    DEVICE,
+    DTYPE,
+    FIELDS,
+    FLAG,
+    FOLDER,
+    KEYWORDS,
+    NON_NEGATIVE,
+    OPTIM_FIELDS,
+    POSITIVE,
+    POSITIVE_INT,
+    PROCESS_FIELDS,
+    RATIO,
+    EnvConfig,
+    default_of,
+)
 from envs.loss_teaching import LossTeachingEnv
 from envs.process import TeachingProcess
+from envs.rewards import REWARDS
+from students.data import load_dataset
 from students.optim import SGDConfig
 from teachers.base import EnvSpec
 
-FIELDS = {f.name: f for f in dataclasses.fields(EnvConfig)}
+ROOT = Path(__file__).resolve().parents[1]
+BAD = "not-a-value["
+"""text no field accepts: not a number, not a registered name, not JSON, no such folder"""
 
 
-def default_of(name: str):
-    f = FIELDS[name]
-    return f.default_factory() if f.default is dataclasses.MISSING else f.default
-
-
-def keywords(fn) -> dict:
-    return {
-        name: p.default
-        for name, p in inspect.signature(fn).parameters.items()
-        if name != "self" and p.kind is not p.VAR_KEYWORD
+def other_text(name: str) -> str:
+    """A valid value of field `name` other than its default, as the command line's text; chosen
+    by the field's kind of check, so a new field of a known kind needs nothing here."""
+    check, default = FIELDS[name].metadata["check"], default_of(name)
+    if check.names is not None:
+        return next(n for n in sorted(check.names) if n != default)
+    if check is DATASET:
+        return "mnist"
+    by_kind = {
+        POSITIVE_INT: lambda: str(default + 1),
+        POSITIVE: lambda: str(default / 2),
+        NON_NEGATIVE: lambda: str(default * 2 + 1),
+        RATIO: lambda: str(default * 2),
+        DEVICE: lambda: "cpu",
+        FOLDER: lambda: str(ROOT),
+        KEYWORDS: lambda: '{"hidden": 8}',
     }
+    if check in by_kind:
+        return by_kind[check]()
+    if re.match(r"a fraction", check.what):
+        return str(default / 2 + 0.1)
+    raise AssertionError(f"add a valid non-default value for the kind of field {name!r}")
 
 
-def same_default(signature_default, config_default) -> bool:
-    # dict fields default to {} in the dataclass and to None ("none given") in the signatures
-    if config_default == {} and signature_default is None:
-        return True
-    return signature_default == config_default and type(signature_default) is type(config_default)
+def literal(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
-def test_env_signature_takes_every_field_with_its_default():
-    env = keywords(LossTeachingEnv.__init__)
-    assert set(FIELDS) <= set(env)
-    assert set(env) - set(FIELDS) == {"state_fn", "divergence_penalty", "download"}
-    for name in FIELDS:
-        assert same_default(env[name], default_of(name)), name
+def compare_args(*extra: str) -> list[str]:
+    return ["compare", "--teachers", "ce", "--out", "unused", *extra]
 
 
-def test_process_signature_takes_its_fields_with_their_defaults():
-    proc = keywords(TeachingProcess.__init__)
-    assert set(proc) & set(FIELDS) == {*PROCESS_FIELDS, "dtype"}
-    assert set(proc) - set(FIELDS) == {"optim", "download"}
-    for name in PROCESS_FIELDS:
-        assert same_default(proc[name], default_of(name)), name
-    assert proc["dtype"] is DTYPES[DEFAULTS.dtype]
-    env = keywords(LossTeachingEnv.__init__)
-    assert proc["download"] == env["download"]  # the one keyword both take outside the config
+def test_compare_has_one_flag_per_field_with_its_help_and_default():
+    parser = build_parser()
+    args = parser.parse_args(compare_args())
+    assert config_args(args) == dataclasses.asdict(EnvConfig())  # every default is the field's
+    compare = parser._subparsers._group_actions[0].choices["compare"]
+    actions = {a.dest: a for a in compare._actions}
+    for name, f in FIELDS.items():
+        assert actions[name].option_strings == [flag(name)]
+        assert actions[name].help.startswith(f.metadata["help"])
 
 
-def test_optimiser_defaults_are_sgdconfigs():
-    for name in ("lr", "momentum", "weight_decay", "schedule"):
-        assert default_of(name) == getattr(SGDConfig(), name)
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_each_flag_sets_its_own_field(name):
+    if FIELDS[name].metadata["check"] is FLAG:
+        args = build_parser().parse_args(compare_args(flag(name)))
+        expected = True
+    else:
+        text = other_text(name)
+        args = build_parser().parse_args(compare_args(flag(name), text))
+        expected = json.loads(text) if text.startswith("{") else literal(text)
+    got = config_args(args)
+    assert got[name] == expected != default_of(name)
+    assert {k: v for k, v in got.items() if k != name} == {
+        k: default_of(k) for k in FIELDS if k != name
+    }
+    EnvSpec(**got).validate()  # the value the flag reads is one the library accepts
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_a_bad_value_of_any_field_is_one_line_naming_it(name, tmp_path, capsys):
+    with pytest.raises(ValueError) as err:
+        EnvConfig(**{name: object()}).validate()
+    assert str(err.value).startswith(f"{name}: ") and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match=f"^{name}: "):
+        LossTeachingEnv(**{name: object()})
+    given = [f"{flag(name)}=x"] if FIELDS[name].metadata["check"] is FLAG else [flag(name), BAD]
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        main(["compare", "--teachers", "ce", "--out", str(out), "--quiet", *given])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2
+    assert re.match(r"l2t( compare)?: error: ", lines[-1]) and flag(name) in lines[-1], lines
+    assert not out.exists()
+
+
+def test_unknown_keywords_are_type_errors_with_the_nearest_field():
+    with pytest.raises(
+        TypeError, match=r"LossTeachingEnv\(\): unknown keyword 'horizn'.*'horizon'"
+    ):
+        LossTeachingEnv(horizn=3)
+    with pytest.raises(TypeError, match=r"unknown keyword 'horizon'"):  # an env field, not its
+        TeachingProcess(horizon=3)
+    with pytest.raises(TypeError, match=r"unknown keyword 'batchsize'.*'batch_size'"):
+        TeachingProcess(batchsize=3)
+
+
+def test_the_env_forwards_every_field_to_the_part_that_keeps_it():
+    changed = dict(
+        loss="ce",
+        horizon=3,
+        interval=4,
+        batch_size=32,
+        lr=0.05,
+        momentum=0.5,
+        weight_decay=0.0,
+        schedule="constant",
+        reward="terminal",
+        dev_subset=100,
+        device="cpu",
+        dtype="float64",
+        student_kwargs={"hidden": 8},
+        label_noise=0.2,
+        label_noise_kind="pairflip",
+        noisy_dev=True,
+        imbalance=2.0,
+    )
+    env = LossTeachingEnv(**changed)
+    p = env.process
+    assert (env.horizon, env.interval, env.reward_fn) == (3, 4, REWARDS["terminal"])
+    assert p.optim == SGDConfig(0.05, 0.5, 0.0, "constant", total_steps=12)
+    assert (p.batch_size, p.dev_subset, p.family.name) == (32, 100, "ce")
+    assert p.dtype is torch.float64 and p.device == torch.device("cpu")
+    assert [tuple(v.shape) for v in p.model.state_dict().values()][0] == (8, 784)
+    assert p.corruption["train_flipped_fraction"] == pytest.approx(0.2, abs=0.01)
+    assert p.corruption["dev_flipped_fraction"] == pytest.approx(0.2, abs=0.01)  # noisy_dev
+    counts = p.corruption["train_class_counts"]
+    assert max(counts) / min(counts) == pytest.approx(2.0, rel=0.05)  # imbalance
+    clean = load_dataset("mnist5k").y_dev.to(p.data.y_dev.device)
+    moved = p.data.y_dev != clean
+    assert torch.equal(p.data.y_dev[moved], (clean[moved] + 1) % 10)  # pairflip: c -> c + 1
+    # every field reached the process's or the optimiser's config, or the env's own
+    kept = {
+        **{n: getattr(p.config, n) for n in PROCESS_FIELDS},
+        **{n: getattr(p.optim, n) for n in OPTIM_FIELDS},
+    }  # noqa: E501
+    for name, value in changed.items():
+        assert kept.get(name, getattr(env.config, name)) == value, name
+
+
+def test_dtype_check_accepts_torch_dtypes_in_the_library():
+    assert DTYPE(torch.float64) is torch.float64
+    with pytest.raises(ValueError, match="float32 or float64|unknown dtype"):
+        DTYPE(torch.float16)
 
 
 def test_envspec_is_the_config_and_records_the_same_dict():
@@ -96,10 +219,7 @@ def test_envspec_is_the_config_and_records_the_same_dict():
         EnvSpec.from_dict({"dev_subet": 3})
 
 
-def test_an_env_built_without_keywords_is_the_default_spec():
-    env = EnvSpec(device="cpu").make_env()
-    bare = LossTeachingEnv(device="cpu")
-    for e in (env, bare):
-        p = e.process
-        assert (e.horizon, e.interval, p.batch_size, p.dev_subset) == (12, 50, 64, 256)
-        assert (p.optim.lr, p.optim.total_steps) == (DEFAULTS.lr, 12 * 50)
+@pytest.mark.parametrize("config", sorted(ROOT.glob("results/*/config.json")), ids=str)
+def test_committed_results_specs_still_load_and_validate(config):
+    spec = json.loads(config.read_text())["spec"]
+    assert EnvSpec.from_dict(spec).validate().to_dict() == spec
