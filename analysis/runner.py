@@ -13,13 +13,12 @@ and data order for the same seed: the paired differences in ``analysis.tables`` 
 
 from __future__ import annotations
 
-import inspect
 import math
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from envs.losses import LOSSES
 from students.models import STUDENTS
 from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
-from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
+from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher, check_options
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
@@ -97,6 +96,12 @@ def validate_grid(grid: Grid) -> None:
             f"teacher configs given for {sorted(unknown)}, which are not among the teachers "
             f"{grid.teachers}"
         )
+    for name, options in grid.teacher_configs.items():
+        try:
+            cls = teacher_class(name)
+        except (ImportError, AttributeError):  # prepare reports every teacher that cannot load
+            continue
+        check_options(cls, options)
     check_dataset(grid.spec.dataset)
     for kind, name, known in (
         ("student", grid.spec.student, STUDENTS),
@@ -128,7 +133,7 @@ def check_teachers_importable(names: Sequence[str]) -> dict[str, str]:
 def build_teacher(name: str, config: dict[str, Any], seed: int) -> Teacher:
     """A fresh teacher; a constructor ``seed`` (e.g. the random teacher's) follows the unit's."""
     config = dict(config)
-    if "seed" in inspect.signature(teacher_class(name)).parameters:
+    if "seed" in {f.name for f in fields(teacher_class(name).Config)}:
         config.setdefault("seed", seed)
     return make_teacher(name, **config)
 

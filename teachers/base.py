@@ -10,6 +10,7 @@ exposes and nothing else; the analysis suite builds on this module and nothing h
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -150,9 +151,34 @@ class FitRun:
         return not self.stopped
 
 
+@dataclass
+class NoOptions:
+    """A teacher without options."""
+
+
+class UnknownOption(TypeError, ValueError):
+    """An option a teacher does not have: a TypeError like Python's for an unexpected keyword,
+    and a ValueError like every other bad input the command line reports in one line."""
+
+
+def check_options(cls: type[Teacher], options: dict[str, Any]) -> None:
+    """Raise :class:`UnknownOption` for a key of `options` that is not a field of ``cls.Config``,
+    naming the teacher, the key, the teacher's options and the nearest one."""
+    known = [f.name for f in dataclasses.fields(cls.Config)]
+    for key in options:
+        if key not in known:
+            near = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            listed = ", ".join(known) if known else "none"
+            raise UnknownOption(
+                f"teacher {cls.name!r} has no option {key!r}; its options: {listed}.{hint}"
+            )
+
+
 class Teacher(ABC):
-    """Base class. Subclasses set ``name`` and implement :meth:`act`; learning teachers implement
-    :meth:`_fit` (the hook of :meth:`fit`) and :meth:`state_dict` / :meth:`load_state_dict`."""
+    """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`act`; learning
+    teachers implement :meth:`_fit` (the hook of :meth:`fit`) and :meth:`state_dict` /
+    :meth:`load_state_dict`."""
 
     name: ClassVar[str] = "teacher"
     family: ClassVar[str | None] = None
@@ -161,8 +187,25 @@ class Teacher(ABC):
     """:meth:`act` reads only the observation, so one teacher can act for a batch of students
     (``teachers.batch_eval``); False for a teacher that reads the student it was bound to"""
 
-    def __init__(self, **config: Any) -> None:
-        self.config = config
+    Config: ClassVar[type] = NoOptions
+    """the teacher's options: a dataclass, defined at the top of the teacher's file, whose fields
+    (defaults, docstrings, checks in ``__post_init__``) are the constructor's keywords and what
+    ``--teacher-config`` may set"""
+
+    def __init__(self, config: Any = None, /, **options: Any) -> None:
+        """``Teacher(Config(...))`` or ``Teacher(**options)``; an unknown option raises
+        :class:`UnknownOption`, a bad value the Config's ValueError."""
+        if config is None:
+            check_options(type(self), options)
+            config = self.Config(**options)
+        elif not isinstance(config, self.Config) or options:
+            raise TypeError(
+                f"{type(self).__name__} takes a {self.Config.__name__} or keyword options, "
+                f"got {config!r} and {options}"
+            )
+        self.cfg = config
+        self.config: dict[str, Any] = dataclasses.asdict(config)
+        """the options as a dict: saved with the teacher, rebuilt by :meth:`load`"""
 
     # -- the interface ------------------------------------------------------------------------
     def spec_for(self, spec: EnvSpec) -> EnvSpec:

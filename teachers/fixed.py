@@ -7,30 +7,103 @@ schedule as under every other teacher: differences come from the loss alone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from teachers.base import EnvSpec, Teacher
 
 
+def _check_lr(lr: float | None) -> None:
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
+        raise ValueError(f"a fixed teacher's student lr must be a positive number, got {lr!r}")
+
+
+@dataclass
+class FixedConfig:
+    """``fixed``: one constant action."""
+
+    action: list[float] | None = None
+    """the action in [-1, 1]^d taken at every step; None = the family's default coefficients"""
+    family: str | None = None
+    """the loss family acted on; None = the spec's"""
+    lr: float | None = None
+    """the student's learning rate under this loss (tuned on dev per loss, as baselines should
+    be); None = the spec's"""
+
+    def __post_init__(self) -> None:
+        if self.action is not None:
+            self.action = [float(a) for a in self.action]
+        _check_lr(self.lr)
+
+
+@dataclass
+class CEConfig:
+    """``ce``: plain cross-entropy."""
+
+    lr: float | None = None
+    """the student's learning rate (None = the spec's)"""
+
+    def __post_init__(self) -> None:
+        _check_lr(self.lr)
+
+
+@dataclass
+class LabelSmoothingConfig:
+    """``label-smoothing``: cross-entropy against (1 - epsilon) one-hot + epsilon uniform."""
+
+    epsilon: float = 0.1
+    """the smoothing, in [0, 0.5] (the family's range)"""
+    lr: float | None = None
+    """the student's learning rate (None = the spec's)"""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.epsilon <= 0.5:
+            raise ValueError(f"label smoothing epsilon must lie in [0, 0.5], got {self.epsilon}")
+        _check_lr(self.lr)
+
+
+@dataclass
+class GCEConfig:
+    """``gce``: generalized cross-entropy (1 - p_y^q) / q."""
+
+    q: float = 0.7
+    """the exponent, in [0, 1]: 0 is cross-entropy, 1 the mean absolute error (paper: 0.7)"""
+    lr: float | None = None
+    """the student's learning rate (None = the spec's)"""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.q <= 1.0:
+            raise ValueError(f"GCE exponent q must lie in [0, 1], got {self.q}")
+        _check_lr(self.lr)
+
+
+@dataclass
+class RandomConfig:
+    """``random``: uniform random actions."""
+
+    seed: int = 0
+    """seed of the action stream (the runner sets the unit's fitting seed)"""
+    family: str | None = None
+    """the loss family acted on; None = the spec's"""
+
+
 class FixedTeacher(Teacher):
     """A constant action (default: the family's default coefficients)."""
 
     name = "fixed"
+    Config = FixedConfig
 
-    def __init__(
-        self,
-        action: Sequence[float] | None = None,
-        family: str | None = None,
-        lr: float | None = None,
-    ) -> None:
-        super().__init__(action=None if action is None else list(map(float, action)), family=family)
+    def __init__(self, config: FixedConfig | None = None, /, **options) -> None:
+        super().__init__(config, **options)
+        action = self.constant_action()
         self._action: np.ndarray | None = None if action is None else np.asarray(action, np.float32)
         self._use_default = action is None
-        self.lr = _check_lr(lr)
-        if lr is not None:
-            self.config["lr"] = lr
+        self.lr = self.cfg.lr
+
+    def constant_action(self) -> list[float] | None:
+        """The action this teacher takes at every step; None = the family's default."""
+        return self.cfg.action
 
     def spec_for(self, spec: EnvSpec) -> EnvSpec:
         """A fixed loss may bring its own student lr (tuned on dev, per loss, as baselines
@@ -56,10 +129,10 @@ class CrossEntropyTeacher(FixedTeacher):
 
     name = "ce"
     family = "ce"
+    Config = CEConfig
 
-    def __init__(self, lr: float | None = None) -> None:
-        super().__init__(family="ce", lr=lr)
-        self.config = {} if lr is None else {"lr": lr}
+    def constant_action(self) -> None:
+        return None
 
 
 class LabelSmoothingTeacher(FixedTeacher):
@@ -67,10 +140,10 @@ class LabelSmoothingTeacher(FixedTeacher):
 
     name = "label-smoothing"
     family = "label-smoothing"
+    Config = LabelSmoothingConfig
 
-    def __init__(self, epsilon: float = 0.1, lr: float | None = None) -> None:
-        super().__init__(action=[4 * epsilon - 1], family="label-smoothing", lr=lr)
-        self.config = {"epsilon": epsilon, **({} if lr is None else {"lr": lr})}
+    def constant_action(self) -> list[float]:
+        return [4 * self.cfg.epsilon - 1]  # the family's affine map: eps = 0.25 (a + 1)
 
 
 class GCETeacher(FixedTeacher):
@@ -79,22 +152,21 @@ class GCETeacher(FixedTeacher):
 
     name = "gce"
     family = "gce"
+    Config = GCEConfig
 
-    def __init__(self, q: float = 0.7, lr: float | None = None) -> None:
-        if not 0.0 <= q <= 1.0:
-            raise ValueError(f"GCE exponent q must lie in [0, 1], got {q}")
-        super().__init__(action=[2 * q - 1], family="gce", lr=lr)
-        self.config = {"q": q, **({} if lr is None else {"lr": lr})}
+    def constant_action(self) -> list[float]:
+        return [2 * self.cfg.q - 1]  # the family's affine map: q = (a + 1) / 2
 
 
 class RandomTeacher(Teacher):
     """Uniform random actions in [-1, 1]^d, seeded: the floor any learning teacher must beat."""
 
     name = "random"
+    Config = RandomConfig
 
-    def __init__(self, seed: int = 0, family: str | None = None) -> None:
-        super().__init__(seed=seed, family=family)
-        self._rng = np.random.default_rng(seed)
+    def __init__(self, config: RandomConfig | None = None, /, **options) -> None:
+        super().__init__(config, **options)
+        self._rng = np.random.default_rng(self.cfg.seed)
         self._dim: int | None = None
 
     def begin_episode(self, env) -> None:
@@ -112,9 +184,3 @@ class RandomTeacher(Teacher):
     def load_state_dict(self, state: dict) -> None:
         if "rng" in state:
             self._rng.bit_generator.state = state["rng"]
-
-
-def _check_lr(lr: float | None) -> float | None:
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
-        raise ValueError(f"a fixed teacher's student lr must be a positive number, got {lr!r}")
-    return lr

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,6 +44,71 @@ from teachers import rmd
 from teachers.base import FitRun, Teacher
 
 FORMS = ("attention", "mlp")
+
+
+@dataclass
+class L2TDLFConfig:
+    """The L2T-DLF teacher's options (= its constructor's keywords)."""
+
+    form: str = "attention"
+    """"attention" (the paper's W softmax(V s)) or "mlp" """
+    memory: int = 8
+    """N, the number of memorised actions (attention form)"""
+    hidden: int = 32
+    """width of the MLP form"""
+    init_scale: float = 0.01
+    """standard deviation of the initial memory / output weights around the default loss;
+    non-zero so that every parameter gets a gradient, small because the noise itself costs
+    accuracy (0.05 -> 9.3 % dev error, 0.01 -> 6.4 %, mnist5k/mlp at lr 0.4;
+    results/l2t_dlf/README.md)"""
+    teacher_lr: float = 0.002
+    """Adam learning rate on theta (2e-3; 1e-2 wrecked students in results/l2t_dlf)"""
+    clip: float = 1.0
+    """the theta-gradient is rescaled to at most this norm before each Adam step"""
+    objective: str = "ce"
+    """dev surrogate M differentiated by RMD: "ce", "smooth-error" or "expected-error" """
+    sharpness: float = 50.0
+    """k of the smooth error, 2 sigmoid(k (max_j p_j - p_y)) - 1"""
+    full_dev: bool = False
+    """M on the whole dev split instead of the env's fixed dev subset"""
+    window: int | None = None
+    """None = full-episode RMD; w = update theta after every w env steps by RMD through that
+    window only (truncated, biased towards greedy losses)"""
+    checkpoint_every: int = 1
+    """RMD memory mode: 1 = every-step checkpoints; k > 1 = recompute"""
+    select_every: int = 5
+    """candidate evaluation every this many training episodes"""
+    select_seeds: int = 2
+    """fresh students per candidate evaluation (whole-dev-split error)"""
+    init_seed: int = 0
+    """seed of the teacher's initial parameters"""
+    family: str = "bilinear"
+    """the loss family; only "bilinear" is supported"""
+
+    def __post_init__(self) -> None:
+        if self.form not in FORMS:
+            raise ValueError(f"unknown teacher form {self.form!r}; known: {list(FORMS)}")
+        if self.family != "bilinear":
+            raise ValueError(
+                f"L2T-DLF teaches the 'bilinear' loss family, got family={self.family!r}"
+            )
+        if self.objective not in DEV_OBJECTIVES:
+            raise ValueError(
+                f"unknown dev objective {self.objective!r}; known: {list(DEV_OBJECTIVES)}"
+            )
+        for key in ("memory", "hidden", "checkpoint_every", "select_every", "select_seeds"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+            raise ValueError(
+                f"window must be None (full episode) or an int >= 1, got {self.window!r}"
+            )
+        if not (self.init_scale > 0 and self.teacher_lr > 0 and self.clip > 0):
+            raise ValueError(
+                f"init_scale, teacher_lr and clip must be positive, got {self.init_scale}, "
+                f"{self.teacher_lr}, {self.clip}"
+            )
 
 
 def resident_mb() -> float:
@@ -58,91 +124,14 @@ def resident_mb() -> float:
 
 
 class L2TDLFTeacher(Teacher):
-    """The L2T-DLF teacher on the ``bilinear`` loss family.
-
-    Args:
-        form: "attention" (the paper's W softmax(V s)) or "mlp".
-        memory: N, the number of memorised actions (attention form).
-        hidden: width of the MLP form.
-        init_scale: standard deviation of the initial memory / output weights around the default
-            loss; non-zero so that every parameter gets a gradient, small because the noise
-            itself costs accuracy (0.05 -> 9.3 % dev error, 0.01 -> 6.4 %, mnist5k/mlp at lr 0.4;
-            results/l2t_dlf/README.md).
-        teacher_lr: Adam learning rate on theta (2e-3; 1e-2 wrecked students in
-            results/l2t_dlf).
-        clip: the theta-gradient is rescaled to at most this norm before each Adam step.
-        objective: dev surrogate M differentiated by RMD: "ce", "smooth-error" or "expected-error".
-        sharpness: k of the smooth error, 2 sigmoid(k (max_j p_j - p_y)) - 1.
-        full_dev: M on the whole dev split instead of the env's fixed dev subset.
-        window: None = full-episode RMD (default); w = update theta after every w env steps by
-            RMD through that window only (truncated, biased towards greedy losses).
-        checkpoint_every: RMD memory mode: 1 = every-step checkpoints; k > 1 = recompute.
-        select_every: candidate evaluation every this many training episodes.
-        select_seeds: fresh students per candidate evaluation (whole-dev-split error).
-        init_seed: seed of the teacher's initial parameters.
-        family: the loss family; only "bilinear" is supported.
-    """
+    """The L2T-DLF teacher on the ``bilinear`` loss family; options in :class:`L2TDLFConfig`."""
 
     name = "l2t-dlf"
     family = "bilinear"
+    Config = L2TDLFConfig
 
-    def __init__(
-        self,
-        form: str = "attention",
-        memory: int = 8,
-        hidden: int = 32,
-        init_scale: float = 0.01,
-        teacher_lr: float = 0.002,
-        clip: float = 1.0,
-        objective: str = "ce",
-        sharpness: float = 50.0,
-        full_dev: bool = False,
-        window: int | None = None,
-        checkpoint_every: int = 1,
-        select_every: int = 5,
-        select_seeds: int = 2,
-        init_seed: int = 0,
-        family: str = "bilinear",
-    ) -> None:
-        if form not in FORMS:
-            raise ValueError(f"unknown teacher form {form!r}; known: {list(FORMS)}")
-        if family != "bilinear":
-            raise ValueError(f"L2T-DLF teaches the 'bilinear' loss family, got family={family!r}")
-        if objective not in DEV_OBJECTIVES:
-            raise ValueError(f"unknown dev objective {objective!r}; known: {list(DEV_OBJECTIVES)}")
-        for key, value in (
-            ("memory", memory),
-            ("hidden", hidden),
-            ("checkpoint_every", checkpoint_every),
-            ("select_every", select_every),
-            ("select_seeds", select_seeds),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
-        if window is not None and (not isinstance(window, int) or window < 1):
-            raise ValueError(f"window must be None (full episode) or an int >= 1, got {window!r}")
-        if not (init_scale > 0 and teacher_lr > 0 and clip > 0):
-            raise ValueError(
-                f"init_scale, teacher_lr and clip must be positive, got {init_scale}, "
-                f"{teacher_lr}, {clip}"
-            )
-        super().__init__(
-            form=form,
-            memory=memory,
-            hidden=hidden,
-            init_scale=init_scale,
-            teacher_lr=teacher_lr,
-            clip=clip,
-            objective=objective,
-            sharpness=sharpness,
-            full_dev=full_dev,
-            window=window,
-            checkpoint_every=checkpoint_every,
-            select_every=select_every,
-            select_seeds=select_seeds,
-            init_seed=init_seed,
-            family=family,
-        )
+    def __init__(self, config: L2TDLFConfig | None = None, /, **options) -> None:
+        super().__init__(config, **options)
         self.params: dict[str, torch.Tensor] = {}
         self.best_dev_error: float | None = None
 

@@ -47,7 +47,6 @@ iteration costs 2K of the budget (stage 3's unroll is the committed one, counted
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from functools import cache
@@ -69,7 +68,7 @@ WARM_STARTS = ("bce", "none")
 
 @dataclass
 class DLNConfig:
-    """The L2T-DLN teacher's configuration (= its constructor's keyword arguments)."""
+    """The L2T-DLN teacher's options (= its constructor's keyword arguments)."""
 
     lookahead: int = 10
     """K, student SGD steps per teacher iteration (official: 15) and the interval of the env the
@@ -268,9 +267,10 @@ class L2TDLNTeacher(Teacher):
     family = "dln"
     acts_on_observation = False  # act looks ahead from the bound student (begin_episode)
 
-    def __init__(self, **config: Any) -> None:
-        self.cfg = DLNConfig(**config)
-        super().__init__(**dataclasses.asdict(self.cfg))
+    Config = DLNConfig
+
+    def __init__(self, config: DLNConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         n_extra = len(DefaultState.names) if self.cfg.student_features else 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.init_seed)

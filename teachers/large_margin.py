@@ -13,9 +13,33 @@ learns nothing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from teachers.base import EnvSpec, Teacher
+
+
+@dataclass
+class LargeMarginConfig:
+    """The annealing beta_t = max(beta_min, beta_0 (1 + gamma t)^(-power)) and the margin."""
+
+    margin: int = 4
+    """m, the integer angular margin (Liu et al. used 2-4, 4 on MNIST)"""
+    beta0: float = 1000.0
+    """beta_0: the weight of plain softmax at the start"""
+    gamma: float = 0.12
+    """decay rate of beta per student SGD step"""
+    power: float = 1.0
+    """decay exponent"""
+    beta_min: float = 0.0
+    """floor of beta"""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.margin, int) or self.margin < 1:
+            raise ValueError(f"margin must be an integer >= 1, got {self.margin!r}")
+        if min(self.beta0, self.gamma, self.power, self.beta_min) < 0:
+            raise ValueError("beta0, gamma, power and beta_min must be >= 0")
 
 
 class LargeMarginTeacher(Teacher):
@@ -23,20 +47,10 @@ class LargeMarginTeacher(Teacher):
 
     name = "large-margin"
     family = "large-margin"
+    Config = LargeMarginConfig
 
-    def __init__(
-        self,
-        margin: int = 4,
-        beta0: float = 1000.0,
-        gamma: float = 0.12,
-        power: float = 1.0,
-        beta_min: float = 0.0,
-    ) -> None:
-        if not isinstance(margin, int) or margin < 1:
-            raise ValueError(f"margin must be an integer >= 1, got {margin!r}")
-        if beta0 < 0 or gamma < 0 or power < 0 or beta_min < 0:
-            raise ValueError("beta0, gamma, power and beta_min must be >= 0")
-        super().__init__(margin=margin, beta0=beta0, gamma=gamma, power=power, beta_min=beta_min)
+    def __init__(self, config: LargeMarginConfig | None = None, /, **options) -> None:
+        super().__init__(config, **options)
         self._process = None
 
     def spec_for(self, spec: EnvSpec) -> EnvSpec:

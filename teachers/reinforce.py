@@ -32,7 +32,6 @@ steps is 20 episodes, 10 updates, 42-53 s on 2 shared CPU cores (load ~6).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -49,7 +48,7 @@ MEANS = ("tanh", "clip")
 
 @dataclass
 class ReinforceConfig:
-    """The teacher's configuration; ``ReinforceTeacher(**fields)``."""
+    """The teacher's options; ``ReinforceTeacher(**fields)`` or ``ReinforceTeacher(config)``."""
 
     family: str | None = "compact"
     """loss family acted on: 'compact' (5 knobs), 'bilinear' (C*C + C), ...; None = the spec's"""
@@ -244,10 +243,11 @@ class ReinforceTeacher(Teacher):
     """Monte-Carlo policy gradient with a baseline (module docstring); config in ReinforceConfig."""
 
     name = "reinforce"
+    Config = ReinforceConfig
 
-    def __init__(self, **config: Any) -> None:
-        self.args = ReinforceConfig(**config)
-        super().__init__(**dataclasses.asdict(self.args))
+    def __init__(self, config: ReinforceConfig | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
+        self.args: ReinforceConfig = self.cfg
         self.policy: GaussianPolicy | None = None
         self.value: nn.Sequential | None = None
         self.ret_rms = RunningMeanStd()

@@ -26,6 +26,7 @@ jobs (load ~6), nearly all of it student training.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +38,47 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormali
 
 from teachers.base import FitRun, Teacher
 from teachers.reinforce import student_steps_of
+
+
+@dataclass
+class SB3Config:
+    """The options of the SB3 teachers (``ppo`` and ``a2c`` share them)."""
+
+    family: str | None = "compact"
+    """loss family acted on ('compact' default, 'bilinear', ...; None = the spec's)"""
+    n_envs: int = 1
+    """env copies in the DummyVecEnv (each trains its own student)"""
+    batched: bool = False
+    """train the n_envs students in one batched process (envs/sb3_vec.py, one vmapped step for
+    all) instead of a DummyVecEnv of single envs; same students, same seeds"""
+    n_steps: int | None = None
+    """env steps per env per rollout; None = derived from the budget (module docstring)"""
+    min_updates: int = 4
+    """policy updates a budget must allow when n_steps is derived"""
+    log_std_init: float = -0.5
+    """initial log sigma of the Gaussian policy (SB3's default is 0: sigma = 1, half the
+    [-1, 1] box; -0.5 explores a little less)"""
+    net_arch: list[int] | None = None
+    """hidden layers of the policy and value networks; None = [64, 64]"""
+    device: str = "cpu"
+    """where SB3 runs its (small) networks; 'cpu' is fastest for MLP policies"""
+    progress_bar: bool = False
+    """SB3's progress bar (tqdm + rich) during fit"""
+    verbose: int = 0
+    """SB3's verbosity"""
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    """any other keyword for the SB3 algorithm (learning_rate, gamma, n_epochs, ...)"""
+
+    def __post_init__(self) -> None:
+        n_steps, n_envs, min_updates = self.n_steps, self.n_envs, self.min_updates
+        if n_envs < 1 or min_updates < 1 or (n_steps is not None and n_steps < 2):
+            raise ValueError(
+                f"need n_envs >= 1, min_updates >= 1 and n_steps >= 2 (or None), got "
+                f"n_envs={n_envs}, min_updates={min_updates}, n_steps={n_steps}"
+            )
+        self.net_arch = [64, 64] if self.net_arch is None else list(map(int, self.net_arch))
+        self.batched = bool(self.batched)
+        self.algo_kwargs = dict(self.algo_kwargs or {})
 
 
 class _Recorder(BaseCallback):
@@ -76,59 +118,15 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 class SB3Teacher(Teacher):
-    """Shared base of the SB3 teachers: subclasses name the algorithm and its default rollout.
-
-    Config (constructor kwargs, recorded in ``self.config``):
-        family: loss family acted on ('compact' default, 'bilinear', ...; None = the spec's).
-        n_envs: env copies in the DummyVecEnv (each trains its own student).
-        batched: train the n_envs students in one batched process (envs/sb3_vec.py, one vmapped
-            step for all) instead of a DummyVecEnv of single envs; same students, same seeds.
-        n_steps: env steps per env per rollout; None = derived from the budget (module docstring).
-        min_updates: policy updates a budget must allow when n_steps is derived.
-        log_std_init: initial log sigma of the Gaussian policy (SB3's default is 0: sigma = 1,
-            half the [-1, 1] box; -0.5 explores a little less).
-        net_arch: hidden layers of the policy and value networks.
-        device: where SB3 runs its (small) networks; 'cpu' is fastest for MLP policies.
-        progress_bar: SB3's progress bar (tqdm + rich) during fit.
-        algo_kwargs: any other keyword for the SB3 algorithm (learning_rate, gamma, n_epochs, ...).
-    """
+    """Shared base of the SB3 teachers: subclasses name the algorithm and its default rollout;
+    options in :class:`SB3Config`."""
 
     algo: ClassVar[type[BaseAlgorithm]]
     default_n_steps: ClassVar[int]
+    Config = SB3Config
 
-    def __init__(
-        self,
-        family: str | None = "compact",
-        n_envs: int = 1,
-        batched: bool = False,
-        n_steps: int | None = None,
-        min_updates: int = 4,
-        log_std_init: float = -0.5,
-        net_arch: list[int] | None = None,
-        device: str = "cpu",
-        progress_bar: bool = False,
-        verbose: int = 0,
-        algo_kwargs: dict[str, Any] | None = None,
-    ) -> None:
-        if n_envs < 1 or min_updates < 1 or (n_steps is not None and n_steps < 2):
-            raise ValueError(
-                f"need n_envs >= 1, min_updates >= 1 and n_steps >= 2 (or None), got "
-                f"n_envs={n_envs}, min_updates={min_updates}, n_steps={n_steps}"
-            )
-        net_arch = [64, 64] if net_arch is None else list(map(int, net_arch))
-        super().__init__(
-            family=family,
-            n_envs=n_envs,
-            batched=bool(batched),
-            n_steps=n_steps,
-            min_updates=min_updates,
-            log_std_init=log_std_init,
-            net_arch=net_arch,
-            device=device,
-            progress_bar=progress_bar,
-            verbose=verbose,
-            algo_kwargs=dict(algo_kwargs or {}),
-        )
+    def __init__(self, config: SB3Config | None = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
         self.model: BaseAlgorithm | None = None
         self.obs_stats: dict[str, Any] | None = None
         """VecNormalize's observation statistics (mean, var, epsilon, clip_obs), frozen for act"""

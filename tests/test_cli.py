@@ -33,16 +33,32 @@ KEY = ["teacher", "budget", "seed", "phase", "episode", "step", "metric"]
         (["compare", "--teachers", "ce", "--budget", "lots"], "--budget: expected a positive"),
         (["compare", "--teachers", "ce", "--teacher-config", "{oops"], "not valid JSON"),
         (["compare", "--teachers", ",", "--seeds", "2"], "comma-separated list"),
-        (["compare", "--teachers", "ce", "--label-noise", "1.2"], "label_noise must be a fraction"),
+        (
+            ["compare", "--teachers", "ce", "--label-noise", "1.2"],
+            r"--label-noise: expected a fraction in \[0, 1\), got 1.2",
+        ),
         (
             ["compare", "--teachers", "ce", "--label-noise", "-0.1"],
-            "label_noise must be a fraction",
+            r"--label-noise: expected a fraction in \[0, 1\), got -0.1",
         ),
         (
             ["compare", "--teachers", "ce", "--label-noise-kind", "pairs"],
-            "unknown label_noise_kind 'pairs'",
+            "--label-noise-kind: unknown noise kind 'pairs'.*'pairflip'",
         ),
-        (["compare", "--teachers", "ce", "--imbalance", "0.5"], "imbalance must be"),
+        (
+            ["compare", "--teachers", "ce", "--imbalance", "0.5"],
+            "--imbalance: expected a ratio >= 1",
+        ),
+        (
+            [
+                "compare",
+                "--teachers",
+                "label-smoothing",
+                "--teacher-config",
+                '{"label-smoothing": {"eps": 0.2}}',
+            ],
+            "teacher 'label-smoothing' has no option 'eps'; its options: epsilon, lr. Did you mean 'epsilon'",
+        ),
         (["table", "/nonexistent/dir"], "not a results directory"),
         (["plot", "/nonexistent/dir"], "not a results directory"),
         (["bogus"], "invalid choice"),

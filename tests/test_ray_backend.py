@@ -79,7 +79,7 @@ def _canon(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
 
 
 def test_units_pickle():
-    grid = Grid(["ce", "random"], 2, [5, 10], SPEC, teacher_configs={"random": {"scale": 0.5}})
+    grid = Grid(["ce", "random"], 2, [5, 10], SPEC, teacher_configs={"random": {"family": "ce"}})
     assert pickle.loads(pickle.dumps(grid)) == grid
     assert pickle.loads(pickle.dumps(RayOptions("auto", 0.5, 0.25))) == RayOptions(
         "auto", 0.5, 0.25
