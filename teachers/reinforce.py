@@ -71,13 +71,16 @@ class ReinforceConfig:
     min_log_std: float = -4.0
     """floor of log sigma, so exploration never collapses to a point mass"""
     entropy_coef: float = 0.0
+    """c_H, the weight of the policy's entropy bonus in the loss"""
     value_coef: float = 0.5
+    """c_V, the weight of the learned baseline's squared error in the loss"""
     episodes_per_update: int = 2
     """episodes collected per policy update"""
     n_envs: int = 1
     """students taught at once while fitting: > 1 runs n_envs episodes together in one batched
     process (envs/vector.py, one vmapped student step for all); 1 is the single env"""
     max_grad_norm: float = 1.0
+    """the gradient of policy and baseline is rescaled to at most this norm before each step"""
 
     def __post_init__(self) -> None:
         if self.baseline not in BASELINES:
