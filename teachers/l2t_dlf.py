@@ -14,14 +14,13 @@ so the paper's form holds exactly in coefficient space, and a_t, a convex combin
 of the box, is always a valid action (``act`` needs no squashing). M is clipped to [-1, 1] after
 each Adam step. Initialisation: M_i small *distinct* noise around 0 (= the family's default loss)
 and V small noise, so every parameter gets a non-zero hypergradient from the first episode. (The
-official demo's gate starts at exactly zero and its state pathway never learns; see
-shared/papers/l2t-dlf.md section 3.) Option ``form="mlp"``: a_t = tanh(W2 tanh(W1 [s_t, 1])), a
+official demo's gate starts at exactly zero, so its state pathway never learns.) Option ``form="mlp"``: a_t = tanh(W2 tanh(W1 [s_t, 1])), a
 correction to the default loss, W2 small but non-zero for the same reason.
 
 Training (Algorithm 1): each episode trains a fresh student (its own seed) under the current
 teacher through the env; the RMD engine (teachers/rmd.py) returns dM/dPhi_k for every env step k,
 one autograd call carries them into theta, the gradient is clipped to norm ``clip`` (the hyper-
-gradient of a 600-step run at a large student learning rate measured 1e2-1e3; shared notes), and
+gradient of a 600-step run at a large student learning rate measured 1e2-1e3), and
 Adam updates theta. M is a smooth dev objective (``objective``: dev cross-entropy by default,
 the demo's sigmoid-smoothed error, or the expected error) on the env's fixed dev subset; test data
 is never touched. Selection: every ``select_every`` episodes (and before the first) the current

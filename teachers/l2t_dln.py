@@ -3,8 +3,8 @@
 The student minimises the loss network L_phi (the ``dln`` family: 5,000 weights phi). A
 coordinate-wise LSTM T_psi (Andrychowicz et al. 2016) reads the *loss state*, the validation
 gradient of phi taken through a K-step look-ahead of the student, and moves phi; its hidden state
-(h, c) is the teacher's memory across the whole student run. One iteration (shared/papers/
-l2t-dln.md section 5; official ``main.py``):
+(h, c) is the teacher's memory across the whole student run. One iteration (the official
+``main.py``):
 
     stage 1  theta^(k) = SGD(theta^(k-1), grad L_phi_t(x_k, y_k)),  k = 1..K      (look-ahead)
              g_t = d CE_val(theta^(K)) / d phi_t                     (hypergradient, detached)

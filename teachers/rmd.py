@@ -28,7 +28,7 @@ SGD steps: budgets count only the forward pass (``process.student_steps``).
 
 Truncation: a tape covers whatever was trained with it. Passing a fresh tape per window of an episode gives truncated RMD, which is greedy: short horizons favour losses that lower
 the dev objective *soon* (Wu, Ren, Liao, Grosse 2018, "short-horizon bias"), and on mnist5k online
-25-step windows made the final student worse (shared/papers/l2t-dlf.md). Full-episode RMD is the
+25-step windows made the final student worse. Full-episode RMD is the
 default of the L2T-DLF teacher.
 """
 
