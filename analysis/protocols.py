@@ -165,7 +165,7 @@ DEMO = Protocol(
         "student": "the demo's LeNet (20/50 5x5 conv, tanh, 500 hidden; `lenet-demo`) with our "
         "initialisation; data order a seeded permutation (the demo reads batches in file order).",
         "teacher": "a static (Phi, b) on the bilinear loss, Phi = I, b = 0 at the start: the "
-        "demo's gate starts at exactly zero and stays inert, so it learns "
+        "demo's gate is inert by default (shared/papers/l2t-dlf.md section 3), so it learns "
         "exactly this.",
         "pretrain": "1,000 NLL steps, lr 0.01, batch 20; teacher windows and final students all "
         "start from this checkpoint of the seed's student.",
