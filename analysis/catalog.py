@@ -9,6 +9,7 @@ here falls back to its docstring's first line (so a new entry is never listed bl
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 
@@ -80,12 +81,27 @@ def options(obj: object, skip: tuple[str, ...] = ("input_shape", "num_classes"))
     )
 
 
+def teacher_options(name: str) -> str:
+    """A teacher's options (its Config dataclass's fields and defaults: what --teacher-config
+    takes), or why they cannot be listed (its module does not import here)."""
+    from teachers.registry import teacher_class
+
+    try:
+        config = teacher_class(name).Config
+    except (ImportError, AttributeError) as err:
+        return f"(not importable here: {err})"
+    return ", ".join(
+        f"{f.name}={f.default_factory() if f.default is dataclasses.MISSING else f.default!r}"
+        for f in dataclasses.fields(config)
+    )
+
+
 def listing(kind: str) -> list[tuple[str, str, str]]:
     """(name, description, keyword options) for every registered name of `kind`."""
     if kind == "teachers":
         from teachers.registry import TEACHERS
 
-        return [(n, describe(n, None, TEACHER_NOTES), "") for n in TEACHERS]
+        return [(n, describe(n, None, TEACHER_NOTES), teacher_options(n)) for n in TEACHERS]
     if kind == "datasets":
         from students.data import DATASETS
 
