@@ -29,8 +29,6 @@ from tqdm.auto import tqdm
 
 from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_meta
 from analysis.repro import init_worker
-from envs.losses import LOSSES
-from students.models import STUDENTS
 from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
 from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher, check_options
@@ -102,13 +100,8 @@ def validate_grid(grid: Grid) -> None:
         except (ImportError, AttributeError):  # prepare reports every teacher that cannot load
             continue
         check_options(cls, options)
-    check_dataset(grid.spec.dataset)
-    for kind, name, known in (
-        ("student", grid.spec.student, STUDENTS),
-        ("loss", grid.spec.loss, LOSSES),
-    ):
-        if name not in known:
-            raise unknown_name_error(kind, name, known)
+    grid.spec.validate()  # every field's own check (envs/config.py), one line naming it
+    check_dataset(grid.spec.dataset)  # and an .npz file must exist
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
