@@ -178,7 +178,7 @@ class EnvConfig:
     callables: ``state_fn``, a reward function, ``divergence_penalty``, ``download``)."""
 
     # fmt: off
-    dataset: str | Splits = setting("mnist5k", "a name from `l2t datasets`, a path to an .npz file (README: your own data), or in-memory Splits", DATASET, PROCESS)  # noqa: E501
+    dataset: str | Splits = setting("mnist5k", "a name from `l2t datasets` or a path to an .npz file (README: your own data); in Python also in-memory Splits", DATASET, PROCESS)  # noqa: E501
     student: str = setting("mlp", "the student network, a name from `l2t students`", choice("student", STUDENTS), PROCESS)  # noqa: E501
     loss: str = setting("bilinear", "the loss family for teachers without their own (`l2t losses`)", choice("loss", LOSSES, also=LossFamily), PROCESS)  # noqa: E501
     horizon: int = setting(12, "teacher decisions (env steps) per episode", POSITIVE_INT, ENV)
@@ -188,7 +188,7 @@ class EnvConfig:
     momentum: float = setting(SGDConfig.momentum, "student SGD momentum", FRACTION, OPTIM)
     weight_decay: float = setting(SGDConfig.weight_decay, "student weight decay", NON_NEGATIVE, OPTIM)  # noqa: E501
     schedule: str = setting(SGDConfig.schedule, "learning-rate schedule over an episode", choice("schedule", SCHEDULES), OPTIM)  # noqa: E501
-    reward: str = setting("dev-accuracy-delta", "the env's reward (README: reward)", REWARD, ENV)
+    reward: str = setting("dev-accuracy-delta", "dev-accuracy-delta (an episode's return = final - initial dev accuracy), dev-loss-delta or terminal", REWARD, ENV)
     dev_subset: int = setting(256, "dev examples behind each step's state and reward (a fixed subset: bounded cost)", POSITIVE_INT, PROCESS)  # noqa: E501
     device: str = setting("auto", "where students train: auto (CUDA when present), cpu, cuda, cuda:1, mps", DEVICE, PROCESS)  # noqa: E501
     dtype: str = setting("float32", "student float type: float32, or float64 for finite-difference checks", DTYPE, PROCESS)  # noqa: E501
