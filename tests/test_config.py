@@ -20,7 +20,6 @@ from analysis.runner import Grid, build_teacher
 from envs.config import (
     DATASET,
     DEVICE,
-    DTYPE,
     FIELDS,
     FLAG,
     FOLDER,
@@ -181,12 +180,6 @@ def test_the_env_forwards_every_field_to_the_part_that_keeps_it():
     }  # noqa: E501
     for name, value in changed.items():
         assert kept.get(name, getattr(env.config, name)) == value, name
-
-
-def test_dtype_check_accepts_torch_dtypes_in_the_library():
-    assert DTYPE(torch.float64) is torch.float64
-    with pytest.raises(ValueError, match="float32 or float64|unknown dtype"):
-        DTYPE(torch.float16)
 
 
 def test_envspec_is_the_config_and_records_the_same_dict():
