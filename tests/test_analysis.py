@@ -280,10 +280,14 @@ def test_bad_grids_raise_clear_errors(kwargs, match):
 
 
 def test_bad_teacher_config_is_caught_before_running(tmp_path):
+    with pytest.raises(ValueError, match="'label-smoothing' has no option 'eps'.*'epsilon'"):
+        Grid(["label-smoothing"], teacher_configs={"label-smoothing": {"eps": 0.1}}, spec=TINY)
     grid = Grid(
-        teachers=["label-smoothing"], teacher_configs={"label-smoothing": {"eps": 0.1}}, spec=TINY
+        teachers=["label-smoothing"],
+        teacher_configs={"label-smoothing": {"epsilon": 2.0}},
+        spec=TINY,
     )
-    with pytest.raises(ValueError, match="rejects its config"):
+    with pytest.raises(ValueError, match="rejects its config: .*epsilon must lie in"):
         run_grid(grid, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
 
