@@ -362,7 +362,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         "large-margin": demo_process(
             p, student, "large-margin", data_root, margin=p.teachers["large-margin"]["margin"]
         ),
-        "l2t-dlf": demo_process(p, student, "bilinear", data_root, bias_init=0.0),
+        "l2t-dlf": demo_process(p, student, "bilinear", data_root, start="zero"),
     }
     ce = procs["ce"]
 
