@@ -99,10 +99,12 @@ def apply(spec: EnvSpec, changes: Mapping[str, Any]) -> EnvSpec:
 
 
 def held_out_errors(
-    teacher: Teacher, spec: EnvSpec, seeds: Sequence[int], split: str = SELECTION_SPLIT
+    teacher: Teacher, spec: EnvSpec, seeds: Sequence[int], split: str | None = None
 ) -> tuple[list[float], int]:
     """Train one fresh student per seed with `teacher` frozen; their whole-`split` errors (1.0
-    when a student diverged) and the student steps taken."""
+    when a student diverged) and the student steps taken. `split` defaults to
+    :data:`SELECTION_SPLIT`, read at call time."""
+    split = split or SELECTION_SPLIT
     env = teacher.spec_for(spec).make_env()
     errors, steps = [], 0
     for seed in seeds:
