@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-REPORTED = {  # test error %, as recalled in shared/papers/l2t-dlf.md section 8: UNVERIFIED
+REPORTED = {  # test error %, the paper's MNIST table as recalled: UNVERIFIED
     "mlp": {"ce": 1.94, "label-smoothing": 1.89, "large-margin": 1.83, "l2t-dlf": 1.69},
     "lenet": {"ce": 0.98, "label-smoothing": 0.94, "large-margin": 0.88, "l2t-dlf": 0.77},
 }
@@ -44,9 +44,9 @@ class StudentPlan:
     lrs: tuple[float, ...]
     """student learning-rate grid, one lr picked on dev per loss"""
     starts: tuple[str | float, ...] = ("log-c", "zero")
-    """L2T-DLF's bilinear starts (envs.losses.BILINEAR_STARTS), each tried with every lr; the
-    (start, lr) pair with the lowest dev error of the untrained teacher is used
-    (analysis.selection.choose_start_and_lr)"""
+    """paper: L2T-DLF's bilinear starts (envs.losses.BILINEAR_STARTS), each tried with every lr;
+    the (start, lr) pair with the lowest dev error of the untrained teacher is used
+    (analysis.selection.choose_start_and_lr); demo: the first is the static loss's start"""
     fit_episodes: int = 0
     """paper: L2T-DLF training episodes (teacher updates); demo: teacher updates"""
     select_every: int = 4
@@ -152,7 +152,9 @@ DEMO = Protocol(
     kind="pretrain-window",
     dataset="mnist-demo",
     students={
-        "lenet-demo": StudentPlan(horizon=1, interval=200, lrs=(0.01,), fit_episodes=6),
+        "lenet-demo": StudentPlan(
+            horizon=1, interval=200, lrs=(0.01,), starts=("zero",), fit_episodes=6
+        ),
     },
     teachers={
         "ce": {},
@@ -172,7 +174,7 @@ DEMO = Protocol(
         "student": "the demo's LeNet (20/50 5x5 conv, tanh, 500 hidden; `lenet-demo`) with our "
         "initialisation; data order a seeded permutation (the demo reads batches in file order).",
         "teacher": "a static (Phi, b) on the bilinear loss, Phi = I, b = 0 at the start: the "
-        "demo's gate is inert by default (shared/papers/l2t-dlf.md section 3), so it learns "
+        "demo's gate is inert by default, so it learns "
         "exactly this.",
         "pretrain": "1,000 NLL steps, lr 0.01, batch 20; teacher windows and final students all "
         "start from this checkpoint of the seed's student.",

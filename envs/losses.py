@@ -76,7 +76,7 @@ class LossFamily:
         """Check an action's type, shape and finiteness; clip finite values into [-1, 1].
 
         Raises ``ValueError`` naming the problem: the env must not train a student on garbage
-        (DACBench silently trains on NaN learning rates; see shared/papers/baselines-and-peers.md).
+        (DACBench, for one, silently trains on NaN learning rates).
         """
         try:
             a = torch.as_tensor(np.asarray(action, dtype=np.float64))
@@ -162,11 +162,11 @@ class Bilinear(_AffineFamily):
       sigmoid at its steepest point for a uniform prediction, closer to CE;
     * a number: b = that value for every class.
 
-    Neither start wins everywhere (mnist5k / mlp, 600 steps, 5 seeds, test error;
-    results/bilinear_start/): clean, ``zero`` 7.16 +- 0.44 % vs ``log-c`` 6.80 +- 0.46 %; 40%
-    symmetric label noise, ``zero`` 11.36 +- 0.53 % vs ``log-c`` 19.42 +- 0.83 %. So the start
-    is a choice made on held-out data with the student lr (analysis/selection.py). Actions move
-    Phi by +-``phi_range`` and b by +-``bias_range`` around the start.
+    Neither start wins everywhere (untrained, mnist5k / mlp, 600 steps, 5 students, test error;
+    results/bilinear_start/): clean, ``log-c`` 6.56 +- 0.32 % vs ``zero`` 7.42 +- 0.33 %; under
+    40% symmetric label noise, ``zero`` 11.36 +- 0.19 % vs ``log-c`` 18.74 +- 1.11 %. So the
+    start is a choice made on held-out data with the student lr (analysis/selection.py). Actions
+    move Phi by +-``phi_range`` and b by +-``bias_range`` around the start.
     """
 
     name = "bilinear"

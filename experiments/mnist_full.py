@@ -372,7 +372,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         "large-margin": demo_process(
             p, student, "large-margin", data_root, margin=p.teachers["large-margin"]["margin"]
         ),
-        "l2t-dlf": demo_process(p, student, "bilinear", data_root, start="zero"),
+        "l2t-dlf": demo_process(p, student, "bilinear", data_root, start=plan.starts[0]),
     }
     ce = procs["ce"]
 
@@ -590,7 +590,7 @@ def write_readme(out: Path) -> Path:
         "Test error in %, mean +- 95% t-interval over the fresh test students (one teacher fit "
         "per student type); `- ce` is the paired difference on the same students (same init, "
         "same data order). `reported, unverified`: the paper's MNIST numbers as recalled in "
-        "shared/papers/l2t-dlf.md section 8, not checked against the PDF, for a different "
+        "our notes on the paper, not checked against the PDF, for a different "
         "(full-length) training run.",
         "",
     ]

@@ -65,7 +65,7 @@ def test_unknown_loss_lists_names():
 
 
 def test_bilinear_identity_closed_form(batch):
-    """Phi = I, b = 0: l = -sigmoid(log p_y) = -p_y / (1 + p_y) (shared/papers/l2t-dlf.md §2.2)."""
+    """Phi = I, b = 0: l = -sigmoid(log p_y) = -p_y / (1 + p_y) (the paper's start)."""
     z, y = batch
     fam = make_loss("bilinear", C, start="zero")
     p_y = z.softmax(-1).gather(-1, y[:, None]).squeeze(-1)
