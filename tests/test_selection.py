@@ -108,3 +108,20 @@ def test_split_is_one_constant():
         mp.setattr(selection, "SELECTION_SPLIT", "train")
         sel = search_lr(make_teacher("ce"), TINY.replace(horizon=1, interval=5), [0.1], SEEDS[:1])
     assert seen == ["train"] and sel.split == "train"
+
+
+def test_the_start_reaches_every_teacher_on_the_bilinear_family_and_no_other():
+    """A spec carrying a chosen start: teachers on the bilinear family (L2T-DLF, an RL teacher
+    given family="bilinear") train on it; teachers on another family drop it instead of passing
+    a bilinear keyword to their own family."""
+    spec = apply(TINY.replace(horizon=1, interval=2), {"start": "zero", "lr": 0.1})
+    for name, config in (("l2t-dlf", {}), ("reinforce", {"family": "bilinear"})):
+        teacher = make_teacher(name, **config)
+        assert selection.acts_on_bilinear(teacher, spec)
+        family = teacher.spec_for(spec).make_env().unwrapped.family
+        assert family.bias_init == 0.0
+    for name in ("ce", "gce", "large-margin", "reinforce"):
+        teacher = make_teacher(name)
+        assert not selection.acts_on_bilinear(teacher, spec)
+        result = teacher.teach(spec, seed=0) if name != "reinforce" else None
+        assert result is None or result.final["student_steps"] == 2
