@@ -617,8 +617,12 @@ def write_readme(out: Path) -> Path:
     lr = df[df.kind == "lr"] if "kind" in df else df.iloc[:0]
     if len(lr):
         lines += ["## Learning rates (dev error %, picked per loss on dev)", ""]
+        index = ["student", "loss"]
+        if "start" in lr:  # L2T-DLF's untrained teacher: one row per bilinear start
+            lr = lr.assign(loss=[f"{n} ({s})" if isinstance(s, str) else n
+                                 for n, s in zip(lr["loss"], lr["start"], strict=True)])  # fmt: skip
         piv = (lr.assign(dev=lr.dev_error * 100)
-               .pivot_table(index=["student", "loss"], columns="lr", values="dev"))  # fmt: skip
+               .pivot_table(index=index, columns="lr", values="dev"))  # fmt: skip
         lines += [markdown(piv.round(2)), ""]
     for fit in sorted(out.glob("units/*/*/fit_log_l2t-dlf.jsonl")):
         log = pd.read_json(fit, lines=True)
