@@ -148,6 +148,22 @@ class RecordStore:
             _atomic_parquet(coeffs, self.coeffs_dir / f"{unit}.parquet")
         _atomic_parquet(records, self.records_dir / f"{unit}.parquet")
 
+    def meta_path(self, unit: str) -> Path:
+        """``units/<unit>.json``; a unit id may hold '/' to group units in subfolders."""
+        return self.units_dir / f"{unit}.json"
+
+    def write_meta(self, unit: str, meta: dict[str, Any]) -> None:
+        """A unit's metadata alone (atomic): for runs whose units are not records rows (the
+        full-MNIST protocols' learning-rate trials, fits and final students)."""
+        path = self.meta_path(unit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, meta)
+
+    def read_meta(self, unit: str) -> dict[str, Any] | None:
+        """A unit's metadata, or None when the unit is not done."""
+        path = self.meta_path(unit)
+        return json.loads(path.read_text()) if path.exists() else None
+
     def teacher_path(self, unit: str) -> Path:
         return self.teachers_dir / f"{unit}.pt"
 

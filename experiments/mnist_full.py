@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from contextlib import contextmanager
@@ -36,12 +35,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.protocols import REPORTED, Protocol, StudentPlan, get_protocol, validate  # noqa: E402
-from envs.process import StudentState, TeachingProcess  # noqa: E402
+from analysis.records import RecordStore, versions  # noqa: E402
+from analysis.selection import (  # noqa: E402
+    Selection,
+    Trial,
+    choose_start_and_lr,
+    evaluate_trial,
+    search_lr,
+)
+from analysis.stats import mean_ci, paired_difference  # noqa: E402
+from envs.process import TeachingProcess  # noqa: E402
 from students.optim import SGDConfig  # noqa: E402
 from teachers import l2t_dlf as l2t_dlf_module  # noqa: E402
 from teachers import rmd  # noqa: E402
@@ -50,28 +57,34 @@ from teachers.l2t_dlf import L2TDLFTeacher  # noqa: E402
 from teachers.large_margin import LargeMarginTeacher  # noqa: E402
 from teachers.registry import make_teacher  # noqa: E402
 
-LR_LOSSES = ("ce", "label-smoothing", "large-margin", "bilinear-init")
-"""losses whose student lr is tuned; l2t-dlf uses the lr picked for bilinear-init"""
+LR_LOSSES = ("ce", "label-smoothing", "large-margin")
+"""fixed losses whose student lr is tuned on dev"""
+START_LOSS = "bilinear-init"
+"""L2T-DLF's untrained teacher: its (bilinear start, student lr) pair is chosen on dev and used
+for L2T-DLF's fit and its final students"""
 
 
 # ------------------------------------------------------------------------------------ units
 
 
 class Units:
-    """One JSON file per finished unit; existing files are skipped (resume)."""
+    """One protocol x student's units in the shared record store (analysis.records.RecordStore):
+    one JSON file per finished unit, ``units/<protocol>/<student>/<unit>.json``, written
+    atomically; existing files are skipped (resume)."""
 
     def __init__(self, out: Path, protocol: Protocol, student: str) -> None:
-        self.dir = out / "units" / protocol.name / student
+        self.store = RecordStore(out)
+        self.prefix = f"{protocol.name}/{student}"
+        self.dir = self.store.units_dir / protocol.name / student
         self.dir.mkdir(parents=True, exist_ok=True)
         self.protocol = protocol
         self.student = student
 
     def path(self, unit: str) -> Path:
-        return self.dir / f"{unit}.json"
+        return self.store.meta_path(f"{self.prefix}/{unit}")
 
     def get(self, unit: str) -> dict | None:
-        p = self.path(unit)
-        return json.loads(p.read_text()) if p.exists() else None
+        return self.store.read_meta(f"{self.prefix}/{unit}")
 
     def put(self, unit: str, row: dict) -> dict:
         row = {
@@ -81,21 +94,12 @@ class Units:
             "unit": unit,
             **row,
         }
-        tmp = self.path(unit).with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=1, default=float))
-        os.replace(tmp, self.path(unit))
+        row = json.loads(json.dumps(row, default=float))  # numpy scalars -> JSON numbers
+        self.store.write_meta(f"{self.prefix}/{unit}", row)
         print(f"[{time.strftime('%H:%M:%S')}] {self.protocol.name}/{self.student}/{unit}: "
               + json.dumps({k: v for k, v in row.items() if not isinstance(v, (list, dict))},
                            default=float), flush=True)  # fmt: skip
         return row
-
-
-def ci95(x) -> tuple[float, float]:
-    """Mean and half-width of the 95% t-interval; half-width NaN for one value."""
-    x = np.asarray(x, dtype=float)
-    if len(x) < 2:
-        return float(x.mean()), math.nan
-    return float(x.mean()), float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
 
 
 # ------------------------------------------------------------------------- paper protocol
@@ -126,13 +130,27 @@ def paper_teacher(p: Protocol, name: str, spec: EnvSpec) -> Teacher:
     return make_teacher(name, **p.teachers[name])
 
 
-def dev_error(teacher: Teacher, spec: EnvSpec, seeds) -> list[float]:
-    env = teacher.spec_for(spec).make_env()
-    errors = []
-    for s in seeds:
-        *_, (_, _, info) = teacher.rollout(env, s)
-        errors.append(1.0 if info["diverged"] else env.process.evaluate("dev")["error"])
-    return errors
+def stored_trials(units: Units, loss: str):
+    """analysis.selection's trial function, one unit per (loss, candidate): a finished unit is
+    read back, so an interrupted selection resumes. Units: ``lr_<loss>_<lr>`` and, for the
+    bilinear start, ``lr_<loss>_<start>_<lr>``."""
+
+    def trial(teacher: Teacher, spec: EnvSpec, changes: dict, seeds) -> Trial:
+        start = f"_{changes['start']}" if "start" in changes else ""
+        unit = f"lr_{loss}{start}_{changes['lr']:g}"
+        row = units.get(unit)
+        if row is None:
+            t0 = time.perf_counter()
+            t = evaluate_trial(teacher, spec, changes, seeds)
+            row = units.put(unit, {"kind": "lr", "loss": loss, **changes, "dev_seeds": list(seeds),
+                            "dev_errors": list(t.errors), "dev_error": t.error,
+                            "student_steps": t.student_steps,
+                            "wall_time": time.perf_counter() - t0})  # fmt: skip
+        # units written before the step count was stored: every student ran the episode
+        steps = row.get("student_steps", len(seeds) * spec.episode_steps)
+        return Trial(dict(changes), tuple(row["dev_errors"]), int(steps))
+
+    return trial
 
 
 @contextmanager
@@ -194,38 +212,39 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
     spec = paper_spec(p, student, plan, data_root)
     dev_seeds = p.dev_seeds[:1] if smoke else p.dev_seeds
 
-    # 1. student learning rate per loss, on dev
-    lr = {}
-    for loss in LR_LOSSES:
-        scores = {}
-        for value in plan.lrs:
-            unit = f"lr_{loss}_{value:g}"
-            row = units.get(unit)
-            if row is None:
-                t0 = time.perf_counter()
-                s = spec.replace(lr=value)
-                errs = dev_error(paper_teacher(p, loss, s), s, dev_seeds)
-                row = units.put(
-                    unit,
-                    {
-                        "kind": "lr",
-                        "loss": loss,
-                        "lr": value,
-                        "dev_seeds": list(dev_seeds),
-                        "dev_errors": errs,
-                        "dev_error": float(np.mean(errs)),
-                        "wall_time": time.perf_counter() - t0,
-                    },
-                )
-            scores[value] = row["dev_error"]
-        lr[loss] = min(scores, key=lambda v: (scores[v], v))
-    lr["l2t-dlf"] = lr["bilinear-init"]
+    # 1. on dev: the student lr per fixed loss; L2T-DLF's bilinear start and lr together
+    lrs = sorted(plan.lrs)  # ties go to the smaller lr
+    chosen: dict[str, Selection] = {
+        loss: search_lr(paper_teacher(p, loss, spec), spec, lrs, dev_seeds,
+                        trial=stored_trials(units, loss))
+        for loss in LR_LOSSES
+    }  # fmt: skip
+    chosen["l2t-dlf"] = choose_start_and_lr(
+        spec,
+        {"start": plan.starts, "lr": lrs},
+        dev_seeds,
+        teacher=paper_teacher(p, START_LOSS, spec),
+        trial=stored_trials(units, START_LOSS),
+    )
+    lr = {name: sel.chosen["lr"] for name, sel in chosen.items()}
+    start = chosen["l2t-dlf"].chosen["start"]
+    selection_steps = sum(sel.student_steps for sel in chosen.values())
 
-    # 2. the L2T-DLF teacher, fitted on dev at its untrained teacher's lr
-    dlf_spec = spec.replace(lr=lr["l2t-dlf"])
+    # 2. the L2T-DLF teacher, fitted on dev from its chosen start at its chosen lr
+    dlf_spec = chosen["l2t-dlf"].apply(spec)
     cfg = dict(p.teachers["l2t-dlf"], select_every=plan.select_every)
     teacher_path = units.dir / "teacher_l2t-dlf.pt"
-    if units.get("fit_l2t-dlf") is None or not teacher_path.exists():
+    fitted = units.get("fit_l2t-dlf")
+    if fitted is not None and (fitted["lr"], fitted.get("start", "log-c")) != (
+        lr["l2t-dlf"],
+        start,
+    ):
+        raise ValueError(
+            f"{units.dir} holds an L2T-DLF fit at lr {fitted['lr']}, start "
+            f"{fitted.get('start', 'log-c')!r}; dev now chooses lr {lr['l2t-dlf']}, start "
+            f"{start!r}. Use another --out directory."
+        )
+    if fitted is None or not teacher_path.exists():
         teacher = L2TDLFTeacher(**cfg)
         env = teacher.spec_for(dlf_spec).make_env()
         teacher.build(env.observation_space.shape[0], env.family.dim)
@@ -262,6 +281,8 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
             {
                 "kind": "fit",
                 "lr": lr["l2t-dlf"],
+                "start": start,
+                "selection_student_steps": selection_steps,
                 "config": cfg,
                 "budget": budget,
                 "student_steps": report.student_steps,
@@ -283,7 +304,7 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
             if units.get(unit) is not None:
                 continue
             teacher = teacher_dlf if name == "l2t-dlf" else paper_teacher(p, name, spec)
-            s = spec.replace(lr=lr[name])
+            s = chosen[name].apply(spec)
             env = teacher.spec_for(s).make_env()
             result = teacher.teach(s, seed, env=env)
             units.put(
@@ -293,6 +314,7 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
                     "teacher": name,
                     "seed": seed,
                     "lr": lr[name],
+                    **({"start": start} if name == "l2t-dlf" else {}),
                     "student_steps": s.episode_steps,
                     **result.final,
                     "coefficients": coefficient_rows(result, env.unwrapped.family, s.interval),
@@ -324,23 +346,11 @@ def demo_process(p: Protocol, student: str, loss: str, data_root: str, **loss_kw
     )
 
 
-def snapshot(proc: TeachingProcess) -> dict:
-    clone = lambda d: {k: v.detach().clone() for k, v in d.items()}  # noqa: E731
-    return {
-        "seed": proc.seed,
-        "step": proc.step,
-        "params": clone(proc.params),
-        "velocity": clone(proc.velocity),
-        "buffers": clone(proc.buffers),
-    }
-
-
 def restore(proc: TeachingProcess, snap: dict) -> None:
-    """The pre-trained student of snap's seed, at its step (data order continues as it would)."""
+    """The pre-trained student of snap's seed (its data order) from the saved StudentState, at
+    its step: the data order continues as it would have."""
     proc.reset(snap["seed"])
-    proc.restore(
-        StudentState(snap["params"], snap["velocity"], snap["buffers"], snap["step"]).clone()
-    )
+    proc.restore(snap["state"].clone())
 
 
 def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) -> None:
@@ -362,7 +372,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         "large-margin": demo_process(
             p, student, "large-margin", data_root, margin=p.teachers["large-margin"]["margin"]
         ),
-        "l2t-dlf": demo_process(p, student, "bilinear", data_root, bias_init=0.0),
+        "l2t-dlf": demo_process(p, student, "bilinear", data_root, start=plan.starts[0]),
     }
     ce = procs["ce"]
 
@@ -372,7 +382,7 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
             t0 = time.perf_counter()
             ce.reset(seed)
             ce.advance(ce.family.default_coeffs(), ex["pretrain_steps"])
-            snap = snapshot(ce)
+            snap = {"seed": seed, "state": ce.state.clone()}
             tmp = path.with_suffix(".tmp")
             torch.save(snap, tmp)
             os.replace(tmp, path)
@@ -482,8 +492,10 @@ def summarise(out: Path) -> pd.DataFrame | None:
     final = df[df.kind == "final"].copy()
     final["test_error"] *= 100
     final["dev_error"] *= 100
-    keep = ["protocol", "protocol_version", "student", "teacher", "seed", "lr", "student_steps"]
-    keep += ["dev_error", "test_error", "wall_time"]
+    if "start" not in final:  # units made before the bilinear start was a choice
+        final["start"] = None
+    keep = ["protocol", "protocol_version", "student", "teacher", "seed", "lr", "start"]
+    keep += ["student_steps", "dev_error", "test_error", "wall_time"]
     final[keep].sort_values(["protocol", "student", "teacher", "seed"]).to_csv(
         out / "per_seed.csv", index=False
     )
@@ -491,13 +503,15 @@ def summarise(out: Path) -> pd.DataFrame | None:
         df[df.kind == "fit"].set_index(["protocol", "student"]) if "fit" in set(df.kind) else None
     )
     rows = []
+    diffs = {
+        (proto, student): paired_difference(
+            g, "ce", value="test_error", group="teacher", pair_on="seed"
+        ).set_index("teacher")
+        for (proto, student), g in final.groupby(["protocol", "student"])
+    }
     for (proto, student, teacher), g in final.groupby(["protocol", "student", "teacher"]):
-        g = g.set_index("seed")
-        ce = final[(final.protocol == proto) & (final.student == student) & (final.teacher == "ce")]
-        ce = ce.set_index("seed").test_error
-        shared = g.index.intersection(ce.index)
-        m, h = ci95(g.test_error)
-        dm, dh = ci95(g.test_error.loc[shared] - ce.loc[shared]) if len(shared) else (math.nan,) * 2
+        test = mean_ci(g.test_error)
+        diff = diffs[(proto, student)].loc[teacher]
         reported = REPORTED.get(student, {}).get(teacher) if proto == "paper" else None
         fit_wall = (
             float(fits.loc[(proto, student), "wall_time"])
@@ -511,14 +525,15 @@ def summarise(out: Path) -> pd.DataFrame | None:
                 "student": student,
                 "teacher": teacher,
                 "seeds": len(g),
-                "test_error_mean": m,
-                "test_error_ci95": h,
+                "test_error_mean": test.mean,
+                "test_error_ci95": test.half,
                 "dev_error_mean": g.dev_error.mean(),
-                "test_minus_ce_mean": 0.0 if teacher == "ce" else dm,
-                "test_minus_ce_ci95": 0.0 if teacher == "ce" else dh,
-                "paired_seeds": len(shared),
+                "test_minus_ce_mean": 0.0 if teacher == "ce" else diff.diff_mean,
+                "test_minus_ce_ci95": 0.0 if teacher == "ce" else diff.diff_ci,
+                "paired_seeds": int(diff.diff_n),
                 "reported_unverified": reported,
                 "lr": g.lr.iloc[0],
+                "start": g.start.iloc[0],
                 "student_steps": int(g.student_steps.iloc[0]),
                 "teach_wall_s_per_student": g.wall_time.mean(),
                 "fit_wall_s": fit_wall,
@@ -567,14 +582,15 @@ def write_readme(out: Path) -> Path:
         "OMP_NUM_THREADS=1 python " + " ".join(first.get("argv", ["experiments/mnist_full.py"])),
         "```",
         "",
-        f"Code commit: `{first.get('commit')}` (dirty: {first.get('dirty')}). Started "
+        f"Code commit: `{first.get('git_commit', first.get('commit'))}` (dirty: "
+        f"{first.get('git_dirty', first.get('dirty'))}). Started "
         f"{first.get('start')}. Unit wall time, summed: {df.wall_time.sum() / 60:.0f} min "
         "(one shared CPU core; the machine was oversubscribed, so wall times are upper bounds).",
         "",
         "Test error in %, mean +- 95% t-interval over the fresh test students (one teacher fit "
         "per student type); `- ce` is the paired difference on the same students (same init, "
         "same data order). `reported, unverified`: the paper's MNIST numbers as recalled in "
-        "shared/papers/l2t-dlf.md section 8, not checked against the PDF, for a different "
+        "our notes on the paper, not checked against the PDF, for a different "
         "(full-length) training run.",
         "",
     ]
@@ -601,8 +617,12 @@ def write_readme(out: Path) -> Path:
     lr = df[df.kind == "lr"] if "kind" in df else df.iloc[:0]
     if len(lr):
         lines += ["## Learning rates (dev error %, picked per loss on dev)", ""]
+        index = ["student", "loss"]
+        if "start" in lr:  # L2T-DLF's untrained teacher: one row per bilinear start
+            lr = lr.assign(loss=[f"{n} ({s})" if isinstance(s, str) else n
+                                 for n, s in zip(lr["loss"], lr["start"], strict=True)])  # fmt: skip
         piv = (lr.assign(dev=lr.dev_error * 100)
-               .pivot_table(index=["student", "loss"], columns="lr", values="dev"))  # fmt: skip
+               .pivot_table(index=index, columns="lr", values="dev"))  # fmt: skip
         lines += [markdown(piv.round(2)), ""]
     for fit in sorted(out.glob("units/*/*/fit_log_l2t-dlf.jsonl")):
         log = pd.read_json(fit, lines=True)
@@ -652,18 +672,6 @@ def write_readme(out: Path) -> Path:
     return path
 
 
-def git_state() -> dict:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
-                                    capture_output=True, text=True).stdout.strip())  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
-    return {"commit": commit, "dirty": dirty}
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-root", help="holds MNIST files or mnist.pkl.gz (required to run)")
@@ -686,8 +694,7 @@ def main(argv: list[str] | None = None) -> None:
         validate(p)
     if args.smoke:
         protocols = [smoke_version(p) for p in protocols]
-    run = {"argv": sys.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S"), **git_state(),
-           "torch_threads": torch.get_num_threads(),
+    run = {"argv": sys.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S"), **versions(),
            "protocols": {p.name: p.to_dict() for p in protocols}}  # fmt: skip
     (out / f"run_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(json.dumps(run, indent=1))
     start = time.perf_counter()

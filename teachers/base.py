@@ -209,9 +209,12 @@ class Teacher(ABC):
 
     # -- the interface ------------------------------------------------------------------------
     def spec_for(self, spec: EnvSpec) -> EnvSpec:
-        """The spec this teacher runs on: the given one, with its own loss family if it has one."""
+        """The spec this teacher runs on: the given one, with its own loss family if it has one
+        (the spec's ``loss_kwargs`` belong to the spec's family and are dropped on a switch)."""
         family = self.config.get("family", self.family)
-        return spec if family is None else spec.replace(loss=family)
+        if family is None or family == spec.loss:
+            return spec
+        return spec.replace(loss=family, loss_kwargs={})
 
     def fit(
         self,

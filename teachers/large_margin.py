@@ -54,7 +54,8 @@ class LargeMarginTeacher(Teacher):
         self._process = None
 
     def spec_for(self, spec: EnvSpec) -> EnvSpec:
-        kwargs = {**spec.loss_kwargs, "margin": self.config["margin"]}
+        own = spec.loss_kwargs if spec.loss == "large-margin" else {}  # not another family's
+        kwargs = {**own, "margin": self.config["margin"]}
         return spec.replace(loss="large-margin", loss_kwargs=kwargs)
 
     def beta(self, step: int) -> float:

@@ -65,9 +65,9 @@ def test_unknown_loss_lists_names():
 
 
 def test_bilinear_identity_closed_form(batch):
-    """Phi = I, b = 0: l = -sigmoid(log p_y) = -p_y / (1 + p_y) (Wu et al. 2018, Fig. 2)."""
+    """Phi = I, b = 0: l = -sigmoid(log p_y) = -p_y / (1 + p_y) (the paper's start)."""
     z, y = batch
-    fam = make_loss("bilinear", C, bias_init=0.0)
+    fam = make_loss("bilinear", C, start="zero")
     p_y = z.softmax(-1).gather(-1, y[:, None]).squeeze(-1)
     torch.testing.assert_close(
         fam(z, y, fam.default_coeffs(torch.float64)), (-p_y / (1 + p_y)).mean()
@@ -133,6 +133,25 @@ def test_bilinear_bias_default_is_log_classes():
     phi, b = fam.split(fam.default_coeffs(torch.float64))
     torch.testing.assert_close(phi, torch.eye(C, dtype=torch.float64))
     assert torch.allclose(b, torch.full((C,), math.log(C), dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("start", "bias"), [("log-c", math.log(C)), ("zero", 0.0), (-1.5, -1.5)])
+def test_bilinear_start_sets_the_bias_at_action_zero(start, bias):
+    """The named starts give b = log C and b = 0 at action 0 (Phi = I either way), and the
+    action box moves b around that start."""
+    fam = make_loss("bilinear", C, start=start)
+    phi, b = fam.split(fam.action_to_coeffs(np.zeros(fam.dim)))
+    torch.testing.assert_close(phi, torch.eye(C, dtype=torch.float64))
+    torch.testing.assert_close(b, torch.full((C,), bias, dtype=torch.float64))
+    _, b_top = fam.split(fam.action_to_coeffs(np.ones(fam.dim)))
+    torch.testing.assert_close(b_top, torch.full((C,), bias + fam.bias_range, dtype=torch.float64))
+    torch.testing.assert_close(fam.default_action(), np.zeros(fam.dim, np.float32))
+
+
+@pytest.mark.parametrize("bad", ["logc", "", float("nan"), None, True])
+def test_bilinear_start_rejects_unknown_values(bad):
+    with pytest.raises(ValueError, match="bilinear start must be one of"):
+        make_loss("bilinear", C, start=bad)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

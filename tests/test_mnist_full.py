@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -257,7 +258,8 @@ def test_units_resume_and_summary_pairs_against_ce(tmp_path):
             units.put(f"final_{teacher}_{seed}", {"kind": "final", "teacher": teacher,
                       "seed": seed, "lr": 0.1, "student_steps": 10, "dev_error": e,
                       "test_error": e, "wall_time": 1.0})  # fmt: skip
-    assert units.get("final_ce_0")["protocol_version"] == "paper-2"
+    assert units.get("final_ce_0")["protocol_version"] == "paper-3"
+    assert units.path("final_ce_0") == tmp_path / "units" / "paper" / "mlp" / "final_ce_0.json"
     summary = mf.summarise(tmp_path).set_index("teacher")
     assert list(summary.columns[:6]) == [
         "protocol", "protocol_version", "student", "seeds", "test_error_mean", "test_error_ci95"
@@ -267,3 +269,52 @@ def test_units_resume_and_summary_pairs_against_ce(tmp_path):
     assert dlf.seeds == 3 and dlf.test_minus_ce_mean == pytest.approx(diff.mean())
     assert dlf.reported_unverified == 1.69
     assert (tmp_path / "per_seed.csv").exists()
+
+
+def test_demo_restore_continues_the_pretrained_student():
+    """The demo's pre-trained checkpoint is the process's own StudentState: restoring it and
+    training on gives the student that training straight through gives."""
+    mf = load_script()
+    proc = TeachingProcess("mnist5k", "mlp", "ce", device="cpu")
+    proc.reset(3)
+    c = proc.family.default_coeffs()
+    proc.advance(c, 5)
+    snap = {"seed": 3, "state": proc.state.clone()}
+    proc.advance(c, 5)
+    straight = {k: v.clone() for k, v in proc.params.items()}
+    proc.reset(4)  # another student in between
+    mf.restore(proc, snap)
+    assert proc.step == 5
+    proc.advance(c, 5)
+    for k, v in proc.params.items():
+        torch.testing.assert_close(v, straight[k], rtol=0, atol=0)
+
+
+def test_paper_protocol_chooses_the_bilinear_start_with_the_lr_on_dev(tmp_path):
+    """The smoke run of the paper protocol (fake MNIST): L2T-DLF's (start, lr) is the pair of
+    lowest dev error among its untrained teacher's trials, the fit and the final students record
+    it, the fit records what the selection cost, and a fit made from another start is refused."""
+    write_pkl(tmp_path / "mnist.pkl.gz", sizes=(5200, 100, 60))
+    mf = load_script()
+    out = tmp_path / "out"
+    argv = ["--smoke", "--data-root", str(tmp_path), "--protocols", "paper", "--students", "mlp"]
+    mf.main([*argv, "--out", str(out)])
+    units = out / "units" / "paper" / "mlp"
+    rows = [json.loads(f.read_text()) for f in units.glob("lr_*.json")]
+    dlf = [r for r in rows if r["loss"] == mf.START_LOSS]
+    plan = mf.smoke_version(get_protocol("paper")).students["mlp"]
+    assert {(r["start"], r["lr"]) for r in dlf} == {(s, lr) for s in plan.starts for lr in plan.lrs}
+    best = min(dlf, key=lambda r: (r["dev_error"], plan.starts.index(r["start"]), r["lr"]))
+    fit = json.loads((units / "fit_l2t-dlf.json").read_text())
+    assert (fit["start"], fit["lr"]) == (best["start"], best["lr"])
+    assert fit["selection_student_steps"] == sum(r["student_steps"] for r in rows)
+    assert all(r["student_steps"] == len(r["dev_seeds"]) * 10 for r in rows)  # 2 x 5 steps each
+    final = json.loads((units / "final_l2t-dlf_0.json").read_text())
+    assert (final["start"], final["lr"]) == (best["start"], best["lr"])
+    per_seed = pd.read_csv(out / "per_seed.csv")
+    assert set(per_seed[per_seed.teacher == "l2t-dlf"].start) == {best["start"]}
+    # a directory whose fit came from the other start: refused, not silently mixed
+    other = next(s for s in plan.starts if s != best["start"])
+    (units / "fit_l2t-dlf.json").write_text(json.dumps({**fit, "start": other}))
+    with pytest.raises(ValueError, match="another --out"):
+        mf.main([*argv, "--out", str(out)])
