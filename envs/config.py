@@ -45,7 +45,12 @@ class EnvConfig:
     schedule: str = SGDConfig.schedule
     reward: str = "dev-accuracy-delta"
     dev_subset: int = 256
-    """dev examples behind each step's state and reward (a fixed subset: bounded cost)"""
+    """dev examples behind each step's state and reward (a fixed subset: bounded cost); the
+    first of ``meta`` (at most meta_size)"""
+    meta_size: int = 256
+    """dev's first meta_size examples form ``meta``, the clean labelled set a teacher may learn
+    from (rewards, hypergradients, extra data); the rest form ``select``, held out for choosing
+    lr, checkpoints and fitted teachers and for the dev error reported (students.data.DEV_PARTS)"""
     device: str = "auto"
     dtype: str = "float32"
     """a key of DTYPES"""
@@ -70,6 +75,7 @@ PROCESS_FIELDS = (
     "loss",
     "batch_size",
     "dev_subset",
+    "meta_size",
     "device",
     "data_root",
     "student_kwargs",

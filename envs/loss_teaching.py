@@ -75,6 +75,7 @@ class LossTeachingEnv(gymnasium.Env):
         state_fn: StateFunction | None = None,
         divergence_penalty: float = -1.0,
         dev_subset: int = D.dev_subset,
+        meta_size: int = D.meta_size,
         device: str = D.device,
         dtype: str = D.dtype,
         data_root: str | None = D.data_root,
@@ -106,6 +107,7 @@ class LossTeachingEnv(gymnasium.Env):
             batch_size=batch_size,
             optim=optim,
             dev_subset=dev_subset,
+            meta_size=meta_size,
             device=device,
             dtype=DTYPES[dtype],
             data_root=data_root,
@@ -136,14 +138,19 @@ class LossTeachingEnv(gymnasium.Env):
         obs, self._metrics = self._observe()
         return obs, {**self._metrics, "student_seed": student_seed}
 
-    def step(self, action, *, tape=None):
+    def step(self, action, *, tape=None, weigh=None):
         """Gymnasium's step: `interval` student steps under the action's coefficients. `tape`
         (a ``teachers.rmd.Tape``) is handed to ``process.advance`` to record the interval for a
-        reverse pass (L2T-DLF); plain Gymnasium callers never pass it."""
+        reverse pass (L2T-DLF); `weigh` makes the steps per-example weighted
+        (``process.advance_weighted``: L2RW, Meta-Weight-Net); plain Gymnasium callers never
+        pass either."""
         if self._done:
             raise RuntimeError("episode has ended (terminated or truncated): call reset() first")
         coeffs = self.family.action_to_coeffs(action)  # raises ValueError before any change
-        self.process.advance(coeffs, self.interval, tape=tape)
+        if weigh is None:
+            self.process.advance(coeffs, self.interval, tape=tape)
+        else:
+            self.process.advance_weighted(weigh, self.interval, coeffs=coeffs)
         self.t += 1
         truncated = self.t >= self.horizon
         if bool(self.process.diverged):  # one host sync per env step, none per student step

@@ -273,14 +273,23 @@ def check_budget(budget: int) -> int:
     return int(budget)
 
 
+REPORTED_SPLITS = {"dev": "select", "test": "test"}
+"""record name -> process split of the final metrics: the records' ``dev_loss`` / ``dev_error``
+are on dev's ``select`` part, which no teacher's training signal reads (the ``meta`` part may
+have been learned from, so an error on it would flatter the teachers that did)"""
+
+
 def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:
-    """Whole-split dev and test metrics of the env's current student (test reported, never used)."""
+    """Dev (its held-out ``select`` part: :data:`REPORTED_SPLITS`) and test metrics of the env's
+    current student (test reported, never used), and the meta/select sizes applied."""
     proc = env.unwrapped.process
     out = {"diverged": bool(diverged), "student_steps": proc.step}
     if proc.corruption.get("train_flipped_fraction"):  # the noise actually applied, in the records
         out["train_flipped_fraction"] = proc.corruption["train_flipped_fraction"]
-    for split in ("dev", "test"):
-        m = proc.evaluate(split)
+    out["meta_size"] = proc.meta_size
+    out["select_size"] = len(proc.data.y_dev) - proc.meta_size
+    for split, part in REPORTED_SPLITS.items():
+        m = proc.evaluate(part)
         out[f"{split}_loss"], out[f"{split}_error"] = m["loss"], m["error"]
     out["wall_time"] = time.perf_counter() - start
     return out

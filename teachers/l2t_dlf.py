@@ -315,13 +315,14 @@ class L2TDLFTeacher(Teacher):
         return rows
 
     def _dev_score(self, env: LossTeachingEnv, seeds: list[int]) -> dict:
-        """Mean whole-dev-split error and loss of fresh students taught by the current teacher.
-        Only the dev split is evaluated: selection never sees test."""
+        """Mean error and loss on dev's ``select`` part of fresh students taught by the current
+        teacher: selection reads the held-out part (the fit's hypergradients read ``meta``), never
+        test."""
         errors, losses = [], []
         for s in seeds:
             *_, (_, _, info) = self.rollout(env, s)
             diverged = info["diverged"]
-            m = env.process.evaluate("dev")
+            m = env.process.evaluate("select")
             errors.append(1.0 if diverged else m["error"])
             losses.append(math.inf if diverged else m["loss"])
         return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}
