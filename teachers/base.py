@@ -157,6 +157,9 @@ class Teacher(ABC):
     name: ClassVar[str] = "teacher"
     family: ClassVar[str | None] = None
     """the loss family this teacher acts on; None = the spec's"""
+    is_oracle: ClassVar[bool] = False
+    """a limit of the setting that reads what no teacher may (e.g. which labels were flipped),
+    shown as such in tables, never as a teacher or a baseline"""
     acts_on_observation: ClassVar[bool] = True
     """:meth:`act` reads only the observation, so one teacher can act for a batch of students
     (``teachers.batch_eval``); False for a teacher that reads the student it was bound to"""
