@@ -25,7 +25,7 @@ gradient of a 600-step run at a large student learning rate measured 1e2-1e3; sh
 Adam updates theta. M is a smooth dev objective (``objective``: dev cross-entropy by default,
 the demo's sigmoid-smoothed error, or the expected error) on the env's fixed dev subset; test data
 is never touched. Selection: every ``select_every`` episodes (and before the first) the current
-teacher teaches ``select_seeds`` fresh students, scored by whole-dev-split error; the best
+teacher teaches ``select_seeds`` fresh students, scored by their error on dev's ``select`` part; the best
 candidate, the untrained teacher included, is kept. Selection students count against the budget.
 """
 
@@ -73,12 +73,13 @@ class L2TDLFTeacher(Teacher):
         clip: the theta-gradient is rescaled to at most this norm before each Adam step.
         objective: dev surrogate M differentiated by RMD: "ce", "smooth-error" or "expected-error".
         sharpness: k of the smooth error, 2 sigmoid(k (max_j p_j - p_y)) - 1.
-        full_dev: M on the whole dev split instead of the env's fixed dev subset.
+        full_dev: M on the whole ``meta`` part of dev (never ``select``) instead of the env's
+            fixed dev subset.
         window: None = full-episode RMD (default); w = update theta after every w env steps by
             RMD through that window only (truncated, biased towards greedy losses).
         checkpoint_every: RMD memory mode: 1 = every-step checkpoints; k > 1 = recompute.
         select_every: candidate evaluation every this many training episodes.
-        select_seeds: fresh students per candidate evaluation (whole-dev-split error).
+        select_seeds: fresh students per candidate evaluation (error on dev's ``select`` part).
         init_seed: seed of the teacher's initial parameters.
         family: the loss family; only "bilinear" is supported.
     """
