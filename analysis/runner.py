@@ -33,7 +33,7 @@ from analysis.repro import init_worker
 from envs.losses import LOSSES, unknown_name_error
 from students.models import STUDENTS
 from students.user_data import check_dataset, dataset_label, describe_dataset
-from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
+from teachers.base import CHECKPOINTS, EnvSpec, EpisodeResult, FitReport, Teacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 if TYPE_CHECKING:
@@ -65,6 +65,11 @@ class Grid:
     teacher_configs: dict[str, dict] = field(default_factory=dict)
     """constructor kwargs per teacher name"""
     student_seed_offset: int = STUDENT_SEED_OFFSET
+    checkpoint: str = "last"
+    """which state of each taught student is reported, for every teacher alike: "last", or
+    "best-select" (the best of `checks` evenly spaced states on dev's select error)"""
+    checks: int = 10
+    """K, the evenly spaced select checks of "best-select" (recorded with the results)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
@@ -106,6 +111,9 @@ def validate_grid(grid: Grid) -> None:
     ):
         if name not in known:
             raise unknown_name_error(kind, name, known)
+    if grid.checkpoint not in CHECKPOINTS:
+        raise unknown_name_error("checkpoint", grid.checkpoint, CHECKPOINTS)
+    _positive("select checks", grid.checks)
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
@@ -160,7 +168,12 @@ def run_unit(
             stacklevel=2,
         )
     results = [
-        teacher.teach(grid.spec, seed=grid.student_seed(seed, j))
+        teacher.teach(
+            grid.spec,
+            seed=grid.student_seed(seed, j),
+            checkpoint=grid.checkpoint,
+            checks=grid.checks,
+        )
         for j in range(grid.students_per_seed)
     ]
     meta = {

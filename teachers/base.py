@@ -10,6 +10,7 @@ exposes and nothing else; the analysis suite builds on this module and nothing h
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import torch
 
 from envs.config import EnvConfig
 from envs.loss_teaching import LossTeachingEnv
+from envs.losses import unknown_name_error
 
 
 @dataclass
@@ -229,18 +231,48 @@ class Teacher(ABC):
             yield action, reward, info
 
     def teach(
-        self, spec: EnvSpec, seed: int, *, env: LossTeachingEnv | None = None
+        self,
+        spec: EnvSpec,
+        seed: int,
+        *,
+        env: LossTeachingEnv | None = None,
+        checkpoint: str = "last",
+        checks: int = 10,
     ) -> EpisodeResult:
-        """Train one fresh student (seed `seed`) from scratch with this teacher frozen."""
+        """Train one fresh student (seed `seed`) from scratch with this teacher frozen.
+
+        ``checkpoint="last"`` reports the student as training left it; ``"best-select"`` the
+        best of `checks` evenly spaced states (the last included) on dev's ``select`` error,
+        as early stopping on held-out data picks, the same rule for every teacher (recorded in
+        the final metrics as ``checkpoint_step`` and ``checks``)."""
+        if checkpoint not in CHECKPOINTS:
+            raise unknown_name_error("checkpoint", checkpoint, CHECKPOINTS)
+        if isinstance(checks, bool) or not isinstance(checks, int) or checks < 1:
+            raise ValueError(f"checks must be a positive number of select checks, got {checks!r}")
         env = env or self.spec_for(spec).make_env()
-        family = env.unwrapped.family
+        family, proc = env.unwrapped.family, env.unwrapped.process
+        horizon = env.unwrapped.horizon
+        at = set()
+        if checkpoint == "best-select":  # env steps round(i H / K), i = 1..K, K <= H
+            k = min(checks, horizon)
+            at = {round(i * horizon / k) for i in range(1, k + 1)}
         start = time.perf_counter()
         rows, coeffs, info = [], [], {}
+        best: tuple[float, Any] = (math.inf, None)
         for t, (action, reward, info) in enumerate(self.rollout(env, seed)):
             if action is not None:
                 coeffs.append(family.action_to_coeffs(action).numpy().astype(np.float32))
             rows.append({"t": t, "reward": reward, **info})
-        return EpisodeResult(seed, rows, coeffs, final_metrics(env, start, info["diverged"]))
+            if t in at and not info["diverged"]:  # a diverged run keeps its best check so far
+                error = proc.evaluate("select")["error"]
+                if error < best[0]:
+                    best = (error, proc.state.clone())
+        if best[1] is not None:
+            proc.restore(best[1])
+        final = final_metrics(env, start, info["diverged"])
+        if checkpoint == "best-select":
+            final.update(checkpoint_step=proc.step, checks=len(at))
+        return EpisodeResult(seed, rows, coeffs, final)
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -266,6 +298,10 @@ class Teacher(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+
+CHECKPOINTS = ("last", "best-select")
+"""which state of a taught student is reported (:meth:`Teacher.teach`)"""
 
 
 def check_budget(budget: int) -> int:

@@ -170,3 +170,23 @@ def test_the_records_carry_meta_size():
     assert EnvSpec().to_dict()["meta_size"] == 256
     env = EnvSpec(device="cpu", meta_size=100, dev_subset=300).make_env()
     assert (env.process.meta_size, env.process.dev_subset) == (100, 100)
+
+
+def test_best_select_reports_the_best_of_k_evenly_spaced_select_checks():
+    spec = EnvSpec(**{**TINY, "horizon": 6, "lr": 0.5})  # a high lr: the error is not monotone
+    teacher = make_teacher("ce")
+    env = teacher.spec_for(spec).make_env()
+    by_hand = {}
+    for t, (action, _, info) in enumerate(teacher.rollout(env, 4)):
+        if action is not None:
+            by_hand[t] = (env.unwrapped.process.evaluate("select")["error"], info["student_steps"])
+    last = teacher.teach(spec, seed=4)
+    assert last.final["dev_error"] == by_hand[6][0] and "checkpoint_step" not in last.final
+    for checks, at in ((3, (2, 4, 6)), (6, (1, 2, 3, 4, 5, 6)), (50, (1, 2, 3, 4, 5, 6))):
+        best = teacher.teach(spec, seed=4, checkpoint="best-select", checks=checks)
+        error, step = min(by_hand[t] for t in at)
+        assert best.final["dev_error"] == error
+        assert best.final["checkpoint_step"] == best.final["student_steps"] == step
+        assert best.final["checks"] == len(at)
+    with pytest.raises(ValueError, match="unknown checkpoint"):
+        teacher.teach(spec, seed=4, checkpoint="best-test")

@@ -121,3 +121,11 @@ def test_each_vs_column_is_one_holm_family_without_the_oracle():
         table.loc["gce", "diff_vs_best_p"]
     )
     assert set(table["diff_vs_ce_p"].dropna().index) == {"gce", "l2t-dln", "random"}
+
+
+def test_the_oracle_flag_and_the_tables_kind_agree():
+    from analysis.tables import KINDS
+    from teachers import TEACHERS, teacher_class
+
+    flagged = {n for n in TEACHERS if getattr(teacher_class(n), "is_oracle", False)}
+    assert flagged == {n for n, k in KINDS.items() if k == "oracle"} == {"oracle"}
