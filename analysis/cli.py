@@ -41,7 +41,7 @@ from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli,
 from analysis.records import RecordStore, unit_id
 from analysis.reference import DEMO_REFERENCE
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
-from teachers.base import EnvSpec
+from teachers.base import CHECKPOINTS, EnvSpec
 
 DEMO_TEACHERS = (
     "ce",
@@ -145,6 +145,20 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             type=_positive_int,
             default=1,
             help="fresh students each fitted teacher teaches (default 1)",
+        )
+        p.add_argument(
+            "--checkpoint",
+            choices=CHECKPOINTS,
+            default="last",
+            help="which state of each taught student is reported, alike for every teacher: "
+            "last (default) or best-select (the best of --checks evenly spaced states on dev's "
+            "held-out select part)",
+        )
+        p.add_argument(
+            "--checks",
+            type=_positive_int,
+            default=10,
+            help="K, evenly spaced select checks of --checkpoint best-select (default 10)",
         )
         p.add_argument(
             "--teacher-config",
@@ -329,6 +343,8 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
             spec=spec,
             students_per_seed=args.students_per_seed,
             teacher_configs=args.teacher_config,
+            checkpoint=args.checkpoint,
+            checks=args.checks,
         ), notes
     except ValueError as err:
         parser.error(str(err))

@@ -254,7 +254,7 @@ def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | No
     if c * c + c != dim:
         raise ValueError(f"bilinear coefficients of length {dim} are not C*C + C")
     default = make_loss("bilinear", c).default_coeffs(torch.float64).numpy()[: c * c]
-    rank = {"gradient": 0, "rl": 1, "baseline": 2}  # learned matrices first, random last
+    rank = {"gradient": 0, "rl": 1, "reweight": 2, "baseline": 2, "oracle": 3}  # learned first
     ts = sorted(coeffs["t"].unique())
     stages = sorted({ts[round(i * (len(ts) - 1) / max(STAGES - 1, 1))] for i in range(STAGES)})
     mean = coeffs.groupby(["teacher", "t", "index"])["value"].mean()
@@ -333,7 +333,13 @@ def quality_vs_budget(
             for t in teachers
         }
     )
-    styles = {"gradient": ("-", "o"), "rl": ("--", "X"), "baseline": (":", "s")}
+    styles = {
+        "gradient": ("-", "o"),
+        "rl": ("--", "X"),
+        "baseline": (":", "s"),
+        "reweight": ("-.", "D"),
+        "oracle": (":", "*"),
+    }
     fig, ax = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
     shown = [t for t in teachers if t not in off]
     for i, t in enumerate(shown):

@@ -44,8 +44,10 @@ def write_report(
         f"same students for every teacher, so differences against `{BASELINE}` are paired). An "
         f"episode is {spec['horizon']} teacher decisions x {spec['interval']} SGD steps "
         f"(lr {spec['lr']}, momentum {spec['momentum']}, {spec['schedule']} schedule, batch "
-        f"{spec['batch_size']}). Errors are on the whole dev and test splits; CIs are 95% "
-        f"t-intervals over seeds. Test numbers are reported only, never used to select.",
+        f"{spec['batch_size']}). {_dev_parts(spec)} CIs are 95% t-intervals over seeds, each "
+        f"alone; p-values are paired t-tests, Holm-adjusted within each column, and a teacher "
+        f"beats another only where that p is below 0.05. Test numbers are reported only, never "
+        f"used to select.",
         "",
         to_markdown(table),
         "",
@@ -63,6 +65,17 @@ def write_report(
     path = root / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _dev_parts(spec: dict) -> str:
+    """What the dev error is: dev's held-out select part since meta_size is in the spec."""
+    if "meta_size" not in spec:  # records from before the split: whole-dev errors
+        return "Errors are on the whole dev and test splits."
+    return (
+        f"Dev is split into `meta` (its first {spec['meta_size']} examples: what teachers may "
+        f"learn from) and `select` (the rest: what chooses and what the dev error reports); "
+        f"errors are on `select` and test."
+    )
 
 
 def _this_run(wall_time: float, ran: int | None, versions: dict, spec: dict) -> str:

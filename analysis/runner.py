@@ -31,7 +31,7 @@ from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_met
 from analysis.repro import init_worker
 from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
-from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher, check_options
+from teachers.base import CHECKPOINTS, EnvSpec, EpisodeResult, FitReport, Teacher, check_options
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
@@ -60,6 +60,11 @@ class Grid:
     teacher_configs: dict[str, dict] = field(default_factory=dict)
     """constructor kwargs per teacher name"""
     student_seed_offset: int = STUDENT_SEED_OFFSET
+    checkpoint: str = "last"
+    """which state of each taught student is reported, for every teacher alike: "last", or
+    "best-select" (the best of `checks` evenly spaced states on dev's select error)"""
+    checks: int = 10
+    """K, the evenly spaced select checks of "best-select" (recorded with the results)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
@@ -102,6 +107,9 @@ def validate_grid(grid: Grid) -> None:
         check_options(cls, options)
     grid.spec.validate()  # every field's own check (envs/config.py), one line naming it
     check_dataset(grid.spec.dataset)  # and an .npz file must exist
+    if grid.checkpoint not in CHECKPOINTS:
+        raise unknown_name_error("checkpoint", grid.checkpoint, CHECKPOINTS)
+    _positive("select checks", grid.checks)
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
@@ -150,7 +158,12 @@ def run_unit(
         report = teacher.fit(grid.spec, budget, seed=seed, callback=advance)
     fit_wall = time.perf_counter() - start
     results = [
-        teacher.teach(grid.spec, seed=grid.student_seed(seed, j))
+        teacher.teach(
+            grid.spec,
+            seed=grid.student_seed(seed, j),
+            checkpoint=grid.checkpoint,
+            checks=grid.checks,
+        )
         for j in range(grid.students_per_seed)
     ]
     meta = {

@@ -1,5 +1,15 @@
 """Summary tables from tidy records: per teacher, final test error with its 95% t CI, dev error,
-budget used, wall time, and the paired difference against the ``ce`` baseline.
+budget used, wall time, and the paired differences against the ``ce`` baseline and against the
+setting's best fair baseline, with Holm-adjusted p-values.
+
+The dev error is on dev's ``select`` part (``teachers.base.REPORTED_SPLITS``), which no teacher
+learns from. The best fair baseline of a setting (a budget of one table) is the non-learned,
+non-oracle teacher with the lowest mean ``select`` error (:func:`best_baselines`): chosen on dev,
+so its test number is a fair target. Each "vs" column's p-values form one Holm family over the
+table's rows (``analysis.stats.holm``); a teacher "beats" another only when that adjusted p is
+below 0.05 and the difference is negative. The CIs are per comparison (unadjusted). The
+``oracle`` row (``kind`` "oracle") is the setting's limit, not a teacher: in no family, never the
+best baseline.
 
 Test error is reported, never used to select anything: the table is sorted by the registry's
 order of the teachers as run, not by test numbers.
@@ -15,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import RecordStore
-from analysis.stats import Interval, mean_ci, paired_difference
+from analysis.stats import Interval, holm, mean_ci, paired_difference
 
 BASELINE = "ce"
 KINDS = {
@@ -24,8 +34,15 @@ KINDS = {
     "reinforce": "rl",
     "ppo": "rl",
     "a2c": "rl",
+    "l2rw": "reweight",
+    "mw-net": "reweight",
+    "oracle": "oracle",
 }
 """teacher -> kind for the quality-vs-budget plot; anything else is a non-learning baseline"""
+LEARNED_KINDS = ("gradient", "rl")
+"""kinds of teachers fitted within the budget: not candidates for the best fair baseline"""
+ALPHA = 0.05
+"""level of the Holm-adjusted tests behind a "beats" (the tables star p below it)"""
 FINAL_METRICS = ("test_error", "dev_error", "test_loss", "dev_loss", "diverged", "teach_wall_time")
 
 
@@ -87,20 +104,44 @@ def summary(
             }
         )
     table = pd.DataFrame(rows)
-    diffs = [
-        paired_difference(
-            g[["teacher", "seed", "test_error"]], baseline, value="test_error"
-        ).assign(budget=budget)
-        for budget, g in seeds.groupby("budget")
-    ]
-    diff = pd.concat(diffs, ignore_index=True).rename(
-        columns={
-            "diff_mean": f"diff_vs_{baseline}",
-            "diff_ci": f"diff_vs_{baseline}_ci",
-            "diff_n": f"diff_vs_{baseline}_n",
-        }
-    )
-    return table.merge(diff, on=["teacher", "budget"], how="left")
+    best = best_baselines(table)
+    table["best_baseline"] = table["budget"].map(best)
+    table["is_best_baseline"] = table["teacher"] == table["best_baseline"]
+    for name, against in ((baseline, lambda b: baseline), ("best", best.get)):
+        diffs = [
+            paired_difference(
+                g[["teacher", "seed", "test_error"]], against(budget) or "", value="test_error"
+            ).assign(budget=budget)
+            for budget, g in seeds.groupby("budget")
+        ]
+        diff = pd.concat(diffs, ignore_index=True)
+        diff.loc[diff["teacher"].map(kind_of) == "oracle", "diff_p"] = math.nan  # a limit
+        diff["diff_p_holm"] = holm(diff["diff_p"].to_numpy())
+        table = table.merge(
+            diff.rename(columns={c: f"diff_vs_{name}{sfx}" for c, sfx in DIFF_COLUMNS.items()}),
+            on=["teacher", "budget"],
+            how="left",
+        )
+    return table
+
+
+DIFF_COLUMNS = {
+    "diff_mean": "",
+    "diff_ci": "_ci",
+    "diff_n": "_n",
+    "diff_p": "_p",
+    "diff_p_holm": "_p_holm",
+}
+"""paired_difference's columns -> suffix after ``diff_vs_<baseline>`` in the summary"""
+
+
+def best_baselines(table: pd.DataFrame) -> dict:
+    """budget -> the best fair baseline: the non-learned (not ``LEARNED_KINDS``), non-oracle
+    teacher with the lowest mean dev (``select``) error; ties go to the earlier row."""
+    fair = table[~table["kind"].isin([*LEARNED_KINDS, "oracle"]) & table["dev_error"].notna()]
+    return {
+        budget: g.loc[g["dev_error"].idxmin(), "teacher"] for budget, g in fair.groupby("budget")
+    }
 
 
 def write_summary(root: str | Path, baseline: str = BASELINE) -> pd.DataFrame:
@@ -120,8 +161,11 @@ def display_rows(
         "budget",
         "seeds",
         "test error (95% CI)",
-        "dev error (95% CI)",
+        "select error (95% CI)",
         f"test error − {baseline} (paired 95% CI)",
+        f"p vs {baseline} (Holm)",
+        "test error − best baseline (paired 95% CI)",
+        "p vs best (Holm)",
         "budget used",
         "fit s",
         "teach s/student",
@@ -132,14 +176,21 @@ def display_rows(
         diff = Interval(
             d[f"diff_vs_{baseline}"], d[f"diff_vs_{baseline}_ci"], int(d[f"diff_vs_{baseline}_n"])
         )
+        best = Interval(d["diff_vs_best"], d["diff_vs_best_ci"], int(d["diff_vs_best_n"]))
+        mark = (
+            " (limit)" if r.kind == "oracle" else " (best baseline)" if r.is_best_baseline else ""
+        )
         cells.append(
             [
-                str(r.teacher),
+                f"{r.teacher}{mark}",
                 f"{r.budget:,}",
                 str(r.seeds),
                 _pct(Interval(r.test_error, r.test_error_ci, r.seeds)),
                 _pct(Interval(r.dev_error, r.dev_error_ci, r.seeds)),
                 "—" if r.teacher == baseline else _pct(diff, signed=True),
+                _p(d[f"diff_vs_{baseline}_p_holm"]),
+                "—" if r.is_best_baseline else _pct(best, signed=True),
+                _p(d["diff_vs_best_p_holm"]),
                 f"{r.budget_used:,.0f}",
                 f"{r.fit_wall_time:.1f}",
                 f"{r.teach_wall_time:.2f}",
@@ -177,6 +228,13 @@ def _pct(iv: Interval, signed: bool = False) -> str:
     sign = "+" if signed else ""
     mean = f"{100 * iv.mean:{sign}.2f}"
     return f"{mean} %" if math.isnan(iv.half) else f"{mean} ± {100 * iv.half:.2f} %"
+
+
+def _p(p: float) -> str:
+    """An adjusted p-value, starred below ALPHA (the only "beats" the tables make)."""
+    if p is None or math.isnan(p):
+        return "—"
+    return f"{p:.3f}{' *' if p < ALPHA else ''}"
 
 
 def _order_key(order: dict[str, int]):

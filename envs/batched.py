@@ -84,7 +84,7 @@ class BatchedTeachingProcess(StateViews):
         self.device, self.dtype = t.device, t.dtype
         self.data, self.model, self.family = t.data, t.model, t.family
         self.student_name, self.num_classes = t.student_name, t.num_classes
-        self.batch_size, self.dev_subset = t.batch_size, t.dev_subset
+        self.batch_size, self.dev_subset, self.meta_size = t.batch_size, t.dev_subset, t.meta_size
         self.optim = t.optim
         base = [self.optim.lr] * self.n if lr is None else lr
         base = [float(base)] * self.n if isinstance(base, int | float) else [float(v) for v in base]
@@ -336,10 +336,11 @@ class BatchedTeachingProcess(StateViews):
             out.append(m)
         return out
 
-    def evaluate(self, split: str = "dev") -> dict[str, np.ndarray]:
-        """Per-student loss, accuracy and error on a whole split, as (N,) arrays; one host sync."""
+    def evaluate(self, split: str = "select") -> dict[str, np.ndarray]:
+        """Per-student loss, accuracy and error on a whole split (``TeachingProcess.evaluate``'s
+        names), as (N,) arrays; one host sync."""
         self._require_reset()
-        loss, acc = self._metrics(*self.data.split(split))
+        loss, acc = self._metrics(*self.data.split(split, self.meta_size))
         loss, acc = torch.stack([loss, acc]).cpu().double().numpy()
         return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
 

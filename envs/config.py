@@ -189,7 +189,8 @@ class EnvConfig:
     weight_decay: float = setting(SGDConfig.weight_decay, "student weight decay", NON_NEGATIVE, OPTIM)  # noqa: E501
     schedule: str = setting(SGDConfig.schedule, "learning-rate schedule over an episode", choice("schedule", SCHEDULES), OPTIM)  # noqa: E501
     reward: str = setting("dev-accuracy-delta", "dev-accuracy-delta (an episode's return = final - initial dev accuracy), dev-loss-delta or terminal", REWARD, ENV)
-    dev_subset: int = setting(256, "dev examples behind each step's state and reward (a fixed subset: bounded cost)", POSITIVE_INT, PROCESS)  # noqa: E501
+    dev_subset: int = setting(256, "dev examples behind each step's state and reward (a fixed subset: bounded cost); the first of meta", POSITIVE_INT, PROCESS)  # noqa: E501
+    meta_size: int = setting(256, "dev's first meta_size examples form meta, the clean labelled set a teacher may learn from (rewards, hypergradients, extra data); the rest form select, held out for choosing lr, checkpoints and fitted teachers and for the dev error reported", POSITIVE_INT, PROCESS)  # noqa: E501
     device: str = setting("auto", "where students train: auto (CUDA when present), cpu, cuda, cuda:1, mps", DEVICE, PROCESS)  # noqa: E501
     dtype: str = setting("float32", "student float type: float32, or float64 for finite-difference checks", DTYPE, PROCESS)  # noqa: E501
     data_root: str | None = setting(None, "folder of torchvision datasets (`l2t data fetch`)", FOLDER, PROCESS)  # noqa: E501

@@ -105,14 +105,19 @@ class LossTeachingEnv(gymnasium.Env):
         obs, self._metrics = self._observe()
         return obs, {**self._metrics, "student_seed": student_seed}
 
-    def step(self, action, *, tape=None):
+    def step(self, action, *, tape=None, weigh=None):
         """Gymnasium's step: `interval` student steps under the action's coefficients. `tape`
         (a ``teachers.rmd.Tape``) is handed to ``process.advance`` to record the interval for a
-        reverse pass (L2T-DLF); plain Gymnasium callers never pass it."""
+        reverse pass (L2T-DLF); `weigh` makes the steps per-example weighted
+        (``process.advance_weighted``: L2RW, Meta-Weight-Net); plain Gymnasium callers never
+        pass either."""
         if self._done:
             raise RuntimeError("episode has ended (terminated or truncated): call reset() first")
         coeffs = self.family.action_to_coeffs(action)  # raises ValueError before any change
-        self.process.advance(coeffs, self.interval, tape=tape)
+        if weigh is None:
+            self.process.advance(coeffs, self.interval, tape=tape)
+        else:
+            self.process.advance_weighted(weigh, self.interval, coeffs=coeffs)
         self.t += 1
         truncated = self.t >= self.horizon
         if bool(self.process.diverged):  # one host sync per env step, none per student step

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import torch
@@ -30,9 +31,10 @@ from torch.func import functional_call
 
 from envs.config import DEFAULTS as D
 from envs.config import DTYPES, PROCESS_FIELDS, keywords, take
+from envs.cost import Meter
 from envs.losses import LossFamily, make_loss
 from students.corruption import corrupt
-from students.data import Splits, load_dataset, resolve_device
+from students.data import Splits, load_dataset, meta_count, resolve_device
 from students.models import build_student, init_student
 from students.optim import SGDConfig, Tensors, init_velocity, sgd_step
 
@@ -154,8 +156,13 @@ class TeachingProcess(StateViews):
                 f"got {c.batch_size}"
             )
         self.batch_size = c.batch_size
-        n_dev = len(self.data.y_dev)
-        self.dev_subset = min(c.dev_subset, n_dev)
+        self.meta_size = meta_count(len(self.data.y_dev), c.meta_size)
+        """examples in dev's ``meta`` part (the rest are ``select``)"""
+        self.dev_subset = min(c.dev_subset, self.meta_size)
+        self.cost = Meter()
+        """student-step equivalents spent, by kind (envs/cost.py)"""
+        self.train_parts: tuple[str, ...] = ("train",)
+        """what the training split is made of (:meth:`set_training_data`)"""
         self.student_steps = 0
         """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None
@@ -454,12 +461,13 @@ class TeachingProcess(StateViews):
 
         kinds: ``ce`` (cross-entropy), ``smooth-error`` (the L2T-DLF demo's
         mean 2 sigmoid(k (max_j p_j - p_y)) - 1 with k = `sharpness`), ``expected-error``
-        (mean 1 - p_y). On the fixed dev subset unless ``full``; BatchNorm statistics enter as
+        (mean 1 - p_y). On the fixed dev subset, or with ``full`` on the whole ``meta`` part of
+        dev (never ``select``: that part chooses and reports); BatchNorm statistics enter as
         constants: the process's own, or `buffers` (a look-ahead student's running statistics).
         """
         self._require_reset()
         params = self.params if params is None else params
-        x, y = self.data.x_dev, self.data.y_dev
+        x, y = self.data.split("meta", self.meta_size)
         if not full:
             x, y = x[: self.dev_subset], y[: self.dev_subset]
         logits = self._logits(params, x, buffers=buffers)
@@ -478,11 +486,14 @@ class TeachingProcess(StateViews):
         logits = self._logits({k: p.detach() for k, p in self.params.items()}, x)
         return F.cross_entropy(logits, y), (logits.argmax(-1) == y).to(self.dtype).mean()
 
-    def evaluate(self, split: str = "dev") -> dict[str, float]:
-        """Loss and accuracy of the current student on a whole split ("train", "dev", "test").
-        One host sync; call at fixed points, never to pick a teacher on "test"."""
+    def evaluate(self, split: str = "select") -> dict[str, float]:
+        """Loss and accuracy of the current student on a whole split: "train", "test", dev's
+        parts "select" (held out from every teacher's training signal: what chooses lr,
+        checkpoints and fitted teachers, and the dev error reported) and "meta", or the whole
+        "dev" (both parts). One host sync; call at fixed points, never to pick anything on
+        "test"."""
         self._require_reset()
-        x, y = self.data.split(split)
+        x, y = self.data.split(split, self.meta_size)
         loss, acc = self._metrics(x, y)
         loss, acc = torch.stack([loss, acc]).tolist()
         return {"loss": loss, "accuracy": acc, "error": 1.0 - acc}
@@ -503,6 +514,104 @@ class TeachingProcess(StateViews):
         self._require_reset()
         self.state = state.detached()
         self._dev_cache = None
+
+    # -- per-example weights and data-level baselines (teachers/reweight.py, oracle.py) -------
+    def advance_weighted(
+        self,
+        weigh: Callable[..., torch.Tensor],
+        steps: int,
+        *,
+        coeffs: torch.Tensor | None = None,
+        meta_batch: int | None = None,
+    ) -> dict:
+        """`steps` momentum-SGD steps on a weighted sum of per-example losses,
+
+            w_{t+1} = SGD(w_t, grad_w sum_i eps_i l_i(w_t)),  l_i = CE(tau z_i, y_i),
+
+        with eps = ``weigh(self, state, (x, y), (x_meta, y_meta), coeffs)``, a (B,) tensor the
+        teacher computes each step (L2RW's and Meta-Weight-Net's one-step look-ahead) from the
+        student, the step's training minibatch and a minibatch of dev's ``meta`` part (never
+        ``select``): `meta_batch` examples (default B), a seeded draw per (seed, step). The
+        family must be ``ce`` (tau = `coeffs`, default 1), whose per-example terms both papers
+        weight. ``weigh.cost`` (kind -> student-step equivalents per step, for the passes of
+        its look-ahead) is charged to :attr:`cost` with the step itself. Bookkeeping as
+        :meth:`advance` (through :meth:`adopt`); no host sync."""
+        self._require_reset()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if self.family.name != "ce":
+            raise ValueError(
+                f"advance_weighted weights cross-entropy terms: the family must be "
+                f"'ce', got {self.family.name!r}"
+            )
+        m = min(meta_batch or self.batch_size, self.meta_size)
+        if coeffs is None:
+            coeffs = self.family.default_coeffs(self.dtype, self.device)
+        coeffs = coeffs.detach().to(self.device, self.dtype)
+        x_meta, y_meta = self.data.split("meta", self.meta_size)
+        state, stats = self.state, []
+        for _ in range(steps):
+            x, y = batch = self.batch(state.step)
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + state.step + 17)
+            pick = torch.randperm(self.meta_size, generator=gen)[:m].to(self.device)
+            eps = weigh(self, state, batch, (x_meta[pick], y_meta[pick]), coeffs).detach()
+            params = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
+            buffers = {k: b.clone() for k, b in state.buffers.items()}
+            with torch.enable_grad():
+                _, logits = self.student_loss(params, buffers, x, y, coeffs)
+                per_example = F.cross_entropy(coeffs[0] * logits, y, reduction="none")
+                loss = (eps * per_example).sum()
+                grads = torch.autograd.grad(loss, list(params.values()))
+            with torch.no_grad():
+                new, velocity = sgd_step(
+                    {k: p.detach() for k, p in params.items()},
+                    state.velocity,
+                    dict(zip(params, grads, strict=True)),
+                    self.optim.lr_at(state.step),
+                    self.optim.momentum,
+                    self.optim.weight_decay,
+                )
+                detached = logits.detach()
+                stats.append(
+                    StepStats(
+                        loss.detach(), per_example.detach().mean(), (detached.argmax(-1) == y).sum()
+                    )
+                )
+            state = StudentState(new, velocity, buffers, state.step + 1)
+            self.cost.add("train", 1)
+            for kind, amount in getattr(weigh, "cost", {}).items():
+                self.cost.add(kind, amount)
+        self.adopt(state, coeffs, stats)
+        return self.last_interval
+
+    def set_training_data(self, *, add_meta: bool = False, drop_flipped: bool = False) -> None:
+        """Change what the student trains on, before its first step, for the data-level rows of
+        a comparison: ``add_meta`` appends dev's ``meta`` part, clean labels and all, to the
+        training split (the ``ce+meta`` baseline, the cheapest use of a clean set);
+        ``drop_flipped`` keeps only the training examples whose labels the corruption did not
+        flip (the ``oracle``, the setting's limit, not a teacher). ``select`` and ``test``
+        never enter. Recorded in :attr:`train_parts`."""
+        if getattr(self, "seed", None) is not None and self.step > 0:
+            raise RuntimeError("set_training_data changes the data: call it before any step")
+        if not hasattr(self, "_train0"):  # the corrupted training split as built, kept once
+            self._train0 = (self.data.x_train, self.data.y_train)
+        x, y = self._train0
+        parts = ["train"]
+        if drop_flipped:
+            keep = ~self.corruption.get("train_flipped", torch.zeros(len(y), dtype=torch.bool))
+            x, y = x[keep.to(x.device)], y[keep.to(y.device)]
+            parts = ["train-unflipped"]
+        if add_meta:
+            x_meta, y_meta = self.data.split("meta", self.meta_size)
+            x, y = torch.cat([x, x_meta]), torch.cat([y, y_meta])
+            parts.append("meta")
+        if len(y) < self.batch_size:
+            raise ValueError(
+                f"{len(y)} training examples left, fewer than batch_size {self.batch_size}"
+            )
+        self.data = replace(self.data, x_train=x, y_train=y)
+        self.train_parts = tuple(parts)
+        self._epochs = []  # the data order is drawn over the new split from here
 
     @property
     def step(self) -> int:

@@ -87,7 +87,9 @@ def corrupt(
     seed: int = 0,
 ) -> tuple[Splits, dict]:
     """The corrupted splits and a report: the flipped fractions actually applied, the training
-    class counts. With the defaults the splits come back unchanged (the same object)."""
+    class counts and ``train_flipped``, the (n_train,) bool mask of flipped training labels (what
+    the ``oracle`` row leaves out). With the defaults the splits come back unchanged (the same
+    object)."""
     check_corruption(label_noise, label_noise_kind, imbalance)
     report: dict = {"train_flipped_fraction": 0.0}
     if label_noise == 0.0 and imbalance == 1.0:
@@ -111,6 +113,7 @@ def corrupt(
         y_train, flipped = flip_labels(y_train, label_noise, label_noise_kind, C, gen)
         changes["y_train"] = y_train
         report["train_flipped_fraction"] = float(flipped.float().mean())
+        report["train_flipped"] = flipped
         if noisy_dev:
             changes["y_dev"], dev_flipped = flip_labels(
                 splits.y_dev, label_noise, label_noise_kind, C, gen

@@ -34,6 +34,24 @@ from torch import Tensor
 # when the source has no test set of its own and test is carved from the pool.
 Raw = tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 SPLIT_NAMES = ("train", "dev", "test")
+DEV_PARTS = ("meta", "select")
+"""dev's two parts: ``meta``, its first examples, the clean labelled set a teacher may learn from
+while fitting and teaching (rewards, hypergradients, validation gradients, extra training data);
+``select``, the rest, held out for choosing lr, checkpoints and fitted teachers and for the dev
+error reported. Apart, so the number that picks a teacher was never a number it trained on."""
+
+
+def meta_count(n_dev: int, meta_size: int) -> int:
+    """How many of the first dev examples form ``meta``: `meta_size`, or half of a dev split that
+    has no more than `meta_size` examples (so ``select`` is never empty; e.g. tiny user data)."""
+    if isinstance(meta_size, bool) or not isinstance(meta_size, int) or meta_size < 1:
+        raise ValueError(f"meta_size must be a positive number of dev examples, got {meta_size!r}")
+    if n_dev < 2:
+        raise ValueError(
+            f"the dev split has {n_dev} example(s): at least 2 are needed to split it into "
+            f"meta and select; pass a larger dev_size"
+        )
+    return meta_size if meta_size < n_dev else n_dev // 2
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -93,10 +111,16 @@ class Splits:
         ys = {k: getattr(self, k).to(device=dev) for k in ("y_train", "y_dev", "y_test")}
         return replace(self, **xs, **ys)
 
-    def split(self, name: str) -> tuple[Tensor, Tensor]:
-        """(x, y) of 'train', 'dev' or 'test'."""
+    def split(self, name: str, meta: int | None = None) -> tuple[Tensor, Tensor]:
+        """(x, y) of 'train', 'dev' or 'test', or of dev's parts 'meta' (its first `meta`
+        examples) and 'select' (the rest): views, no copy."""
+        if name in DEV_PARTS:
+            if meta is None:
+                raise ValueError(f"split {name!r} is a part of dev: pass meta=<its meta size>")
+            part = slice(None, meta) if name == "meta" else slice(meta, None)
+            return self.x_dev[part], self.y_dev[part]
         if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {name!r}; valid: {list(SPLIT_NAMES)}")
+            raise ValueError(f"unknown split {name!r}; valid: {list(SPLIT_NAMES + DEV_PARTS)}")
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
     def __repr__(self) -> str:

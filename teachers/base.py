@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ import torch
 
 from envs.config import EnvConfig
 from envs.loss_teaching import LossTeachingEnv
+from envs.losses import unknown_name_error
 
 
 @dataclass
@@ -183,6 +185,9 @@ class Teacher(ABC):
     name: ClassVar[str] = "teacher"
     family: ClassVar[str | None] = None
     """the loss family this teacher acts on; None = the spec's"""
+    is_oracle: ClassVar[bool] = False
+    """a limit of the setting that reads what no teacher may (e.g. which labels were flipped),
+    shown as such in tables, never as a teacher or a baseline"""
     acts_on_observation: ClassVar[bool] = True
     """:meth:`act` reads only the observation, so one teacher can act for a batch of students
     (``teachers.batch_eval``); False for a teacher that reads the student it was bound to"""
@@ -272,18 +277,48 @@ class Teacher(ABC):
             yield action, reward, info
 
     def teach(
-        self, spec: EnvSpec, seed: int, *, env: LossTeachingEnv | None = None
+        self,
+        spec: EnvSpec,
+        seed: int,
+        *,
+        env: LossTeachingEnv | None = None,
+        checkpoint: str = "last",
+        checks: int = 10,
     ) -> EpisodeResult:
-        """Train one fresh student (seed `seed`) from scratch with this teacher frozen."""
+        """Train one fresh student (seed `seed`) from scratch with this teacher frozen.
+
+        ``checkpoint="last"`` reports the student as training left it; ``"best-select"`` the
+        best of `checks` evenly spaced states (the last included) on dev's ``select`` error,
+        as early stopping on held-out data picks, the same rule for every teacher (recorded in
+        the final metrics as ``checkpoint_step`` and ``checks``)."""
+        if checkpoint not in CHECKPOINTS:
+            raise unknown_name_error("checkpoint", checkpoint, CHECKPOINTS)
+        if isinstance(checks, bool) or not isinstance(checks, int) or checks < 1:
+            raise ValueError(f"checks must be a positive number of select checks, got {checks!r}")
         env = env or self.spec_for(spec).make_env()
-        family = env.unwrapped.family
+        family, proc = env.unwrapped.family, env.unwrapped.process
+        horizon = env.unwrapped.horizon
+        at = set()
+        if checkpoint == "best-select":  # env steps round(i H / K), i = 1..K, K <= H
+            k = min(checks, horizon)
+            at = {round(i * horizon / k) for i in range(1, k + 1)}
         start = time.perf_counter()
         rows, coeffs, info = [], [], {}
+        best: tuple[float, Any] = (math.inf, None)
         for t, (action, reward, info) in enumerate(self.rollout(env, seed)):
             if action is not None:
                 coeffs.append(family.action_to_coeffs(action).numpy().astype(np.float32))
             rows.append({"t": t, "reward": reward, **info})
-        return EpisodeResult(seed, rows, coeffs, final_metrics(env, start, info["diverged"]))
+            if t in at and not info["diverged"]:  # a diverged run keeps its best check so far
+                error = proc.evaluate("select")["error"]
+                if error < best[0]:
+                    best = (error, proc.state.clone())
+        if best[1] is not None:
+            proc.restore(best[1])
+        final = final_metrics(env, start, info["diverged"])
+        if checkpoint == "best-select":
+            final.update(checkpoint_step=proc.step, checks=len(at))
+        return EpisodeResult(seed, rows, coeffs, final)
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -311,6 +346,10 @@ class Teacher(ABC):
         return f"{type(self).__name__}({self.config})"
 
 
+CHECKPOINTS = ("last", "best-select")
+"""which state of a taught student is reported (:meth:`Teacher.teach`)"""
+
+
 def check_budget(budget: int) -> int:
     if not isinstance(budget, (int, np.integer)) or budget < 0:
         raise ValueError(
@@ -319,14 +358,23 @@ def check_budget(budget: int) -> int:
     return int(budget)
 
 
+REPORTED_SPLITS = {"dev": "select", "test": "test"}
+"""record name -> process split of the final metrics: the records' ``dev_loss`` / ``dev_error``
+are on dev's ``select`` part, which no teacher's training signal reads (the ``meta`` part may
+have been learned from, so an error on it would flatter the teachers that did)"""
+
+
 def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:
-    """Whole-split dev and test metrics of the env's current student (test reported, never used)."""
+    """Dev (its held-out ``select`` part: :data:`REPORTED_SPLITS`) and test metrics of the env's
+    current student (test reported, never used), and the meta/select sizes applied."""
     proc = env.unwrapped.process
     out = {"diverged": bool(diverged), "student_steps": proc.step}
     if proc.corruption.get("train_flipped_fraction"):  # the noise actually applied, in the records
         out["train_flipped_fraction"] = proc.corruption["train_flipped_fraction"]
-    for split in ("dev", "test"):
-        m = proc.evaluate(split)
+    out["meta_size"] = proc.meta_size
+    out["select_size"] = len(proc.data.y_dev) - proc.meta_size
+    for split, part in REPORTED_SPLITS.items():
+        m = proc.evaluate(part)
         out[f"{split}_loss"], out[f"{split}_error"] = m["loss"], m["error"]
     out["wall_time"] = time.perf_counter() - start
     return out

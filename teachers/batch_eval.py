@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from envs.vector import LossTeachingVectorEnv, unbatch_info
-from teachers.base import EnvSpec, EpisodeResult, Teacher
+from teachers.base import REPORTED_SPLITS, EnvSpec, EpisodeResult, Teacher
 
 
 def teach_batch(teacher: Teacher, spec: EnvSpec, seeds: Sequence[int]) -> list[EpisodeResult]:
@@ -54,11 +54,14 @@ def teach_batch(teacher: Teacher, spec: EnvSpec, seeds: Sequence[int]) -> list[E
             rows[i].append({"t": t, "reward": float(rewards[i]), **step_infos[i]})
         done = np.flatnonzero(active & (terminated | truncated))
         if len(done):  # evaluate now: next step would autoreset these students
-            ev = {split: venv.process.evaluate(split) for split in ("dev", "test")}
+            # "dev" in the records is dev's held-out select part (teachers.base.final_metrics)
+            ev = {split: venv.process.evaluate(p) for split, p in REPORTED_SPLITS.items()}
             for i in done:
                 finals[i] = {
                     "diverged": bool(terminated[i]),
                     "student_steps": int(venv.process.steps[i]),
+                    "meta_size": venv.process.meta_size,
+                    "select_size": len(venv.process.data.y_dev) - venv.process.meta_size,
                 }
                 for split, m in ev.items():
                     finals[i][f"{split}_loss"] = float(m["loss"][i])

@@ -24,7 +24,7 @@ gradient of a 600-step run at a large student learning rate measured 1e2-1e3), a
 Adam updates theta. M is a smooth dev objective (``objective``: dev cross-entropy by default,
 the demo's sigmoid-smoothed error, or the expected error) on the env's fixed dev subset; test data
 is never touched. Selection: every ``select_every`` episodes (and before the first) the current
-teacher teaches ``select_seeds`` fresh students, scored by whole-dev-split error; the best
+teacher teaches ``select_seeds`` fresh students, scored by their error on dev's ``select`` part; the best
 candidate, the untrained teacher included, is kept. Selection students count against the budget.
 """
 
@@ -69,7 +69,7 @@ class L2TDLFConfig:
     sharpness: float = 50.0
     """k of the smooth error, 2 sigmoid(k (max_j p_j - p_y)) - 1"""
     full_dev: bool = False
-    """M on the whole dev split instead of the env's fixed dev subset"""
+    """M on the whole ``meta`` part of dev (never ``select``) instead of the env's fixed dev subset"""
     window: int | None = None
     """None = full-episode RMD; w = update theta after every w env steps by RMD through that
     window only (truncated, biased towards greedy losses)"""
@@ -78,7 +78,7 @@ class L2TDLFConfig:
     select_every: int = 5
     """candidate evaluation every this many training episodes"""
     select_seeds: int = 2
-    """fresh students per candidate evaluation (whole-dev-split error)"""
+    """fresh students per candidate evaluation (error on dev's ``select`` part)"""
     init_seed: int = 0
     """seed of the teacher's initial parameters"""
     family: str = "bilinear"
@@ -303,13 +303,14 @@ class L2TDLFTeacher(Teacher):
         return rows
 
     def _dev_score(self, env: LossTeachingEnv, seeds: list[int]) -> dict:
-        """Mean whole-dev-split error and loss of fresh students taught by the current teacher.
-        Only the dev split is evaluated: selection never sees test."""
+        """Mean error and loss on dev's ``select`` part of fresh students taught by the current
+        teacher: selection reads the held-out part (the fit's hypergradients read ``meta``), never
+        test."""
         errors, losses = [], []
         for s in seeds:
             *_, (_, _, info) = self.rollout(env, s)
             diverged = info["diverged"]
-            m = env.process.evaluate("dev")
+            m = env.process.evaluate("select")
             errors.append(1.0 if diverged else m["error"])
             losses.append(math.inf if diverged else m["loss"])
         return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}

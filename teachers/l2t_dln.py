@@ -20,8 +20,8 @@ Where we differ from the released code (each a documented choice, see ``DLNConfi
 * the student is our process's momentum SGD (the env spec's lr, momentum, weight decay and cosine
   schedule), not plain SGD(0.1, batch 25); the look-ahead differentiates through exactly that
   optimiser (``TeachingProcess.student_step(..., differentiable=True)``);
-* CE_val is the cross-entropy of the fixed dev subset (or the whole dev split), carved from the
-  training set: never test. It is evaluated with the look-ahead's own BatchNorm statistics in eval
+* CE_val is the cross-entropy of the fixed dev subset (or the whole ``meta`` part of dev), carved
+  from the training set: never ``select``, never test. It is evaluated with the look-ahead's own BatchNorm statistics in eval
   mode, and the commit carries the BatchNorm buffers forward (the official code may not);
 * phi and (h, c) are reset at the start of every student run (fit trains psi online over several
   fresh students within the budget);
@@ -84,7 +84,8 @@ class DLNConfig:
     preproc: float = 10.0
     """p of the gradient preprocessing (log|g|/p, sign g) or (-1, e^p g) (official: 10)"""
     full_dev: bool = False
-    """CE_val on the whole dev split instead of the env's fixed dev subset"""
+    """CE_val on the whole ``meta`` part of dev (never ``select``) instead of the env's fixed dev
+    subset"""
     student_features: bool = False
     """also feed the env's 12 student-state features (DefaultState) to every LSTM coordinate
     (the paper's input is the loss state only; this is the "additionally" option)"""

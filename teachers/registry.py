@@ -20,6 +20,10 @@ TEACHERS: dict[str, str] = {
     "ppo": "teachers.sb3:PPOTeacher",
     "a2c": "teachers.sb3:A2CTeacher",
     "l2t-dln": "teachers.l2t_dln:L2TDLNTeacher",
+    "ce+meta": "teachers.oracle:CEMetaTeacher",
+    "l2rw": "teachers.reweight:L2RWTeacher",
+    "mw-net": "teachers.reweight:MWNetTeacher",
+    "oracle": "teachers.oracle:OracleTeacher",
 }
 
 

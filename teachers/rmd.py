@@ -159,8 +159,8 @@ def reverse(
     """dM(w_T)/dPhi_k for every coefficient segment recorded on `tape`.
 
     `process` must still hold w_T (the weights right after the last recorded step). M is
-    ``process.dev_objective(kind=objective)``: on the fixed dev subset, or the whole dev split
-    with ``full_dev``; never the test split.
+    ``process.dev_objective(kind=objective)``: on the fixed dev subset, or the whole ``meta``
+    part of dev with ``full_dev``; never ``select``, never the test split.
     """
     if tape.steps == 0:
         raise ValueError(

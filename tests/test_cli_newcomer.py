@@ -27,6 +27,8 @@ MALFORMED = {
     "--horizon": "-2",
     "--interval": "x",
     "--students-per-seed": "0",
+    "--checkpoint": "best-test",
+    "--checks": "0",
     "--teacher-config": "@/nonexistent/config.json",
     "--data-root": "/nonexistent/data",
     "--download": None,

@@ -198,6 +198,7 @@ def test_envspec_is_the_config_and_records_the_same_dict():
         "schedule": "cosine",
         "reward": "dev-accuracy-delta",
         "dev_subset": 256,
+        "meta_size": 256,
         "device": "auto",
         "dtype": "float32",
         "data_root": None,
