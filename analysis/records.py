@@ -75,7 +75,14 @@ PACKAGES = (
 )
 # Settings a resumed run must share with the records already on disk; teachers, seeds and budgets
 # may grow between runs (new units are added), anything else would mix incomparable rows.
-FIXED_KEYS = ("spec", "students_per_seed", "teacher_configs", "student_seed_offset")
+FIXED_KEYS = (
+    "spec",
+    "students_per_seed",
+    "teacher_configs",
+    "student_seed_offset",
+    "checkpoint",
+    "checks",
+)
 
 
 def unit_id(teacher: str, budget: int, seed: int) -> str:
@@ -100,15 +107,19 @@ class RecordStore:
         self.units_dir = self.root / "units"
 
     # -- writing ------------------------------------------------------------------------------
-    def open(self, config: dict[str, Any]) -> None:
-        """Create the directory, or check a resumed one was made with compatible settings."""
+    def open(self, config: dict[str, Any], defaults: dict[str, Any] | None = None) -> None:
+        """Create the directory, or check a resumed one was made with compatible settings.
+
+        `defaults` (a config of default settings) is what a setting added after a directory was
+        made reads as there: a new setting whose default keeps the old behaviour leaves old
+        directories resumable."""
         for d in (self.records_dir, self.coeffs_dir, self.teachers_dir):
             d.mkdir(parents=True, exist_ok=True)
         for stale in self.root.glob("*/.*.tmp"):  # a write cut short by a kill
             stale.unlink()
         path = self.root / "config.json"
         if path.exists():
-            old = json.loads(path.read_text())
+            old = _with_defaults(json.loads(path.read_text()), defaults or {})
             clash = [d for k in FIXED_KEYS for d in _differences(k, old.get(k), config.get(k))]
             if clash:
                 raise ValueError(
@@ -271,6 +282,16 @@ def _differences(key: str, old: Any, new: Any) -> list[str]:
             for d in _differences(f"{key}.{k}", old.get(k), new.get(k))
         ]
     return [] if old == new else [f"{key}: {old!r} on disk vs {new!r} now"]
+
+
+def _with_defaults(old: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, default in defaults.items():
+        if key not in out:
+            out[key] = default
+        elif isinstance(default, dict) and isinstance(out[key], dict):
+            out[key] = {**default, **out[key]}
+    return out
 
 
 def _union(a: list, b: list) -> list:

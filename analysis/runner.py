@@ -290,7 +290,7 @@ def prepare(grid: Grid, out: str | Path, *, download: bool = False) -> RecordSto
             raise ValueError(f"teacher {name!r} rejects its config: {err}") from err
     grid.spec.make_env(download=download)
     store = RecordStore(out)
-    store.open(grid.to_config())
+    store.open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
     return store
 
 

@@ -30,6 +30,7 @@ taught student's ``process.cost`` (``lookahead`` 1 and ``meta_grad`` 1 + m / B p
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -161,16 +162,54 @@ class MWNetWeights:
             return self.net(losses) / n
 
 
+@dataclass
+class L2RWConfig:
+    """``l2rw``: per-example weights from a one-step look-ahead on a ``meta`` batch."""
+
+    lr: float | None = None
+    """the student's learning rate (None = the spec's), chosen on ``select`` like a fixed loss's"""
+
+    def __post_init__(self) -> None:
+        _check_lr(self.lr)
+
+
+@dataclass
+class MWNetConfig:
+    """``mw-net``: a weighting net from an example's loss to its weight, trained online."""
+
+    hidden: int = 100
+    """width of the weighting net 1 -> hidden -> 1 (the paper's 100)"""
+    meta_lr: float = 1e-3
+    """Adam learning rate of the weighting net"""
+    meta_weight_decay: float = 1e-4
+    """its weight decay"""
+    init_seed: int = 0
+    """seed of the net's initial weights (it starts afresh with every student)"""
+    lr: float | None = None
+    """the student's learning rate (None = the spec's)"""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.hidden, int) or self.hidden < 1:
+            raise ValueError(f"hidden must be a positive integer, got {self.hidden!r}")
+        if not self.meta_lr > 0 or not self.meta_weight_decay >= 0:
+            raise ValueError(
+                f"meta_lr must be > 0 and meta_weight_decay >= 0, got "
+                f"{self.meta_lr!r}, {self.meta_weight_decay!r}"
+            )
+        _check_lr(self.lr)
+
+
 class ReweightTeacher(Teacher):
     """Base of the per-example reweighting teachers: plain CE (tau = 1) whose minibatch terms
     are weighted every step by :meth:`make_weigh`'s function; nothing to fit."""
 
     family = "ce"
     acts_on_observation = False  # the weights come from the bound student, not the observation
+    Config = L2RWConfig
 
-    def __init__(self, lr: float | None = None, **config: Any) -> None:
-        super().__init__(**config, **({} if lr is None else {"lr": lr}))
-        self.lr = _check_lr(lr)
+    def __init__(self, config: Any = None, /, **options: Any) -> None:
+        super().__init__(config, **options)
+        self.lr = self.cfg.lr
         self._weigh: Callable[..., torch.Tensor] | None = None
 
     def spec_for(self, spec: EnvSpec) -> EnvSpec:
@@ -215,29 +254,7 @@ class MWNetTeacher(ReweightTeacher):
     with every student."""
 
     name = "mw-net"
-
-    def __init__(
-        self,
-        hidden: int = 100,
-        meta_lr: float = 1e-3,
-        meta_weight_decay: float = 1e-4,
-        init_seed: int = 0,
-        lr: float | None = None,
-    ) -> None:
-        if not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-        if not meta_lr > 0 or not meta_weight_decay >= 0:
-            raise ValueError(
-                f"meta_lr must be > 0 and meta_weight_decay >= 0, got "
-                f"{meta_lr!r}, {meta_weight_decay!r}"
-            )
-        super().__init__(
-            lr=lr,
-            hidden=hidden,
-            meta_lr=meta_lr,
-            meta_weight_decay=meta_weight_decay,
-            init_seed=init_seed,
-        )
+    Config = MWNetConfig
 
     def new_net(self, process: TeachingProcess) -> WeightNet:
         with torch.random.fork_rng(devices=[]):

@@ -305,3 +305,19 @@ def test_parallel_workers_write_the_same_rows(tiny_run, tmp_path):
     pd.testing.assert_frame_equal(
         canon(RecordStore(tmp_path).read()), canon(RecordStore(out).read())
     )
+
+
+def test_a_directory_made_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    """Settings added later (spec.meta_size, checkpoint) read as their defaults in an old
+    directory: the default resumes it, any other value is refused naming the setting."""
+    store = RecordStore(tmp_path / "run")
+    old_spec = {k: v for k, v in TINY.to_dict().items() if k != "meta_size"}
+    old = {"spec": old_spec, "students_per_seed": 1, "teacher_configs": {}, "teachers": ["ce"]}
+    store.open(old)
+    defaults = {"spec": EnvSpec().to_dict(), "checkpoint": "last", "checks": 10}
+    new = {**old, "spec": TINY.to_dict(), "checkpoint": "last", "checks": 10}
+    store.open(new, defaults=defaults)  # resumes
+    with pytest.raises(ValueError, match="checkpoint: 'last' on disk vs 'best-select' now"):
+        store.open({**new, "checkpoint": "best-select"}, defaults=defaults)
+    with pytest.raises(ValueError, match="spec.meta_size: 256 on disk vs 64 now"):
+        store.open({**new, "spec": {**TINY.to_dict(), "meta_size": 64}}, defaults=defaults)

@@ -223,3 +223,13 @@ def test_oracle_trains_on_exactly_the_unflipped_examples():
     assert torch.equal(noisy.data.y_train, clean.data.y_train[~flipped])
     assert torch.equal(noisy.data.x_train, clean.data.x_train[~flipped])
     assert noisy.train_parts == ("train-unflipped",)
+
+
+@pytest.mark.parametrize("name", ["l2rw", "mw-net"])
+def test_a_reweighting_teachers_student_lr_reaches_its_spec(name):
+    """The lr a user (or the lr search) gives these teachers is the lr their students train at."""
+    from teachers import make_teacher
+    from teachers.base import EnvSpec
+
+    assert make_teacher(name, lr=0.02).spec_for(EnvSpec(lr=0.1)).lr == 0.02
+    assert make_teacher(name).spec_for(EnvSpec(lr=0.1)).lr == 0.1
