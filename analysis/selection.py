@@ -11,8 +11,8 @@ Why the start is chosen, not fixed: untrained (action 0 throughout, mnist5k / ml
 b = log C beats the paper's b = 0 on clean labels and loses by ~7 points under 40% symmetric
 label noise (results/bilinear_start/README.md); held-out error tells the two apart at once.
 
-``SELECTION_SPLIT`` is ``"dev"`` today; when dev is split into a part teachers may learn from and
-a part only for choosing, pointing this constant at the latter moves every choice made here.
+Choices are scored on dev's ``select`` part, never on ``meta`` (which teachers may learn from)
+nor on test: :data:`SELECTION_SPLIT`, one constant that moves every choice made here.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from envs.losses import BILINEAR_STARTS
 from teachers.base import EnvSpec, Teacher
 from teachers.fixed import FixedTeacher
 
-SELECTION_SPLIT = "dev"
-"""the split every choice here is scored on"""
+SELECTION_SPLIT = "select"
+"""the split every choice here is scored on (dev's held-out part)"""
 SELECTION_SEEDS = (2**31 - 1, 2**31 - 2)
 """default student seeds of a search: below the comparison's taught students (2**31 + ...) and
 outside the range REINFORCE draws its training students from ([0, 2**31 - 1))"""

@@ -34,7 +34,7 @@ def test_chosen_start_is_the_one_with_lower_held_out_error(noise, better):
     other = "log-c" if better == "zero" else "zero"
     assert mean[other] - mean[better] > 0.005  # the case tells the starts apart
     assert sel.chosen == {"start": better, "lr": 0.1}
-    assert sel.split == "dev"
+    assert sel.split == "select"
     assert sel.student_steps == 2 * len(SEEDS) * spec.episode_steps  # every student charged
     chosen = sel.apply(spec)
     assert chosen.loss_kwargs == {"start": better} and chosen.lr == 0.1
@@ -54,7 +54,7 @@ def test_start_and_lr_are_chosen_jointly():
     best = min(errors, key=errors.get)
     assert (sel.chosen["start"], sel.chosen["lr"]) == best
     rows = sel.rows()
-    assert sum(r["chosen"] for r in rows) == 1 and {"dev_error", "student_steps"} <= set(rows[0])
+    assert sum(r["chosen"] for r in rows) == 1 and {"select_error", "student_steps"} <= set(rows[0])
 
 
 def test_selection_never_reads_test(monkeypatch):
@@ -95,7 +95,7 @@ def test_bad_requests_fail_clearly():
 
 def test_split_is_one_constant():
     """Every score goes through SELECTION_SPLIT, so pointing it elsewhere moves every choice."""
-    assert selection.SELECTION_SPLIT == "dev"
+    assert selection.SELECTION_SPLIT == "select"
     seen = []
     original = TeachingProcess.evaluate
 
