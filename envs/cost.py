@@ -14,19 +14,20 @@ import math
 
 KINDS: dict[str, float] = {
     "train": 1.0,
-    "lookahead": 1.0,
-    "unroll": 2.5,
-    "recompute": 1.0,
-    "reverse": 2.6,
-    "dev_grad": 0.7,
-    "meta_grad": 0.7,
+    "lookahead": 1.2,
+    "unroll": 2.2,
+    "recompute": 1.1,
+    "reverse": 2.3,
+    "dev_grad": 0.5,
+    "meta_grad": 0.5,
 }
 """kind -> cost of one unit in student-step equivalents (one training step = 1):
 
 * ``train``: one committed fast-path student step (a minibatch forward + backward + momentum-SGD
   update; ``TeachingProcess.advance``); the unit.
 * ``lookahead``: one fast-path step from a state that is not committed
-  (``TeachingProcess.lookahead``): the same arithmetic as ``train``.
+  (``TeachingProcess.lookahead``): the same arithmetic as ``train``, out of place (the committed
+  state must survive), so a little dearer.
 * ``unroll``: one differentiable step (its gradient with ``create_graph=True``) *and* one backward
   through it; a caller asks for the graph only to differentiate it, so the backward is charged
   with the step (``lookahead(..., differentiable=True)``, ``advance(..., differentiable=True)``).
@@ -44,9 +45,12 @@ teacher, ~2 % of an env step; benchmarks/README.md) and whole-split evaluations 
 forward only, at fixed points, the same for every teacher's taught students; L2T-DLF's selection
 adds one dev-split forward per selection student, ~0.2 % of that student's 600 steps).
 
-Measured by ``OMP_NUM_THREADS=1 python benchmarks/pass_costs.py`` (medians of interleaved
-repeats, mlp 784-256-10 on mnist5k, batch 64, bilinear family, float32, CPU; figures and date in
-benchmarks/README.md); rounded to one decimal.
+Measured by ``OMP_NUM_THREADS=1 python benchmarks/pass_costs.py`` (medians of 15 interleaved
+repeats, mlp 784-256-10 on mnist5k, batch 64, bilinear family, float32, 1 CPU thread), two runs:
+lookahead 1.21 / 1.25, unroll 2.15 / 2.23, recompute 1.19 / 1.11, reverse 2.31 / 2.24, dev_grad
+0.46 / 0.53 training steps; rounded to one decimal (benchmarks/README.md has the table). Under the
+``dln`` family (a 5,000-weight loss network) the ratios are alike (1.15, 2.19, 1.04, 2.43; the
+dev gradient, which uses cross-entropy, 0.28), so one table serves every family.
 """
 
 
