@@ -467,7 +467,9 @@ class TeachingProcess(StateViews):
                 grad_outputs=[*d_params, *d_velocity],
                 allow_unused=True,
             )
-        grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+        grads = [
+            torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)
+        ]
         self.cost.charge("reverse", 1)
         n = len(w)
         return grads[:n], grads[n : 2 * n], grads[-1]

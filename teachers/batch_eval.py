@@ -45,7 +45,9 @@ def teach_batch(teacher: Teacher, spec: EnvSpec, seeds: Sequence[int]) -> list[E
         infos = unbatch_info(step.infos, n)
         for i in np.flatnonzero(step.active):
             if step.actions is not None:
-                coeffs[i].append(family.action_to_coeffs(step.actions[i]).numpy().astype(np.float32))
+                coeffs[i].append(
+                    family.action_to_coeffs(step.actions[i]).numpy().astype(np.float32)
+                )
             rows[i].append({"t": t, "reward": float(step.rewards[i]), **infos[i]})
         if step.done.any():  # evaluate now: the next step would autoreset these students
             ev = {split: venv.process.evaluate(split) for split in ("dev", "test")}

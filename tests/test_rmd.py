@@ -177,3 +177,23 @@ def test_bad_inputs_raise_clear_errors():
     # a tape that missed steps (the process trained without it in between) refuses to record on
     with pytest.raises(RuntimeError, match="tape expected step 2, got 3"), proc.recording(tape):
         proc.advance(proc.family.default_coeffs(torch.float64), 1)
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_a_reverse_pass_is_charged_as_documented(every):
+    """The forward steps are charged as training, each reverse step, each recomputed step and
+    the dev gradient at their KINDS prices, by the process that runs them."""
+    from envs.cost import KINDS
+
+    proc = make_process()
+    coeffs = coeff_schedule(proc.family)
+    rmd.hypergradient(proc, coeffs, INTERVAL, checkpoint_every=every)
+    recomputed = STEPS - STEPS // every  # a segment of k steps recomputes k - 1 of them
+    want = {
+        "train": STEPS * KINDS["train"],
+        "reverse": STEPS * KINDS["reverse"],
+        "dev_grad": 20 / 16 * KINDS["dev_grad"],  # the 20-example dev split at batch 16
+    }
+    if recomputed:
+        want["recompute"] = recomputed * KINDS["recompute"]
+    assert proc.cost.by_kind() == pytest.approx(want)
