@@ -1,5 +1,6 @@
 """Summary tables from tidy records: per teacher, final test error with its 95% t CI, dev error,
-budget used, wall time, and the paired difference against the ``ce`` baseline.
+budget used, wall time, teaching cost per student (step equivalents, and its ratio to plain CE's,
+which is the episode's student steps), and the paired difference against the ``ce`` baseline.
 
 Test error is reported, never used to select anything: the table is sorted by the registry's
 order of the teachers as run, not by test numbers.
@@ -84,6 +85,12 @@ def summary(
                 "budget_used": g["budget_used"].mean(),
                 "fit_wall_time": g["fit_wall_time"].mean(),
                 "teach_wall_time": g["teach_wall_time"].mean(),
+                # step equivalents per taught student (envs/cost.py) and over plain CE's (its
+                # episode's student steps); NaN for records written before it was counted
+                "teach_cost": g["teach_cost"].mean() if "teach_cost" in g else math.nan,
+                "teach_cost_ratio": (
+                    g["teach_cost_ratio"].mean() if "teach_cost_ratio" in g else math.nan
+                ),
             }
         )
     table = pd.DataFrame(rows)
@@ -125,6 +132,7 @@ def display_rows(
         "budget used",
         "fit s",
         "teach s/student",
+        "teach cost (× CE)",
     ]
     cells = []
     for r in table.itertuples(index=False):
@@ -143,6 +151,7 @@ def display_rows(
                 f"{r.budget_used:,.0f}",
                 f"{r.fit_wall_time:.1f}",
                 f"{r.teach_wall_time:.2f}",
+                _cost(r.teach_cost, r.teach_cost_ratio),
             ]
         )
     return header, cells
@@ -177,6 +186,11 @@ def _pct(iv: Interval, signed: bool = False) -> str:
     sign = "+" if signed else ""
     mean = f"{100 * iv.mean:{sign}.2f}"
     return f"{mean} %" if math.isnan(iv.half) else f"{mean} ± {100 * iv.half:.2f} %"
+
+
+def _cost(cost: float, ratio: float) -> str:
+    """Teaching cost per student: `2,760 (4.6×)` step equivalents and the ratio to plain CE."""
+    return "n/a" if math.isnan(cost) else f"{cost:,.0f} ({ratio:.1f}×)"
 
 
 def _order_key(order: dict[str, int]):
