@@ -30,9 +30,9 @@ error; the best candidate, the untrained teacher included, is kept.
 
 Budget: the fit skeleton (``Teacher.fit``) runs the updates while the next fits, charged by the
 process: a training episode costs its T forward steps, T reverse steps, the dev gradient and any
-recomputed steps (:meth:`L2TDLFTeacher.episode_cost`: about 3.9 T on the default spec, so a budget
-buys about a quarter of the episodes it bought when only the forward steps were counted), a
-selection its students' training steps.
+recomputed steps (:meth:`L2TDLFTeacher.episode_cost`: 1,982 = 3.3 T on the default spec, so a
+budget buys about a third of the episodes it bought when only the forward steps were counted;
+benchmarks/budget_episodes.py), a selection its students' training steps.
 """
 
 from __future__ import annotations
