@@ -13,7 +13,7 @@ import envs.process
 from envs.cost import KINDS
 from envs.process import TeachingProcess
 from students.data import load_dataset
-from teachers.base import EnvSpec, Teacher
+from teachers.base import EnvSpec, SeedPlan, Teacher
 from teachers.l2t_dlf import L2TDLFTeacher
 from teachers.registry import make_teacher
 
@@ -97,7 +97,8 @@ def test_fit_is_charged_its_reverse_passes_selects_on_dev_only_and_records(monke
     assert teacher.best_dev_error == pytest.approx(best["dev_error"])
     assert min(r["dev_error"] for r in selects) == pytest.approx(teacher.best_dev_error)
     assert all(r["updated"] for r in train)
-    assert [r["seed"] for r in train] == sorted({r["seed"] for r in train})  # fresh students
+    # fresh students, the seed plan's (the one seed scheme of every teacher), none reused
+    assert [r["seed"] for r in train] == [SeedPlan(1).nth(i) for i in range(len(train))]
 
 
 def test_budget_below_one_episode_fits_nothing():
