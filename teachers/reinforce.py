@@ -250,6 +250,12 @@ class ReinforceTeacher(Teacher):
         row["episodes"] = run.report.episodes
         return [row]
 
+    def finish(self, run: FitRun) -> None:
+        """Drop the fit's students and their data: acting needs only the policy."""
+        if self._venv is not None:
+            self._venv.close()
+        self._env = self._venv = None
+
     def _sample(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(observation, unclipped sample a ~ pi(. | s)) from the fit's noise stream."""
         o = torch.as_tensor(obs, dtype=torch.float32)
