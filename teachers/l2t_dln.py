@@ -40,6 +40,11 @@ Measured (results/l2t_dln/README.md, mnist5k/mlp, 5 seeds, equal 4,800-step budg
 over plain cross-entropy (dev error +0.74 +- 0.72 points, test +0.00 +- 0.46, paired 95% CIs),
 and none over the warm-start DLN with the teacher switched off.
 
+Fit: psi learns online over fresh students of the common seed plan (``SeedPlan.nth``), one
+iteration per env step of the base's episode loop: :meth:`L2TDLNTeacher.learn_step` (stages 1-3)
+decides, the env's step commits. An iteration whose CE_val or psi gradient is not finite skips the
+Adam step; the episode goes on unless the student itself diverged (the env then ends it).
+
 Budget accounting: the process charges every pass (envs/cost.py). A fit iteration (the fit
 skeleton's update) is stage 1's and stage 3's differentiable K-step look-aheads (``unroll``, each
 with its backward), their two CE_val gradients (``dev_grad``) and the env's K committed steps
