@@ -180,6 +180,8 @@ class FitRun:
         self.report = FitReport()
         self.stopped = False
         self.start = time.perf_counter()
+        self.slack = 1e-9 * max(1, budget)
+        """prices such as 2.2 are not exact in binary: sums may pass the budget by a hair"""
         self._meters: list[tuple[Meter, dict[str, float]]] = []
 
     def elapsed(self) -> float:
@@ -209,8 +211,8 @@ class FitRun:
         return sum(m.total - sum(before.values()) for m, before in self._meters)
 
     def left(self) -> float:
-        """What is left of the budget (a hair more: prices are not exact in binary)."""
-        return self.budget - self.spent + 1e-9 * max(1, self.budget)
+        """What is left of the budget (up to :attr:`slack`)."""
+        return self.budget - self.spent + self.slack
 
     def log(self, row: dict) -> bool:
         """Record `row` and forward it to the callback; False once the fit must stop."""
@@ -261,18 +263,17 @@ class Teacher(ABC):
         budget, :meth:`update` and log its rows; then :meth:`finish`. A teacher decides and
         learns; the loop, the budget, the seeds, the timing and the logging are here."""
         run = FitRun(self.spec_for(spec), check_budget(budget), SeedPlan(seed), callback)
-        slack = 1e-9 * max(1, run.budget)  # prices such as 2.2 are not exact in binary
         self.setup(run)
         while not run.stopped:
             cost = self.next_update(run)
-            if cost is None or run.spent + cost > run.budget + slack:
+            if cost is None or cost > run.left():
                 break
             for row in self.update(run):
                 run.log(row)
         self.finish(run)
         report = run.report
         report.student_steps, report.cost = run.spent, run.by_kind()
-        if report.student_steps > run.budget + slack:  # a teacher's bug: it under-declared
+        if report.student_steps > run.budget + run.slack:  # a teacher's bug: it under-declared
             raise RuntimeError(
                 f"{type(self).__name__} spent {report.student_steps:g} student-step equivalents "
                 f"({report.cost}), over its budget of {run.budget}"
