@@ -167,10 +167,10 @@ def budget_notes(grid: Any) -> list[str]:
 
 
 def _learns(cls: type, base: type) -> bool:
-    """A teacher with its own `_fit` hook, other than the fixed losses (which fit nothing)."""
+    """A teacher that declares updates (its own `next_update`), not a fixed loss."""
     from teachers.fixed import FixedTeacher
 
-    return cls._fit is not base._fit and not issubclass(cls, FixedTeacher)
+    return cls.next_update is not base.next_update and not issubclass(cls, FixedTeacher)
 
 
 def reference_section(args: argparse.Namespace) -> tuple[list[str], bool | None]:

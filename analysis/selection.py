@@ -102,17 +102,17 @@ def held_out_errors(
     teacher: Teacher, spec: EnvSpec, seeds: Sequence[int], split: str | None = None
 ) -> tuple[list[float], int]:
     """Train one fresh student per seed with `teacher` frozen; their whole-`split` errors (1.0
-    when a student diverged) and the student steps taken. `split` defaults to
-    :data:`SELECTION_SPLIT`, read at call time."""
+    when a student diverged) and what training them cost, in student-step equivalents from the
+    process's counter (``envs.cost``). `split` defaults to :data:`SELECTION_SPLIT`, read at
+    call time."""
     split = split or SELECTION_SPLIT
     env = teacher.spec_for(spec).make_env()
-    errors, steps = [], 0
+    process = env.unwrapped.process
+    errors = []
     for seed in seeds:
-        *_, (_, _, info) = teacher.rollout(env, seed)
-        process = env.unwrapped.process
-        errors.append(1.0 if info["diverged"] else process.evaluate(split)["error"])
-        steps += process.step
-    return errors, steps
+        *_, last = teacher.rollout(env, seed)
+        errors.append(1.0 if last.info["diverged"] else process.evaluate(split)["error"])
+    return errors, round(process.cost.total)
 
 
 def evaluate_trial(

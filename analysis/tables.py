@@ -1,6 +1,7 @@
 """Summary tables from tidy records: per teacher, final test error with its 95% t CI, dev error,
 budget used, wall time, and the paired differences against the ``ce`` baseline and against the
-setting's best fair baseline, with Holm-adjusted p-values.
+setting's best fair baseline, with Holm-adjusted p-values, and the teaching cost per student
+(step equivalents, and its ratio to plain CE's, which is the episode's student steps).
 
 The dev error is on dev's ``select`` part (``teachers.base.REPORTED_SPLITS``), which no teacher
 learns from. The best fair baseline of a setting (a budget of one table) is the non-learned,
@@ -101,6 +102,12 @@ def summary(
                 "budget_used": g["budget_used"].mean(),
                 "fit_wall_time": g["fit_wall_time"].mean(),
                 "teach_wall_time": g["teach_wall_time"].mean(),
+                # step equivalents per taught student (envs/cost.py) and over plain CE's (its
+                # episode's student steps); NaN for records written before it was counted
+                "teach_cost": g["teach_cost"].mean() if "teach_cost" in g else math.nan,
+                "teach_cost_ratio": (
+                    g["teach_cost_ratio"].mean() if "teach_cost_ratio" in g else math.nan
+                ),
             }
         )
     table = pd.DataFrame(rows)
@@ -169,6 +176,7 @@ def display_rows(
         "budget used",
         "fit s",
         "teach s/student",
+        "teach cost (× CE)",
     ]
     cells = []
     for r in table.itertuples(index=False):
@@ -194,6 +202,7 @@ def display_rows(
                 f"{r.budget_used:,.0f}",
                 f"{r.fit_wall_time:.1f}",
                 f"{r.teach_wall_time:.2f}",
+                _cost(r.teach_cost, r.teach_cost_ratio),
             ]
         )
     return header, cells
@@ -235,6 +244,11 @@ def _p(p: float) -> str:
     if p is None or math.isnan(p):
         return "—"
     return f"{p:.3f}{' *' if p < ALPHA else ''}"
+
+
+def _cost(cost: float, ratio: float) -> str:
+    """Teaching cost per student: `2,760 (4.6×)` step equivalents and the ratio to plain CE."""
+    return "n/a" if math.isnan(cost) else f"{cost:,.0f} ({ratio:.1f}×)"
 
 
 def _order_key(order: dict[str, int]):

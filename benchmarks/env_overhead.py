@@ -88,7 +88,8 @@ def main() -> None:
 
         t0 = time.perf_counter()
         for _ in range(args.env_steps):
-            env.process._dev_cache = None
+            # restore(state) invalidates the cached dev metrics: each observation pays its pass
+            env.process.restore(env.process.state)
             env._observe()
         sync(env.process.device)
         state_times.append(time.perf_counter() - t0)

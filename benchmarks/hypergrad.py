@@ -115,8 +115,9 @@ def child(args: argparse.Namespace) -> None:
         before = rss_mb("VmRSS")
     tape = rmd.Tape(every)
     proc.reset(0)
-    for row in schedule(proc, total, interval):
-        proc.advance(row, interval, tape=tape)
+    with proc.recording(tape):
+        for row in schedule(proc, total, interval):
+            proc.advance(row, interval)
     tape_mb = tape.nbytes() / 2**20
     rmd.reverse(proc, tape).coeff_grads.sum().item()
     if proc.device.type == "cuda":

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value, vmap
 
+from envs.cost import Meter
 from envs.process import STATS_WINDOW, StateViews, StudentState, TeachingProcess
 from students.models import init_student
 from students.optim import Tensors, sgd_step
@@ -93,12 +95,22 @@ class BatchedTeachingProcess(StateViews):
         self.base_lr = torch.tensor(base, dtype=torch.float64, device=self.device)
         self._base_lr_host = base
         self._unit = dataclasses.replace(self.optim, lr=1.0)  # eta_t / eta_0 as a function of t
-        self.student_steps = 0
-        """student SGD steps summed over all N students and episodes: budgets count these"""
+        self.cost = Meter()
+        """student-step equivalents summed over all N students and episodes (envs/cost.py):
+        budgets are charged from here"""
         self.seeds: list[int | None] = [None] * self.n
         self.model.train()
         self._grad_step = vmap(grad_and_value(self._loss, has_aux=True))
         self._eval_forward = vmap(self._forward, in_dims=(0, 0, None))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Only the process's own methods write its fields, as ``TeachingProcess``'s."""
+        if sys._getframe(1).f_locals.get("self") is not self:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} belongs to the process and is written by its own "
+                "methods only (reset, reset_students, advance)"
+            )
+        object.__setattr__(self, name, value)
 
     # -- the functional step, per student (vmapped) --------------------------------------------
     def _loss(self, params: Tensors, buffers: Tensors, x, y, coeffs):
@@ -215,8 +227,8 @@ class BatchedTeachingProcess(StateViews):
         last ``STATS_WINDOW`` minibatches; the momentum norm).
 
         Students in `skip` (a vector env's students waiting for their autoreset) ride along in
-        the batch, are put back to their fresh state afterwards and are not counted in
-        :attr:`student_steps`: one batch shape for all, whoever is active."""
+        the batch, are put back to their fresh state afterwards and are not charged to
+        :attr:`cost`: one batch shape for all, whoever is active."""
         self._require_reset()
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -250,7 +262,7 @@ class BatchedTeachingProcess(StateViews):
                 sum_ce += _per_student_ce(logits, y)
                 correct += (logits.argmax(-1) == y).sum(-1)
         n_stats = steps - first_stat
-        self.student_steps += steps * (self.n - len(skip))
+        self.cost.charge("train", steps * (self.n - len(skip)))
         self._dev_cache = None
         self.coeffs = coeffs.clone()
         self.fresh = torch.zeros_like(self.fresh)

@@ -105,19 +105,14 @@ class LossTeachingEnv(gymnasium.Env):
         obs, self._metrics = self._observe()
         return obs, {**self._metrics, "student_seed": student_seed}
 
-    def step(self, action, *, tape=None, weigh=None):
-        """Gymnasium's step: `interval` student steps under the action's coefficients. `tape`
-        (a ``teachers.rmd.Tape``) is handed to ``process.advance`` to record the interval for a
-        reverse pass (L2T-DLF); `weigh` makes the steps per-example weighted
-        (``process.advance_weighted``: L2RW, Meta-Weight-Net); plain Gymnasium callers never
-        pass either."""
+    def step(self, action):
+        """Gymnasium's step: `interval` student steps under the action's coefficients, charged
+        to ``process.cost``. A gradient teacher that needs the steps for a reverse pass records
+        them through the process (``with env.process.recording(tape): env.step(a)``)."""
         if self._done:
             raise RuntimeError("episode has ended (terminated or truncated): call reset() first")
         coeffs = self.family.action_to_coeffs(action)  # raises ValueError before any change
-        if weigh is None:
-            self.process.advance(coeffs, self.interval, tape=tape)
-        else:
-            self.process.advance_weighted(weigh, self.interval, coeffs=coeffs)
+        self.process.advance(coeffs, self.interval)
         self.t += 1
         truncated = self.t >= self.horizon
         if bool(self.process.diverged):  # one host sync per env step, none per student step

@@ -13,14 +13,19 @@ with the same pure function on both paths:
 * differentiable (``differentiable=True``): the gradient with ``create_graph=True`` so the new
   weights stay functions of ``coeffs`` (and of the weights before), for unrolled hypergradients.
 
-Everything a teacher may observe is a view of this object (:attr:`state`, a :class:`StudentState`), and budgets are counted
-in its student SGD steps (:attr:`student_steps`).
+Everything a teacher may observe is a view of this object (:attr:`state`, a :class:`StudentState`).
+The process is the one owner of the student: its fields are written by its own methods only (a
+write from outside raises), and every student-sized pass it runs (a training step, a look-ahead,
+an RMD recompute or reverse step, a dev-objective gradient) is charged to :attr:`cost`, an
+``envs.cost.Meter`` in student-step equivalents, so budgets are counted in one place.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -160,12 +165,25 @@ class TeachingProcess(StateViews):
         """examples in dev's ``meta`` part (the rest are ``select``)"""
         self.dev_subset = min(c.dev_subset, self.meta_size)
         self.cost = Meter()
-        """student-step equivalents spent, by kind (envs/cost.py)"""
+        """student-step equivalents of every pass this process ran, all episodes: budgets
+        are charged from here (envs/cost.py)"""
         self.train_parts: tuple[str, ...] = ("train",)
         """what the training split is made of (:meth:`set_training_data`)"""
-        self.student_steps = 0
-        """student SGD steps taken over this object's lifetime, all episodes: budgets count these"""
         self.seed: int | None = None
+        self._tape: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None
+        self._weigh: Callable[..., torch.Tensor] | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Only the process's own methods write its fields (one owner per piece of
+        state): a teacher that set ``student_steps`` or a cache by hand would make the counter
+        or the observation silently wrong. Callers hand values in through ``reset``,
+        ``advance``, ``adopt``, ``restore`` and ``recording`` instead."""
+        if sys._getframe(1).f_locals.get("self") is not self:
+            raise AttributeError(
+                f"{type(self).__name__}.{name} belongs to the process and is written by its own "
+                "methods only (reset, advance, adopt, restore, recording)"
+            )
+        object.__setattr__(self, name, value)
 
     # -- episode ------------------------------------------------------------------------------
     def reset(self, seed: int) -> None:
@@ -290,24 +308,47 @@ class TeachingProcess(StateViews):
         return StudentState(new_params, velocity, buffers, state.step + 1), stats
 
     # -- training -----------------------------------------------------------------------------
-    def advance(
-        self,
-        coeffs: torch.Tensor,
-        steps: int,
-        *,
-        differentiable: bool = False,
-        tape: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None,
-    ) -> dict:
-        """Take `steps` student SGD steps under `coeffs`.
+    @contextlib.contextmanager
+    def recording(
+        self, tape: Callable[[int, Tensors, Tensors, torch.Tensor], None]
+    ) -> Iterator[None]:
+        """Within the block, :meth:`advance` calls ``tape(t, w_t, v_t, coeffs)`` before each
+        step: an RMD ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what
+        it keeps: the fast path updates the weights in place). A gradient teacher wraps its
+        ``env.step`` calls in this block, so the env keeps Gymnasium's ``step(action)``."""
+        if self._tape is not None:
+            raise RuntimeError("the process is already recording to a tape")
+        self._tape = tape
+        try:
+            yield
+        finally:
+            self._tape = None
+
+    @contextlib.contextmanager
+    def weighting(self, weigh: Callable[..., torch.Tensor]) -> Iterator[None]:
+        """Within the block, :meth:`advance` takes per-example weighted steps
+        (:meth:`advance_weighted` with `weigh`): how a reweighting teacher (L2RW, Meta-Weight-Net)
+        teaches through the env while the env keeps Gymnasium's ``step(action)``."""
+        if self._weigh is not None:
+            raise RuntimeError("the process is already weighting its steps")
+        self._weigh = weigh
+        try:
+            yield
+        finally:
+            self._weigh = None
+
+    def advance(self, coeffs: torch.Tensor, steps: int, *, differentiable: bool = False) -> dict:
+        """Take `steps` student SGD steps under `coeffs` and commit them; charged ``train`` per
+        step (``unroll`` when `differentiable`: the caller will differentiate the steps).
+        Inside :meth:`weighting`, the steps are :meth:`advance_weighted`'s.
 
         Returns the interval's mean family loss, train cross-entropy and accuracy, and the final
         gradient norm as 0-d device tensors (read them when you need them: no sync here).
-        Divergence (a non-finite loss) is recorded in :attr:`diverged`, a device flag.
-
-        `tape`, if given, is called as ``tape(t, w_t, v_t, coeffs)`` before each step: an RMD
-        ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what it keeps:
-        the fast path updates the weights in place).
+        Divergence (a non-finite loss) is recorded in :attr:`diverged`, a device flag. Inside
+        :meth:`recording`, the tape sees every step.
         """
+        if self._weigh is not None and not differentiable:
+            return self.advance_weighted(self._weigh, steps, coeffs=coeffs)
         self._require_reset()
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -325,6 +366,7 @@ class TeachingProcess(StateViews):
         # train metrics average the last `STATS_WINDOW` minibatches of the call: recent, and the
         # few device ops they cost are paid on a fifth of a default interval's steps
         first_stat = max(0, steps - STATS_WINDOW)
+        tape = self._tape
         for i in range(steps):
             if tape is not None:
                 tape(state.step, state.params, state.velocity, coeffs)
@@ -343,7 +385,7 @@ class TeachingProcess(StateViews):
                 correct = correct + stats.correct
         n_stats = steps - first_stat
         self.state = state
-        self.student_steps += steps
+        self.cost.charge("unroll" if differentiable else "train", steps)
         self._dev_cache = None
         self.coeffs = coeffs.detach()
         mean_loss = sum_loss / n_stats
@@ -361,16 +403,99 @@ class TeachingProcess(StateViews):
         self.diverged = self.diverged | ~finite
         return self.last_interval
 
+    def lookahead(
+        self,
+        coeffs: torch.Tensor,
+        steps: int,
+        *,
+        differentiable: bool = False,
+        state: StudentState | None = None,
+    ) -> tuple[StudentState, list[StepStats]]:
+        """`steps` student steps under `coeffs` from `state` (default: the student's own), on the
+        replayable minibatches of those steps, without committing them: the process's state is
+        left as it was (BatchNorm runs on copies of the buffers). Charged ``lookahead`` per
+        step, ``unroll`` when `differentiable` (the result is then a function of `coeffs` and of
+        the state's weights in the autograd graph, also under a caller's ``no_grad``).
+
+        :meth:`adopt` commits a look-ahead the caller wants to keep."""
+        self._require_reset()
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        state = self.state if state is None else state
+        coeffs = coeffs.to(self.device, self.dtype)
+        if not differentiable:
+            coeffs = coeffs.detach()
+        stats = []
+        with torch.set_grad_enabled(differentiable or torch.is_grad_enabled()):
+            for _ in range(steps):
+                batch = self.batch(state.step)
+                state, s = self.student_step(state, batch, coeffs, differentiable=differentiable)
+                stats.append(s)
+        self.cost.charge("unroll" if differentiable else "lookahead", steps)
+        return state, stats
+
+    def replay(
+        self, state: StudentState, steps: int, coeffs_at: Callable[[int], torch.Tensor]
+    ) -> list[StudentState]:
+        """[state, state_{t+1}, ..., state_{t+steps}] by the fast path's arithmetic (the same
+        ``student_step`` without statistics, out of place), under ``coeffs_at(t)`` at step t:
+        the RMD recompute of a checkpointed segment, bitwise the forward pass's weights. Not
+        committed; charged ``recompute`` per step."""
+        out = [state]
+        for _ in range(steps):
+            t = state.step
+            state, _ = self.student_step(state, self.batch(t), coeffs_at(t), with_stats=False)
+            out.append(state)
+        self.cost.charge("recompute", steps)
+        return out
+
+    def step_vjp(
+        self,
+        state: StudentState,
+        coeffs: torch.Tensor,
+        d_params: list[torch.Tensor],
+        d_velocity: list[torch.Tensor],
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Reverse mode through one student step (state_t -> state_{t+1} under `coeffs`): given
+        the adjoints of w_{t+1} and v_{t+1} (lists in ``state.params`` order), return those of
+        w_t, v_t and `coeffs`. One differentiable :meth:`student_step` and one backward through
+        it (the gradient's double backward gives H_t dv and the mixed product d g_t / d Phi);
+        the step is linear in v_t, so ``state.velocity`` may hold any value of the right shape.
+        Charged ``reverse``."""
+        leaf = lambda m: {k: p.detach().requires_grad_(True) for k, p in m.items()}  # noqa: E731
+        w, v = leaf(state.params), leaf(state.velocity)
+        c = coeffs.detach().to(self.device, self.dtype).requires_grad_(True)
+        with torch.enable_grad():
+            new, _ = self.student_step(
+                StudentState(w, v, state.buffers, state.step),
+                self.batch(state.step),
+                c,
+                differentiable=True,
+                with_stats=False,
+            )
+            inputs = [*w.values(), *v.values(), c]
+            grads = torch.autograd.grad(
+                [*new.params.values(), *new.velocity.values()],
+                inputs,
+                grad_outputs=[*d_params, *d_velocity],
+                allow_unused=True,
+            )
+        grads = [
+            torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)
+        ]
+        self.cost.charge("reverse", 1)
+        n = len(w)
+        return grads[:n], grads[n : 2 * n], grads[-1]
+
     def adopt(self, state: StudentState, coeffs: torch.Tensor, stats: list[StepStats]) -> None:
-        """Make an unroll computed outside :meth:`advance` (e.g. L2T-DLN's stage 3, a
-        differentiable run a gradient teacher wants to keep) the student's new state: weights,
-        momentum, BatchNorm buffers and step, with the same bookkeeping as :meth:`advance` (step
-        count, coefficients, interval metrics over `stats`, divergence, the dev cache)."""
+        """Commit a :meth:`lookahead` (e.g. a differentiable run a gradient teacher wants to
+        keep) as the student's new state: weights, momentum, BatchNorm buffers and step, with
+        the same bookkeeping as :meth:`advance` (coefficients, interval metrics over `stats`,
+        divergence, the dev cache). Not charged again: the look-ahead was."""
         self._require_reset()
         if not stats:
             raise ValueError("adopt needs the StepStats of at least one step")
         self.state = state.detached()
-        self.student_steps += len(stats)
         self.coeffs = coeffs.detach()
         self._dev_cache = None  # the student changed: the cached dev metrics are stale
         n = len(stats)
@@ -464,12 +589,16 @@ class TeachingProcess(StateViews):
         (mean 1 - p_y). On the fixed dev subset, or with ``full`` on the whole ``meta`` part of
         dev (never ``select``: that part chooses and reports); BatchNorm statistics enter as
         constants: the process's own, or `buffers` (a look-ahead student's running statistics).
+
+        It exists to be differentiated, so it is charged ``dev_grad`` for its forward and
+        backward over its n examples (n / batch_size units), whether or not the caller does.
         """
         self._require_reset()
         params = self.params if params is None else params
         x, y = self.data.split("meta", self.meta_size)
         if not full:
             x, y = x[: self.dev_subset], y[: self.dev_subset]
+        self.cost.charge("dev_grad", len(y) / self.batch_size)
         logits = self._logits(params, x, buffers=buffers)
         if kind == "ce":
             return F.cross_entropy(logits, y)
@@ -510,7 +639,7 @@ class TeachingProcess(StateViews):
     def restore(self, state: StudentState) -> None:
         """Continue from `state` (e.g. a pre-trained student's snapshot, or the best weights an
         early-stopping run kept): the data order goes on from ``state.step`` as it would have.
-        Not counted in :attr:`student_steps`: no student step was taken here."""
+        Not charged: no student step was taken here."""
         self._require_reset()
         self.state = state.detached()
         self._dev_cache = None
@@ -533,8 +662,8 @@ class TeachingProcess(StateViews):
         student, the step's training minibatch and a minibatch of dev's ``meta`` part (never
         ``select``): `meta_batch` examples (default B), a seeded draw per (seed, step). The
         family must be ``ce`` (tau = `coeffs`, default 1), whose per-example terms both papers
-        weight. ``weigh.cost`` (kind -> student-step equivalents per step, for the passes of
-        its look-ahead) is charged to :attr:`cost` with the step itself. Bookkeeping as
+        weight. ``weigh.cost`` (kind -> passes per step of its look-ahead, in the units of
+        ``envs.cost.KINDS``) is charged to :attr:`cost` at their prices with the step itself. Bookkeeping as
         :meth:`advance` (through :meth:`adopt`); no host sync."""
         self._require_reset()
         if steps < 1:
@@ -578,9 +707,9 @@ class TeachingProcess(StateViews):
                     )
                 )
             state = StudentState(new, velocity, buffers, state.step + 1)
-            self.cost.add("train", 1)
-            for kind, amount in getattr(weigh, "cost", {}).items():
-                self.cost.add(kind, amount)
+            self.cost.charge("train", 1)
+            for kind, units in getattr(weigh, "cost", {}).items():
+                self.cost.charge(kind, units)
         self.adopt(state, coeffs, stats)
         return self.last_interval
 

@@ -70,7 +70,7 @@ def dev_error(teacher: Teacher, spec: EnvSpec, seeds) -> float:
     env = teacher.spec_for(spec).make_env()
     errors = []
     for s in seeds:
-        *_, (_, _, info) = teacher.rollout(env, s)
+        info = list(teacher.rollout(env, s))[-1].info
         errors.append(1.0 if info["diverged"] else env.process.evaluate("dev")["error"])
     return float(np.mean(errors))
 

@@ -405,7 +405,8 @@ def run_demo(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) 
         for u in range(updates + 1):
             restore(proc, snap)
             tape = rmd.Tape(1)
-            proc.advance(coeffs, plan.interval, tape=tape)
+            with proc.recording(tape):
+                proc.advance(coeffs, plan.interval)
             dev = proc.evaluate("dev")["error"]  # the window's end, this candidate's score
             row = {"update": u, "dev_error": dev, "coeff_move": float((coeffs - start).norm())}
             if dev < best:

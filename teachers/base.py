@@ -1,8 +1,10 @@
 """One interface for every teacher: fit within a budget, act on observations, save and load.
 
 A teacher is fitted on an :class:`EnvSpec` (how to build the environment) within a budget counted
-in student SGD steps, the unit the :class:`~envs.process.TeachingProcess` counts; wall time is
-recorded beside it. It then teaches fresh students with its parameters frozen
+in student-step equivalents, charged by the :class:`~envs.process.TeachingProcess` for every pass
+it runs (``envs.cost``); wall time is recorded beside it. The fit loop and the episode loop live
+here, once (:meth:`Teacher.fit`, :meth:`Teacher.rollout`); teachers write their decision and
+their update. It then teaches fresh students with its parameters frozen
 (:meth:`Teacher.teach`), one :class:`EpisodeResult` per student seed. Teachers read what the env
 exposes and nothing else; the analysis suite builds on this module and nothing here imports it.
 """
@@ -11,18 +13,20 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 
 from envs.config import EnvConfig
+from envs.cost import Meter
 from envs.loss_teaching import LossTeachingEnv
 from envs.losses import unknown_name_error
 
@@ -66,8 +70,11 @@ class EnvSpec(EnvConfig):
 class FitReport:
     """What fitting cost and what it logged."""
 
-    student_steps: int = 0
-    """student SGD steps spent (<= the budget)"""
+    student_steps: float = 0.0
+    """student-step equivalents charged to the fit's processes (<= the budget): every pass
+    they ran, priced by ``envs.cost.KINDS``"""
+    cost: dict[str, float] = field(default_factory=dict)
+    """the same spend by kind (train, lookahead, unroll, reverse, dev_grad, ...)"""
     wall_time: float = 0.0
     """seconds"""
     episodes: int = 0
@@ -85,48 +92,84 @@ class EpisodeResult:
     coeffs: list[np.ndarray]
     """the loss coefficients used at each env step"""
     final: dict
-    """whole-split dev and test loss/error of the final student, diverged, wall_time"""
+    """whole-split dev and test loss/error of the final student, diverged, wall_time, and the
+    teaching cost: ``teach_cost`` (student-step equivalents the process was charged for this
+    student, the teacher's look-aheads included) and ``teach_cost_ratio`` (over the episode's
+    student steps: plain cross-entropy's cost, so CE is 1)"""
+
+
+class Transition(NamedTuple):
+    """One row of the episode loop: the observation the action was chosen on, the action
+    (None on the reset row), the reward, the env's info and whether the episode ended."""
+
+    obs: np.ndarray
+    action: np.ndarray | None
+    reward: float
+    info: dict
+    done: bool
+
+
+class BatchTransition(NamedTuple):
+    """One step of N students (:meth:`Teacher.rollout_batch`); arrays with a leading N."""
+
+    obs: np.ndarray
+    actions: np.ndarray | None
+    rewards: np.ndarray
+    infos: dict
+    active: np.ndarray
+    """students still in their episode when the step was taken"""
+    done: np.ndarray
+    """students whose episode ended at this step"""
+    terminated: np.ndarray
 
 
 FIT_SEED_OFFSET = 1_000_000
 """student seeds of a fit's plan start here (seed * 10_000 on top), disjoint from the small
 seeds (0, 1, ...) the evaluation gives fresh students"""
+HELD_OUT_OFFSET = 5_000
+"""held-out students (model selection) are numbered from here within a fit's plan"""
 
 
 class SeedPlan:
     """The student seeds one fit trains on, a function of the fit's `seed` alone, away from the
-    small evaluation seeds. Two forms, whichever a teacher's loop needs:
+    small evaluation seeds; the one seed scheme of every teacher (teachers do not derive their
+    own). Three forms, whichever a teacher's loop needs:
 
-    * :meth:`nth`: ``base + i``, the i-th student of a numbered plan (``base`` defaults to
-      ``FIT_SEED_OFFSET + 10_000 * seed``; a teacher may set its own through
-      :meth:`Teacher.seed_plan`);
+    * :meth:`nth`: ``base + i``, the i-th training student (``base = FIT_SEED_OFFSET + 10_000 *
+      seed``); :meth:`students` iterates them;
+    * :meth:`held_out`: ``base + HELD_OUT_OFFSET + j``, the j-th student of model selection: the
+      same students at every selection, so candidates are scored on equal terms;
     * :meth:`draw`: the next seed of the stream ``numpy.random.default_rng([seed, 0x5EED])``.
     """
 
-    def __init__(self, seed: int, base: int | None = None) -> None:
+    def __init__(self, seed: int) -> None:
         self.seed = int(seed)
-        self.base = FIT_SEED_OFFSET + 10_000 * self.seed if base is None else int(base)
+        self.base = FIT_SEED_OFFSET + 10_000 * self.seed
         self.stream = np.random.default_rng([self.seed, 0x5EED])
 
     def nth(self, i: int) -> int:
         return self.base + int(i)
+
+    def students(self) -> Iterator[int]:
+        return (self.nth(i) for i in itertools.count())
+
+    def held_out(self, j: int) -> int:
+        return self.base + HELD_OUT_OFFSET + int(j)
 
     def draw(self) -> int:
         return int(self.stream.integers(2**31 - 1))
 
 
 class FitRun:
-    """One call of :meth:`Teacher.fit`, handed to the teacher's :meth:`Teacher._fit` hook: the
-    teacher's spec (after :meth:`Teacher.spec_for`), the checked budget, the seed plan, the
-    report it fills (``student_steps``, ``episodes``) and :meth:`log`.
+    """One call of :meth:`Teacher.fit`: the teacher's spec (after :meth:`Teacher.spec_for`),
+    the checked budget, the seed plan, the processes whose counters the fit is charged from
+    (:meth:`make_env`, :meth:`watch`), the report and :meth:`log`.
 
-    The stop rule: :meth:`log` appends a row to the report, stamps its ``wall_time`` and forwards
-    it to the user's callback; a callback that returns ``False`` (exactly ``False``: ``None``
-    goes on) stops the fit. :attr:`stopped` is then True, :meth:`log` returns False, and the
-    teacher starts no further update (no further student step beyond the one in progress, which
-    may finish), so ``report.student_steps`` ends within one update of the row that stopped it.
-    Rows logged after the stop (the rest of an update already computed) are kept in the report
-    but not forwarded."""
+    The stop rule: :meth:`log` appends a row to the report, stamps its ``wall_time`` and the
+    ``student_steps`` spent so far and forwards it to the user's callback; a callback that
+    returns ``False`` (exactly ``False``: ``None`` goes on) stops the fit. :attr:`stopped` is then
+    True and the skeleton starts no further update. Rows logged after the stop (the rest of an
+    update already computed) are kept in the report but not forwarded."""
 
     def __init__(
         self,
@@ -140,12 +183,43 @@ class FitRun:
         self.report = FitReport()
         self.stopped = False
         self.start = time.perf_counter()
+        self.slack = 1e-9 * max(1, budget)
+        """prices such as 2.2 are not exact in binary: sums may pass the budget by a hair"""
+        self._meters: list[tuple[Meter, dict[str, float]]] = []
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
+    # -- the counter --------------------------------------------------------------------------
+    def watch(self, process) -> None:
+        """Charge this fit with everything `process` (its ``cost`` Meter) runs from now on."""
+        self._meters.append((process.cost, process.cost.by_kind()))
+
+    def make_env(self, **overrides: Any) -> LossTeachingEnv:
+        """The fit's env (``spec.make_env``), its process watched."""
+        env = self.spec.make_env(**overrides)
+        self.watch(env.unwrapped.process)
+        return env
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for meter, before in self._meters:
+            for kind, total in meter.by_kind().items():
+                out[kind] = out.get(kind, 0.0) + total - before.get(kind, 0.0)
+        return out
+
+    @property
+    def spent(self) -> float:
+        """Student-step equivalents charged to the watched processes since they were watched."""
+        return sum(m.total - sum(before.values()) for m, before in self._meters)
+
+    def left(self) -> float:
+        """What is left of the budget (up to :attr:`slack`)."""
+        return self.budget - self.spent + self.slack
+
     def log(self, row: dict) -> bool:
         """Record `row` and forward it to the callback; False once the fit must stop."""
+        row["student_steps"] = self.spent
         row["wall_time"] = self.elapsed()
         self.report.log.append(row)
         if not self.stopped and self.callback is not None and self.callback(row) is False:
@@ -179,8 +253,8 @@ def check_options(cls: type[Teacher], options: dict[str, Any]) -> None:
 
 class Teacher(ABC):
     """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`act`; learning
-    teachers implement :meth:`_fit` (the hook of :meth:`fit`) and :meth:`state_dict` /
-    :meth:`load_state_dict`."""
+    teachers implement the hooks of :meth:`fit` (:meth:`setup`, :meth:`next_update`, :meth:`update`,
+    :meth:`finish`) and :meth:`state_dict` / :meth:`load_state_dict`."""
 
     name: ClassVar[str] = "teacher"
     family: ClassVar[str | None] = None
@@ -229,30 +303,50 @@ class Teacher(ABC):
         seed: int = 0,
         callback: Callable[[dict], bool | None] | None = None,
     ) -> FitReport:
-        """Learn within `budget` student SGD steps, training students from :meth:`seed_plan`
-        (`seed`). `callback(row)` sees every log row (one per teacher update); returning False
-        stops the fit after that update (:class:`FitRun`). The skeleton for every teacher:
-        budget check, :meth:`spec_for`, seed plan, timing, logging; the learning is
-        :meth:`_fit`'s."""
-        run = FitRun(self.spec_for(spec), check_budget(budget), self.seed_plan(seed), callback)
-        self._fit(run)
+        """Learn within `budget` student-step equivalents, charged from the counters of the
+        processes the fit runs (``envs.cost``), on students of ``SeedPlan(seed)``.
+        `callback(row)` sees every log row (one per teacher update); returning False stops the
+        fit after that update (:class:`FitRun`).
+
+        The loop every teacher runs (SB3's ``learn``): :meth:`setup`, then while the teacher
+        declares a next update (:meth:`next_update`: its cost) that fits in what is left of the
+        budget, :meth:`update` and log its rows; then :meth:`finish`. A teacher decides and
+        learns; the loop, the budget, the seeds, the timing and the logging are here."""
+        run = FitRun(self.spec_for(spec), check_budget(budget), SeedPlan(seed), callback)
+        self.setup(run)
+        while not run.stopped:
+            cost = self.next_update(run)
+            if cost is None or cost > run.left():
+                break
+            for row in self.update(run):
+                run.log(row)
+        self.finish(run)
         report = run.report
-        if report.student_steps > run.budget:  # a teacher's bug, never a silent unequal budget
+        report.student_steps, report.cost = run.spent, run.by_kind()
+        if report.student_steps > run.budget + run.slack:  # a teacher's bug: it under-declared
             raise RuntimeError(
-                f"{type(self).__name__} spent {report.student_steps} student steps, over its "
-                f"budget of {run.budget}"
+                f"{type(self).__name__} spent {report.student_steps:g} student-step equivalents "
+                f"({report.cost}), over its budget of {run.budget}"
             )
         report.wall_time = run.elapsed()
         return report
 
-    def _fit(self, run: FitRun) -> None:
-        """Learn on ``run.spec`` within ``run.budget`` student steps, on students of
-        ``run.seeds``; fill ``run.report.student_steps`` / ``episodes``, ``run.log(row)`` each
-        update and start no update once ``run.stopped``. Fixed teachers learn nothing."""
+    def setup(self, run: FitRun) -> None:
+        """Build what the fit needs (envs through ``run.make_env``, networks, optimisers)."""
 
-    def seed_plan(self, seed: int) -> SeedPlan:
-        """The student seeds a fit with `seed` trains on."""
-        return SeedPlan(seed)
+    def next_update(self, run: FitRun) -> float | None:
+        """The cost (student-step equivalents) of the next :meth:`update` as it will be run
+        with ``run.left()`` remaining, or None when there is nothing more to do. The skeleton
+        runs it only if it fits, so a fit never overshoots. Fixed teachers learn nothing."""
+        return None
+
+    def update(self, run: FitRun) -> list[dict]:
+        """One update: collect (through :meth:`rollout` / :meth:`rollout_batch`) and learn;
+        returns the rows to log."""
+        raise NotImplementedError(f"{type(self).__name__} declares an update it does not define")
+
+    def finish(self, run: FitRun) -> None:
+        """After the last update (e.g. keep the best candidate)."""
 
     @abstractmethod
     def act(self, observation: np.ndarray) -> np.ndarray:
@@ -261,20 +355,69 @@ class Teacher(ABC):
     def begin_episode(self, env: LossTeachingEnv) -> None:
         """Called after each reset of a taught episode; stateful teachers reset memory here."""
 
+    # -- the episode loop ---------------------------------------------------------------------
     def rollout(
-        self, env: LossTeachingEnv, seed: int
-    ) -> Iterator[tuple[np.ndarray | None, float, dict]]:
-        """Play one episode on a fresh student (seed `seed`) with this teacher as it is: yields
-        (None, 0.0, reset info), then (action, reward, info) after every env step."""
+        self,
+        env: LossTeachingEnv,
+        seed: int,
+        decide: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> Iterator[Transition]:
+        """The episode loop: a fresh student (seed `seed`), then act and step until the episode
+        ends. Yields the reset row (action None) and one :class:`Transition` per env step.
+        `decide(obs)` chooses the actions (default :meth:`act`: the teacher as it is; a fit
+        passes its exploring or differentiable decision). Lazy: each step runs when the next
+        row is asked for, so a caller may wrap steps in ``process.recording``."""
+        decide = decide or self.act
         obs, info = env.reset(seed=seed)
         self.begin_episode(env)
-        yield None, 0.0, info
+        yield Transition(obs, None, 0.0, info, False)
         done = False
         while not done:
-            action = self.act(obs)
-            obs, reward, terminated, truncated, info = env.step(action)
+            action = decide(obs)
+            next_obs, reward, terminated, truncated, info = env.step(action)
             done = terminated or truncated
-            yield action, reward, info
+            yield Transition(obs, action, reward, info, done)
+            obs = next_obs
+
+    def episodes(
+        self,
+        env: LossTeachingEnv,
+        seeds: Iterable[int],
+        decide: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> Iterator[Transition]:
+        """:meth:`rollout` over one student per seed, one episode after another."""
+        for seed in seeds:
+            yield from self.rollout(env, seed, decide)
+
+    def rollout_batch(
+        self,
+        venv,
+        seeds: Sequence[int],
+        decide: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ) -> Iterator[BatchTransition]:
+        """The episode loop for N students of a vector env (envs/vector.py) at once, one episode
+        each. `decide(obs, active)` gives (N, d) actions (default: :meth:`act` per active
+        student, the family's default for the finished ones, whose actions are ignored while
+        they wait). Yields the reset row, then a :class:`BatchTransition` per env step, before
+        the next step (which would autoreset the students that just finished)."""
+        n = len(seeds)
+        default = venv.family.default_action()
+
+        def act_each(obs: np.ndarray, active: np.ndarray) -> np.ndarray:
+            return np.stack([self.act(obs[i]) if active[i] else default for i in range(n)])
+
+        decide = decide or act_each
+        obs, infos = venv.reset(seed=[int(s) for s in seeds])
+        active = np.ones(n, dtype=bool)
+        none = np.zeros(n, dtype=bool)
+        yield BatchTransition(obs, None, np.zeros(n), infos, active.copy(), none, none)
+        while active.any():
+            actions = decide(obs, active)
+            next_obs, rewards, terminated, truncated, infos = venv.step(actions)
+            done = active & (terminated | truncated)
+            yield BatchTransition(obs, actions, rewards, infos, active.copy(), done, terminated)
+            active &= ~done
+            obs = next_obs
 
     def teach(
         self,
@@ -302,20 +445,24 @@ class Teacher(ABC):
         if checkpoint == "best-select":  # env steps round(i H / K), i = 1..K, K <= H
             k = min(checks, horizon)
             at = {round(i * horizon / k) for i in range(1, k + 1)}
-        start = time.perf_counter()
+        meter = proc.cost
+        start, spent = time.perf_counter(), meter.total
         rows, coeffs, info = [], [], {}
         best: tuple[float, Any] = (math.inf, None)
-        for t, (action, reward, info) in enumerate(self.rollout(env, seed)):
-            if action is not None:
-                coeffs.append(family.action_to_coeffs(action).numpy().astype(np.float32))
-            rows.append({"t": t, "reward": reward, **info})
+        for t, step in enumerate(self.rollout(env, seed)):
+            if step.action is not None:
+                coeffs.append(family.action_to_coeffs(step.action).numpy().astype(np.float32))
+            info = step.info
+            rows.append({"t": t, "reward": step.reward, **info})
             if t in at and not info["diverged"]:  # a diverged run keeps its best check so far
                 error = proc.evaluate("select")["error"]
                 if error < best[0]:
                     best = (error, proc.state.clone())
+        cost = teaching_cost(meter.total - spent, proc.step)  # the whole episode, as CE's
         if best[1] is not None:
             proc.restore(best[1])
         final = final_metrics(env, start, info["diverged"])
+        final.update(cost)
         if checkpoint == "best-select":
             final.update(checkpoint_step=proc.step, checks=len(at))
         return EpisodeResult(seed, rows, coeffs, final)
@@ -353,7 +500,7 @@ CHECKPOINTS = ("last", "best-select")
 def check_budget(budget: int) -> int:
     if not isinstance(budget, (int, np.integer)) or budget < 0:
         raise ValueError(
-            f"budget must be a non-negative number of student SGD steps, got {budget!r}"
+            f"budget must be a non-negative number of student-step equivalents, got {budget!r}"
         )
     return int(budget)
 
@@ -362,6 +509,12 @@ REPORTED_SPLITS = {"dev": "select", "test": "test"}
 """record name -> process split of the final metrics: the records' ``dev_loss`` / ``dev_error``
 are on dev's ``select`` part, which no teacher's training signal reads (the ``meta`` part may
 have been learned from, so an error on it would flatter the teachers that did)"""
+
+
+def teaching_cost(cost: float, student_steps: int) -> dict[str, float]:
+    """A taught student's cost in student-step equivalents and its ratio to plain
+    cross-entropy's, which is the episode's student steps (CE: 1.0)."""
+    return {"teach_cost": cost, "teach_cost_ratio": cost / student_steps if student_steps else 0.0}
 
 
 def final_metrics(env: LossTeachingEnv, start: float, diverged: bool) -> dict:

@@ -24,12 +24,19 @@ gradient of a 600-step run at a large student learning rate measured 1e2-1e3), a
 Adam updates theta. M is a smooth dev objective (``objective``: dev cross-entropy by default,
 the demo's sigmoid-smoothed error, or the expected error) on the env's fixed dev subset; test data
 is never touched. Selection: every ``select_every`` episodes (and before the first) the current
-teacher teaches ``select_seeds`` fresh students, scored by their error on dev's ``select`` part; the best
-candidate, the untrained teacher included, is kept. Selection students count against the budget.
+teacher teaches ``select_seeds`` held-out students (``SeedPlan.held_out``), scored by their error on
+dev's ``select`` part; the best candidate, the untrained teacher included, is kept.
+
+Budget: the fit skeleton (``Teacher.fit``) runs the updates while the next fits, charged by the
+process: a training episode costs its T forward steps, T reverse steps, the dev gradient and any
+recomputed steps (:meth:`L2TDLFTeacher.episode_cost`: 1,982 = 3.3 T on the default spec, so a
+budget buys about a third of the episodes it bought when only the forward steps were counted;
+benchmarks/budget_episodes.py), a selection its students' training steps.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -37,6 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from envs.cost import price
 from envs.loss_teaching import LossTeachingEnv
 from envs.process import DEV_OBJECTIVES
 from teachers import rmd
@@ -182,97 +190,119 @@ class L2TDLFTeacher(Teacher):
             a = self.action(torch.as_tensor(np.asarray(observation, dtype=np.float64)))
         return a.numpy().astype(np.float32)
 
-    # -- fitting ------------------------------------------------------------------------------
-    def _fit(self, run: FitRun) -> None:
-        """Train theta by RMD over fresh-student episodes within the budget (forward steps of
-        training and selection episodes; the reverse pass's recomputation is compute, counted in
-        wall time only). Keeps the best candidate on dev. A callback's stop ends the fit after
-        the update (or selection) it saw: no further episode, and no last selection."""
-        c = self.config
-        env = run.spec.make_env()
-        proc = env.process
-        episode = run.spec.episode_steps
+    # -- fitting: the skeleton's hooks (teachers.base.Teacher.fit) --------------------------
+    def setup(self, run: FitRun) -> None:
+        """The env, theta (unless loaded) and Adam; the untrained teacher is the first
+        candidate of the selection."""
+        self._env = env = run.make_env()
         if not self.params:
             self.build(env.observation_space.shape[0], env.family.dim)
-        opt = torch.optim.Adam(list(self.params.values()), lr=c["teacher_lr"])
-        budget, report = run.budget, run.report
-        base = proc.student_steps
-        spent = lambda: proc.student_steps - base  # noqa: E731
-        select_cost = c["select_seeds"] * episode
+        self._opt = torch.optim.Adam(list(self.params.values()), lr=self.config["teacher_lr"])
+        self._best: tuple[float, float] | None = None
+        self._best_state = self._snapshot()
+        self._updates = self._episodes = 0
+        self._plan = "select"
+        self._select_cost = price("train", self.config["select_seeds"] * run.spec.episode_steps)
+        self._train_cost = self.episode_cost(env.unwrapped.process, run.spec)
 
-        best: tuple[float, float] | None = None
-        best_state = self._snapshot()
-        updates = 0
+    def episode_cost(self, process, spec) -> float:
+        """What one training episode is charged: its forward steps, then per RMD window the dev
+        gradient, the reverse steps and (checkpoint_every = k > 1) the recomputed steps,
+        w - ceil(w / k) for a window of w steps."""
+        c = self.config
+        steps, per_window = spec.episode_steps, (c["window"] or spec.horizon) * spec.interval
+        n_dev = len(process.data.y_dev) if c["full_dev"] else process.dev_subset
+        cost = price("train", steps) + price("reverse", steps)
+        for start in range(0, steps, per_window):
+            w = min(per_window, steps - start)
+            cost += price("recompute", w - math.ceil(w / c["checkpoint_every"]))
+            cost += price("dev_grad", n_dev / process.batch_size)
+        return cost
 
-        def select() -> None:
-            nonlocal best, best_state
-            score = self._dev_score(
-                env, [run.seeds.nth(5_000 + j) for j in range(c["select_seeds"])]
+    def next_update(self, run: FitRun) -> float | None:
+        """Algorithm 1's order: a selection (the untrained teacher, then every `select_every`
+        episodes; skipped when it does not fit), training episodes while one fits, and a last
+        selection of a candidate trained since the previous one, if it fits."""
+        left = run.left()
+        if self._plan == "select":
+            if self._select_cost <= left:
+                return self._select_cost
+            self._plan = "train"
+        if self._plan == "train":
+            if self._train_cost <= left:
+                return self._train_cost
+            self._plan = "done"
+            unscored = self._updates and self._episodes % self.config["select_every"] != 0
+            if self._best is not None and unscored and self._select_cost <= left:
+                self._plan = "last-select"
+                return self._select_cost
+        return None
+
+    def update(self, run: FitRun) -> list[dict]:
+        if self._plan in ("select", "last-select"):
+            self._plan = "train" if self._plan == "select" else "done"
+            return [self._select(run)]
+        t0 = time.perf_counter()
+        rows = self.train_episode(self._env, run.seeds.nth(self._episodes), self._opt)
+        self._episodes += 1
+        run.report.episodes = self._episodes
+        self._updates += sum(r["updated"] for r in rows)
+        for r in rows:
+            r.update(
+                kind="train",
+                episode=self._episodes,
+                episode_time=time.perf_counter() - t0,
+                rss_mb=resident_mb(),
             )
-            row = {"kind": "select", "updates": updates, "student_steps": spent(), **score}
-            if best is None or (score["dev_error"], score["dev_loss"]) < best:
-                best, best_state = (score["dev_error"], score["dev_loss"]), self._snapshot()
-                row["best"] = True
-            run.log(row)
+        if self._episodes % self.config["select_every"] == 0:
+            self._plan = "select"
+        return rows
 
-        if spent() + select_cost <= budget:
-            select()  # the untrained teacher is the first candidate
-        ep = 0
-        while not run.stopped and spent() + episode <= budget:
-            t0 = time.perf_counter()
-            rows = self.train_episode(env, run.seeds.nth(ep), opt)
-            ep += 1
-            updates += sum(r["updated"] for r in rows)
-            for r in rows:
-                r.update(
-                    kind="train",
-                    episode=ep,
-                    student_steps=spent(),
-                    episode_time=time.perf_counter() - t0,
-                    rss_mb=resident_mb(),
-                )
-                run.log(r)
-            if not run.stopped and ep % c["select_every"] == 0 and spent() + select_cost <= budget:
-                select()
-        last_unscored = updates and ep % c["select_every"] != 0
-        if (
-            best is not None
-            and last_unscored
-            and not run.stopped
-            and spent() + select_cost <= budget
-        ):
-            select()  # the last candidate too
-        self._restore(best_state)
-        self.best_dev_error = None if best is None else best[0]
-        report.student_steps = spent()
-        report.episodes = ep
+    def _select(self, run: FitRun) -> dict:
+        """Score the current teacher on the plan's held-out students; keep it if best so far."""
+        seeds = [run.seeds.held_out(j) for j in range(self.config["select_seeds"])]
+        score = self._dev_score(self._env, seeds)
+        row = {"kind": "select", "updates": self._updates, **score}
+        if self._best is None or (score["dev_error"], score["dev_loss"]) < self._best:
+            self._best, self._best_state = (score["dev_error"], score["dev_loss"]), self._snapshot()
+            row["best"] = True
+        return row
+
+    def finish(self, run: FitRun) -> None:
+        """Keep the best candidate on dev (the untrained teacher if nothing was scored)."""
+        self._restore(self._best_state)
+        self.best_dev_error = None if self._best is None else self._best[0]
+        self._env = self._opt = None
 
     def train_episode(
         self, env: LossTeachingEnv, seed: int, opt: torch.optim.Optimizer
     ) -> list[dict]:
         """One fresh student (seed `seed`) under the current teacher, and a theta update by
-        `opt` per RMD window (one window = the whole episode unless ``window`` is set). The
-        clipped gradient stays in ``p.grad`` for inspection. One row per window."""
+        `opt` per RMD window (one window = the whole episode unless ``window`` is set): the
+        base's episode loop, each window's env steps recorded on a tape through the process.
+        The clipped gradient stays in ``p.grad`` for inspection. One row per window."""
         c = self.config
-        proc = env.process
+        proc = env.unwrapped.process
         _, half = env.family.center_and_half_range()
         half = half.to(torch.float64)
-        obs, _ = env.reset(seed=seed)
         window = c["window"] or env.horizon
+        actions: list[torch.Tensor] = []
+
+        def decide(obs: np.ndarray) -> np.ndarray:
+            a = self.action(torch.as_tensor(obs))  # a function of theta
+            actions.append(a)
+            return a.detach().numpy().astype(np.float32)
+
+        steps = self.rollout(env, seed, decide)
+        next(steps)  # the reset row
         rows = []
         done = False
         while not done:
             tape = rmd.Tape(c["checkpoint_every"])
-            actions = []
-            for _ in range(window):
-                a = self.action(torch.as_tensor(obs))
-                actions.append(a)
-                obs, _, terminated, truncated, info = env.step(
-                    a.detach().numpy().astype(np.float32), tape=tape
-                )
-                done = terminated or truncated
-                if done:
-                    break
+            actions.clear()
+            with proc.recording(tape):
+                for step in itertools.islice(steps, window):
+                    done, info = step.done, step.info
             row = {"seed": seed, "diverged": bool(info["diverged"]), "updated": False}
             row["dev_subset_accuracy"] = info["dev_accuracy"]
             row["tape_mb"] = tape.nbytes() / 2**20
@@ -308,9 +338,9 @@ class L2TDLFTeacher(Teacher):
         test."""
         errors, losses = [], []
         for s in seeds:
-            *_, (_, _, info) = self.rollout(env, s)
-            diverged = info["diverged"]
-            m = env.process.evaluate("select")
+            *_, last = self.rollout(env, s)
+            diverged = last.info["diverged"]
+            m = env.unwrapped.process.evaluate("select")
             errors.append(1.0 if diverged else m["error"])
             losses.append(math.inf if diverged else m["loss"])
         return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}

@@ -11,15 +11,15 @@ gradient of phi taken through a K-step look-ahead of the student, and moves phi;
     stage 2  (Delta_t, h_{t+1}) = T_psi(preproc(g_t), h_t);  phi_{t+1}(psi) = phi_t - alpha Delta_t
     stage 3  theta~^(k) = SGD(theta~^(k-1), grad L_phi_{t+1}(psi)(x_k, y_k))  from theta_t,
              same K batches;  psi <- Adam(grad_psi CE_val(theta~^(K)))
-    commit   theta_{t+1} = theta~^(K) with its momentum, BatchNorm buffers and step
-             (``TeachingProcess.adopt``: the process stays the only writer of its state);
+    commit   theta_{t+1}: the env's step under phi_{t+1}, K student steps on the same batches
+             (the fast path of stage 3's unroll: the process stays the only writer of its state);
              phi_{t+1}, h_{t+1} detached (truncated BPTT of length 1, as in the official code)
 
 Where we differ from the released code (each a documented choice, see ``DLNConfig``):
 
 * the student is our process's momentum SGD (the env spec's lr, momentum, weight decay and cosine
   schedule), not plain SGD(0.1, batch 25); the look-ahead differentiates through exactly that
-  optimiser (``TeachingProcess.student_step(..., differentiable=True)``);
+  optimiser (``TeachingProcess.lookahead(..., differentiable=True)``);
 * CE_val is the cross-entropy of the fixed dev subset (or the whole ``meta`` part of dev), carved
   from the training set: never ``select``, never test. It is evaluated with the look-ahead's own BatchNorm statistics in eval
   mode, and the commit carries the BatchNorm buffers forward (the official code may not);
@@ -40,9 +40,16 @@ Measured (results/l2t_dln/README.md, mnist5k/mlp, 5 seeds, equal 4,800-step budg
 over plain cross-entropy (dev error +0.74 +- 0.72 points, test +0.00 +- 0.46, paired 95% CIs),
 and none over the warm-start DLN with the teacher switched off.
 
-Budget accounting: every student SGD step this teacher computes is counted in the process's
-``student_steps``: the K look-ahead steps of stage 1 *and* the K committed steps, so an
-iteration costs 2K of the budget (stage 3's unroll is the committed one, counted once).
+Fit: psi learns online over fresh students of the common seed plan (``SeedPlan.nth``), one
+iteration per env step of the base's episode loop: :meth:`L2TDLNTeacher.learn_step` (stages 1-3)
+decides, the env's step commits. An iteration whose CE_val or psi gradient is not finite skips the
+Adam step; the episode goes on unless the student itself diverged (the env then ends it).
+
+Budget accounting: the process charges every pass (envs/cost.py). A fit iteration (the fit
+skeleton's update) is stage 1's and stage 3's differentiable K-step look-aheads (``unroll``, each
+with its backward), their two CE_val gradients (``dev_grad``) and the env's K committed steps
+(``train``); a taught iteration (:meth:`L2TDLNTeacher.act` and the env's step) is stage 1 and
+the K committed steps, and its cost is in every taught student's ``teach_cost``.
 """
 
 from __future__ import annotations
@@ -57,11 +64,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from envs.cost import price
 from envs.losses import DynamicLossNetwork
-from envs.process import StepStats, StudentState, TeachingProcess
+from envs.process import TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
-from teachers.base import EnvSpec, FitRun, SeedPlan, Teacher
+from teachers.base import EnvSpec, FitRun, Teacher
 
 WARM_STARTS = ("bce", "none")
 
@@ -224,20 +232,6 @@ def bce_warm_start(
 
 
 # -- one iteration ----------------------------------------------------------------------------
-def unroll(
-    process: TeachingProcess, state: StudentState, coeffs: torch.Tensor, steps: int
-) -> tuple[StudentState, list[StepStats]]:
-    """`steps` differentiable student steps from `state` under `coeffs`, on the process's
-    replayable batches: the result is a function of `coeffs` in the autograd graph. Each step
-    works on a copy of the BatchNorm buffers, so `state` (the process's) is left as it was."""
-    stats = []
-    for _ in range(steps):
-        batch = process.batch(state.step)
-        state, s = process.student_step(state, batch, coeffs, differentiable=True)
-        stats.append(s)
-    return state, stats
-
-
 def validation_loss(
     process: TeachingProcess, params: Tensors, buffers: Tensors, full: bool = False
 ) -> torch.Tensor:
@@ -253,7 +247,7 @@ def lookahead_hypergradient(
     steps from the process's current student, which is left unchanged."""
     phi = coeffs.detach().to(process.device, process.dtype).requires_grad_(True)
     with torch.enable_grad():  # also under a caller's no_grad: this is a gradient
-        state, _ = unroll(process, process.state, phi, steps)
+        state, _ = process.lookahead(phi, steps, differentiable=True)
         loss = validation_loss(process, state.params, state.buffers, full)
         (grad,) = torch.autograd.grad(loss, phi)
     return grad, loss.detach()
@@ -325,7 +319,7 @@ class L2TDLNTeacher(Teacher):
 
         The teacher's input is the loss state (the validation gradient of phi), not the
         observation: ``act`` reads the student the last :meth:`begin_episode` bound, and each
-        call is one teacher iteration (K look-ahead steps, counted in ``student_steps``). The
+        call is one teacher iteration (K look-ahead steps, charged by the process). The
         action is float64 so that the env maps it back to exactly this phi (a float32 action
         would round the DLN at every iteration)."""
         if self._family is None or self.phi is None or self._process is None:
@@ -346,46 +340,57 @@ class L2TDLNTeacher(Teacher):
         Returns (phi_{t+1}, a function of psi if `track_psi`, and CE_val of the look-ahead); the
         memory advances (detached: truncated BPTT of length 1)."""
         grad, val = lookahead_hypergradient(process, self.phi, steps, self.cfg.full_dev)
-        process.student_steps += steps  # look-ahead steps are real student SGD steps: count them
         with torch.set_grad_enabled(track_psi):
             delta, memory = self.lstm(grad, self.memory, self._extra(process))
         self.memory = [(h.detach(), c.detach()) for h, c in memory]
         return self.phi - self.cfg.dln_step * delta, val
 
-    # -- fit: online over fresh student runs --------------------------------------------------
-    def seed_plan(self, seed: int) -> SeedPlan:
-        """Students of a fit with `seed` are 10,000 (seed + 1) + run, away from small
-        evaluation seeds."""
-        return SeedPlan(seed, base=10_000 * (seed + 1))
+    # -- fit: online over fresh student runs (the skeleton's hooks, teachers.base.Teacher.fit) -
+    def setup(self, run: FitRun) -> None:
+        """Students of the seed plan one after another through the base's episode loop; each
+        env step is one iteration: :meth:`learn_step` decides, the env commits."""
+        self._env = run.make_env()
+        process = self._env.unwrapped.process
+        k = self.cfg.lookahead
+        n_dev = len(process.data.y_dev) if self.cfg.full_dev else process.dev_subset
+        self._iteration_cost = (
+            price("unroll", 2 * k)
+            + 2 * price("dev_grad", n_dev / process.batch_size)
+            + price("train", k)
+        )
+        self._row: dict = {}
+        self._stream = self.episodes(self._env, run.seeds.students(), self._learn_and_act)
 
-    def _fit(self, run: FitRun) -> None:
-        """Train psi online (stages 1-3 every K steps) over fresh students of
-        ``spec.episode_steps`` steps until the budget is spent (an iteration costs 2K; one that
-        would overrun the budget is not started), or a callback stops it after an iteration."""
-        spec, budget, k = run.spec, run.budget, self.cfg.lookahead
-        env = spec.make_env()
-        process = env.unwrapped.process
-        spent, episodes = 0, 0
-        while not run.stopped and spent + 2 * k <= budget:
-            env.reset(seed=run.seeds.nth(episodes))
-            self.begin_episode(env)
-            first = process.student_steps
-            while process.step < spec.episode_steps:
-                if spent + (process.student_steps - first) + 2 * k > budget:
-                    break
-                row = self._fit_iteration(process, k)
-                row.update(episode=episodes, student_steps=spent + process.student_steps - first)
-                if not run.log(row) or row["diverged"]:
-                    break
-            spent += process.student_steps - first
-            episodes += 1
-        run.report.student_steps, run.report.episodes = spent, episodes
+    def next_update(self, run: FitRun) -> float | None:
+        """One iteration: two differentiable K-step look-aheads, two CE_val gradients, K
+        committed steps."""
+        return self._iteration_cost
+
+    def update(self, run: FitRun) -> list[dict]:
+        step = next(self._stream)
+        if step.action is None:  # a new student (rollout reset it and called begin_episode)
+            run.report.episodes += 1
+            step = next(self._stream)
+        row = self._row
+        row.update(episode=run.report.episodes - 1, step=self._process.step)
+        return [row]
+
+    def finish(self, run: FitRun) -> None:
+        self._stream.close()
+        self._stream = self._env = None
+
+    def _learn_and_act(self, observation: np.ndarray) -> np.ndarray:
+        """The fit's decision: stages 1-3 with psi learning, then phi_{t+1} as the action."""
+        self._row = self.learn_step(self._process, self.cfg.lookahead)
+        return self._family.coeffs_to_action(self.phi).clamp(-1.0, 1.0).numpy()
 
     @torch.enable_grad()
-    def _fit_iteration(self, process: TeachingProcess, k: int) -> dict:
-        """Stages 1-3 and the commit; one host sync (the log row)."""
+    def learn_step(self, process: TeachingProcess, k: int) -> dict:
+        """Stages 1-3: phi_{t+1}(psi) from the look-ahead, then stage 3's look-ahead under it
+        and one Adam step on psi; phi_{t+1} becomes :attr:`phi` (the caller commits it: the
+        env's step). One host sync (the log row)."""
         phi_next, val_before = self.update_dln(process, k)
-        state, stats = unroll(process, process.state, phi_next, k)
+        state, _ = process.lookahead(phi_next, k, differentiable=True)
         val_after = validation_loss(process, state.params, state.buffers, self.cfg.full_dev)
         self.adam.zero_grad(set_to_none=True)
         val_after.backward()
@@ -399,9 +404,7 @@ class L2TDLNTeacher(Teacher):
         if ok:
             self.adam.step()
         self.phi = phi_next.detach()
-        process.adopt(state, self.phi, stats)
         return {
-            "step": process.step,
             "val_ce_lookahead": val_before,
             "val_ce_committed": val_after,
             "max_abs_delta": delta,
@@ -424,6 +427,5 @@ __all__ = [
     "bce_warm_start",
     "lookahead_hypergradient",
     "preprocess",
-    "unroll",
     "validation_loss",
 ]

@@ -23,10 +23,11 @@ inside [-1, 1]; samples are clipped to the box before the env sees them (the
 log-probability is that of the unclipped sample, as in SB3). The mean head starts with tiny
 weights, so the untrained teacher acts at the centre of the box, as SB3's policies do.
 
-Budget: whole episodes only, ``while spent + episode_steps <= budget``, where ``spent`` is read
-from the process's own student-step counter; a last partial batch of episodes still gets its update.
-Training students are seeded from their own stream (``[seed, 0x5EED]``), away from the small
-evaluation seeds that :meth:`Teacher.teach` is given. On the default spec a budget of 12,000
+Budget: whole episodes only, run by the fit skeleton (``Teacher.fit``): an update collects
+``episodes_per_update`` episodes, or as many as the budget still holds (a last, smaller batch still
+gets its update), charged by the processes' counters (an episode costs ``episode_steps`` training
+steps). Training students come from the seed plan's stream (``SeedPlan.draw``), away from the
+small evaluation seeds that :meth:`Teacher.teach` is given. On the default spec a budget of 12,000
 steps is 20 episodes, 10 updates, 42-53 s on 2 shared CPU cores (load ~6).
 """
 
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from envs.cost import price
 from envs.losses import unknown_name_error
 from teachers.base import FitRun, Teacher
 
@@ -152,7 +154,6 @@ class Episode(NamedTuple):
     actions: torch.Tensor
     """(T, act_dim) unclipped samples"""
     rewards: np.ndarray
-    student_steps: int
 
 
 class RunningMeanStd:
@@ -183,65 +184,6 @@ def returns_to_go(rewards: np.ndarray, gamma: float) -> np.ndarray:
     return out
 
 
-def student_steps_of(env) -> int:
-    """The lifetime student-SGD-step counter of the env's process: what budgets are charged."""
-    return int(env.unwrapped.process.student_steps)
-
-
-def run_episode(
-    env, policy: GaussianPolicy, student_seed: int, generator: torch.Generator
-) -> Episode:
-    """One whole episode on a fresh student, actions sampled from the policy."""
-    before = student_steps_of(env)
-    obs, _ = env.reset(seed=student_seed)
-    observations, actions, rewards = [], [], []
-    done = False
-    while not done:
-        o = torch.as_tensor(obs, dtype=torch.float32)
-        with torch.no_grad():
-            dist = policy(o)
-            a = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
-        obs, reward, terminated, truncated, _ = env.step(a.clamp(-1.0, 1.0).numpy())
-        observations.append(o)
-        actions.append(a)
-        rewards.append(reward)
-        done = terminated or truncated
-    spent = student_steps_of(env) - before
-    return Episode(torch.stack(observations), torch.stack(actions), np.asarray(rewards), spent)
-
-
-def run_episodes(venv, policy: GaussianPolicy, seeds: list[int], generator) -> list[Episode]:
-    """len(seeds) whole episodes at once on a LossTeachingVectorEnv, one fresh student each; a
-    student that diverges ends its episode alone (its later steps are not recorded)."""
-    before = venv.process.student_steps
-    obs, _ = venv.reset(seed=seeds)
-    n = len(seeds)
-    observations, actions, rewards = ([[] for _ in range(n)] for _ in range(3))
-    active = np.ones(n, dtype=bool)
-    while active.any():
-        o = torch.as_tensor(obs, dtype=torch.float32)
-        with torch.no_grad():
-            dist = policy(o)
-            a = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=generator)
-        obs, reward, terminated, truncated, _ = venv.step(a.clamp(-1.0, 1.0).numpy())
-        for i in np.flatnonzero(active):
-            observations[i].append(o[i])
-            actions[i].append(a[i])
-            rewards[i].append(reward[i])
-        active &= ~(terminated | truncated)
-    # budgets: the batch's steps as the process counted them, shared out so that they sum exactly
-    spent, extra = divmod(venv.process.student_steps - before, n)
-    return [
-        Episode(
-            torch.stack(observations[i]),
-            torch.stack(actions[i]),
-            np.asarray(rewards[i]),
-            spent + (i < extra),
-        )
-        for i in range(n)
-    ]
-
-
 class ReinforceTeacher(Teacher):
     """Monte-Carlo policy gradient with a baseline (module docstring); config in ReinforceConfig."""
 
@@ -269,44 +211,99 @@ class ReinforceTeacher(Teacher):
     def _parameters(self) -> list[nn.Parameter]:
         return [*self.policy.parameters(), *self.value.parameters()]
 
-    # -- learning -----------------------------------------------------------------------------
-    def _fit(self, run: FitRun) -> None:
-        """Whole episodes while they fit in the budget; one update per `episodes_per_update`;
-        a callback's stop ends the fit after the update it saw."""
-        spec, budget, report = run.spec, run.budget, run.report
-        env = spec.make_env()
-        self._build(env.observation_space.shape[0], env.action_space.shape[0], run.seed)
+    # -- learning: the skeleton's hooks (teachers.base.Teacher.fit) -------------------------
+    def setup(self, run: FitRun) -> None:
+        spec = run.spec
+        self._env = run.make_env()
+        self._build(self._env.observation_space.shape[0], self._env.action_space.shape[0], run.seed)
         self.ret_rms, self.running_baseline = RunningMeanStd(), np.zeros(spec.horizon)
-        optimizer = torch.optim.Adam(self._parameters(), lr=self.args.lr)
-        noise = torch.Generator().manual_seed(run.seed)
-
-        n_envs = self.args.n_envs
-        if n_envs > 1:
+        self._optimizer = torch.optim.Adam(self._parameters(), lr=self.args.lr)
+        self._noise = torch.Generator().manual_seed(run.seed)
+        self._episode_cost = price("train", spec.episode_steps)
+        self._venv = None
+        if self.args.n_envs > 1:
             from envs.vector import LossTeachingVectorEnv
 
-            venv = LossTeachingVectorEnv(n_envs, **spec.to_dict())
-        batch, pending = [], []
-        while not run.stopped and report.student_steps + spec.episode_steps <= budget:
-            if n_envs == 1:
-                episode = run_episode(env, self.policy, run.seeds.draw(), noise)
-            else:  # n_envs episodes at once while the budget holds them all, then one at a time
-                if not pending:
-                    k = min(n_envs, (budget - report.student_steps) // spec.episode_steps)
-                    seeds_ = [run.seeds.draw() for _ in range(k)]
-                    if k == n_envs:
-                        pending = run_episodes(venv, self.policy, seeds_, noise)
-                    else:
-                        pending = [run_episode(env, self.policy, s_, noise) for s_ in seeds_]
-                episode = pending.pop(0)
-            report.episodes += 1
-            report.student_steps += episode.student_steps
-            batch.append(episode)
-            last = report.student_steps + spec.episode_steps > budget
-            if len(batch) == self.args.episodes_per_update or last:
-                row = self._update(batch, optimizer)
-                row.update(episodes=report.episodes, student_steps=report.student_steps)
-                run.log(row)
-                batch = []
+            self._venv = LossTeachingVectorEnv(self.args.n_envs, **spec.to_dict())
+            run.watch(self._venv.process)
+
+    def _episodes_next(self, run: FitRun) -> int:
+        """Whole episodes the next update collects: `episodes_per_update`, or as many as the
+        budget still holds (a last, smaller batch still gets its update)."""
+        return min(self.args.episodes_per_update, int(run.left() // self._episode_cost))
+
+    def next_update(self, run: FitRun) -> float | None:
+        k = self._episodes_next(run)
+        return k * self._episode_cost if k else None
+
+    def update(self, run: FitRun) -> list[dict]:
+        """Collect the episodes (n_envs at a time in the batched process while a whole batch
+        is wanted, then one at a time) and take one policy-gradient step."""
+        k, n_envs = self._episodes_next(run), self.args.n_envs
+        episodes: list[Episode] = []
+        while len(episodes) < k:
+            chunk = min(n_envs, k - len(episodes))
+            seeds = [run.seeds.draw() for _ in range(chunk)]
+            if chunk == n_envs > 1:
+                episodes += self._sample_batch(self._venv, seeds)
+            else:
+                episodes += [self._sample_episode(self._env, s) for s in seeds]
+        run.report.episodes += k
+        row = self._update(episodes, self._optimizer)
+        row["episodes"] = run.report.episodes
+        return [row]
+
+    def finish(self, run: FitRun) -> None:
+        """Drop the fit's students and their data: acting needs only the policy."""
+        if self._venv is not None:
+            self._venv.close()
+        self._env = self._venv = None
+
+    def _sample(self, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(observation, unclipped sample a ~ pi(. | s)) from the fit's noise stream."""
+        o = torch.as_tensor(obs, dtype=torch.float32)
+        with torch.no_grad():
+            dist = self.policy(o)
+            a = dist.mean + dist.stddev * torch.randn(dist.mean.shape, generator=self._noise)
+        return o, a
+
+    def _sample_episode(self, env, seed: int) -> Episode:
+        """One whole episode on a fresh student, actions sampled from the policy; the env sees
+        them clipped to the box (the log-probability is the unclipped sample's, as in SB3)."""
+        observations, actions = [], []
+
+        def decide(obs: np.ndarray) -> np.ndarray:
+            o, a = self._sample(obs)
+            observations.append(o)
+            actions.append(a)
+            return a.clamp(-1.0, 1.0).numpy()
+
+        rewards = [s.reward for s in self.rollout(env, seed, decide) if s.action is not None]
+        return Episode(torch.stack(observations), torch.stack(actions), np.asarray(rewards))
+
+    def _sample_batch(self, venv, seeds: list[int]) -> list[Episode]:
+        """len(seeds) whole episodes at once on a LossTeachingVectorEnv, one fresh student each;
+        a student that diverges ends its episode alone (its later steps are not recorded)."""
+        n = len(seeds)
+        observations, actions, rewards = ([[] for _ in range(n)] for _ in range(3))
+        last: list[torch.Tensor] = []
+
+        def decide(obs: np.ndarray, active: np.ndarray) -> np.ndarray:
+            last[:] = self._sample(obs)
+            return last[1].clamp(-1.0, 1.0).numpy()
+
+        for step in self.rollout_batch(venv, seeds, decide):
+            if step.actions is None:
+                continue
+            o, a = last
+            for i in np.flatnonzero(step.active):
+                observations[i].append(o[i])
+                actions[i].append(a[i])
+                rewards[i].append(step.rewards[i])
+        return [
+            Episode(torch.stack(observations[i]), torch.stack(actions[i]), np.asarray(rewards[i]))
+            for i in range(n)
+        ]
 
     def _update(self, episodes: list[Episode], optimizer: torch.optim.Optimizer) -> dict:
         a = self.args

@@ -24,7 +24,8 @@ and weight decay), not plain SGD; the weights' direction is the same (the moment
 do not depend on eps or psi), and L2RW's normalisation removes the scale. V starts afresh (seed
 ``init_seed``) with every student, as in the paper's joint training; nothing is fitted before
 teaching, so these teachers spend no fit budget and their look-ahead passes are charged to the
-taught student's ``process.cost`` (``lookahead`` 1 and ``meta_grad`` 1 + m / B per step).
+taught student's ``process.cost`` at the counter's prices: per step one ``unroll`` (the virtual
+step kept as a graph, with its backward) and ``meta_grad`` for the m / B meta minibatch.
 """
 
 from __future__ import annotations
@@ -81,9 +82,10 @@ def virtual_meta_loss(
 
 
 def _lookahead_cost(process: TeachingProcess, meta_batch: Batch) -> dict[str, float]:
-    """The virtual step (a student-sized pass kept as a graph), the meta minibatch's forward and
-    backward (m / B) and the reverse pass through the virtual step (1), per student step."""
-    return {"lookahead": 1.0, "meta_grad": 1.0 + len(meta_batch[1]) / process.batch_size}
+    """Passes per student step, in the counter's units (``envs.cost.KINDS``): the virtual step,
+    differentiated back to eps (an ``unroll``: a differentiable step plus its backward), and the
+    meta minibatch's forward and backward (``meta_grad``, m / B batches)."""
+    return {"unroll": 1.0, "meta_grad": len(meta_batch[1]) / process.batch_size}
 
 
 class L2RWWeights:
@@ -227,17 +229,11 @@ class ReweightTeacher(Teacher):
     def act(self, observation: np.ndarray) -> np.ndarray:
         return self._action
 
-    def rollout(self, env, seed: int) -> Iterator[tuple[np.ndarray | None, float, dict]]:
-        """:meth:`Teacher.rollout` with every env step weighted (``env.step(..., weigh=)``)."""
-        obs, info = env.reset(seed=seed)
-        self.begin_episode(env)
-        yield None, 0.0, info
-        done = False
-        while not done:
-            action = self.act(obs)
-            obs, reward, terminated, truncated, info = env.unwrapped.step(action, weigh=self._weigh)
-            done = terminated or truncated
-            yield action, reward, info
+    def rollout(self, env, seed: int, decide=None) -> Iterator:
+        """:meth:`Teacher.rollout` with every student step weighted (``process.weighting``;
+        the weighting function is made per student in :meth:`begin_episode`)."""
+        with env.unwrapped.process.weighting(lambda *args: self._weigh(*args)):
+            yield from super().rollout(env, seed, decide)
 
 
 class L2RWTeacher(ReweightTeacher):

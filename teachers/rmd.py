@@ -1,9 +1,8 @@
 """Reverse-mode differentiation (RMD) through the student's momentum-SGD steps.
 
-The forward pass is the process's own fast path (no graph): a :class:`Tape` passed to
-``TeachingProcess.advance(..., tape=tape)`` (or ``LossTeachingEnv.step(action, tape=tape)``)
-stores weight checkpoints. The reverse pass walks the steps backwards
-with explicit adjoints, following Maclaurin et al. (2015, Alg. 2) in PyTorch's SGD convention
+The forward pass is the process's own fast path (no graph): a :class:`Tape` recording it
+(``with process.recording(tape): env.step(action)``) stores weight checkpoints. The reverse pass
+walks the steps backwards with explicit adjoints, following Maclaurin et al. (2015, Alg. 2) in PyTorch's SGD convention
 (students/optim.py):
 
     forward   v_{t+1} = mu v_t + g_t(w_t, Phi) + lambda w_t ;   w_{t+1} = w_t - eta_t v_{t+1}
@@ -14,8 +13,11 @@ with explicit adjoints, following Maclaurin et al. (2015, Alg. 2) in PyTorch's S
               dw    <- dw + lambda dv_tot + H_t dv_tot        (Hessian-vector product)
               dv    <- mu dv_tot
 
-with g_t = grad_w L_Phi(w_t; B_t) and H_t = d g_t / d w_t. Per step: one gradient with
-``create_graph=True`` and one double-backward that yields H_t dv_tot and the mixed product together.
+with g_t = grad_w L_Phi(w_t; B_t) and H_t = d g_t / d w_t. These four lines are the vector-Jacobian
+product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), so each reverse step is autograd through
+the process's own differentiable step (``TeachingProcess.step_vjp``): one gradient with
+``create_graph=True`` and one double-backward that yields H_t dv_tot and the mixed product together,
+with no second copy of the student's update rule here.
 
 The coefficients are constant within one ``advance`` call (one env step, ``interval`` student steps),
 so the engine returns dM/dPhi_k per call k; a teacher backprops those into its parameters with one
@@ -23,8 +25,9 @@ autograd call. The state s_t a teacher reads is a constant here (no gradient thr
 
 Memory: ``checkpoint_every=1`` keeps w_t for every step, O(T x |w|). ``checkpoint_every=k`` keeps
 (w, v) every k steps and recomputes the k weights of a segment before reversing it:
-O((T/k + k) x |w|) for one more forward pass of compute. Recomputed steps are compute, not student
-SGD steps: budgets count only the forward pass (``process.student_steps``).
+O((T/k + k) x |w|) for one more forward pass of compute. The process charges every pass to
+``process.cost`` (envs/cost.py): a forward step ``train``, a recomputed step ``recompute``, a
+reverse step ``reverse``, the dev gradient ``dev_grad``.
 
 Truncation: a tape covers whatever was trained with it. Passing a fresh tape per window of an episode gives truncated RMD, which is greedy: short horizons favour losses that lower
 the dev objective *soon* (Wu, Ren, Liao, Grosse 2018, "short-horizon bias"), and on mnist5k online
@@ -38,14 +41,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from envs.process import DEV_OBJECTIVES, TeachingProcess
-from students.optim import Tensors, sgd_step
+from envs.process import DEV_OBJECTIVES, StudentState, TeachingProcess
+from students.optim import Tensors
 
 
 @dataclass
 class Tape:
     """Weight checkpoints and coefficients of one forward run, recorded by
-    ``process.advance(coeffs, steps, tape=tape)``, which calls it before each step.
+    ``with process.recording(tape): process.advance(coeffs, steps)``: advance calls it before
+    each step.
 
     Checkpoints are clones: the weights handed to the hook belong to the process (and, on other
     code paths, may be updated in place), so aliasing would silently reverse through w_T at every
@@ -120,34 +124,6 @@ def _leaves(d: Tensors) -> Tensors:
     return {k: p.detach().requires_grad_(True) for k, p in d.items()}
 
 
-def _recompute(
-    process: TeachingProcess, tape: Tape, t0: int, t1: int, scratch: Tensors
-) -> list[Tensors]:
-    """w_t for t in [t0, t1) from the checkpoint at t0, by the fast path's arithmetic (same ops
-    as ``student_step`` without its statistics), so the weights are the forward pass's bitwise."""
-    w, v = tape.checkpoints[t0]
-    out = [w]
-    cfg = process.optim
-    for t in range(t0, t1 - 1):
-        x, y = process.batch(t)
-        coeffs = tape.coeffs[tape.segment_of_step[t - tape.start]]
-        inputs = _leaves(w)
-        with torch.enable_grad():
-            loss, _ = process.student_loss(inputs, scratch, x, y, coeffs)
-            grads = torch.autograd.grad(loss, list(inputs.values()))
-        with torch.no_grad():
-            w, v = sgd_step(
-                w,
-                v,
-                dict(zip(inputs, grads, strict=True)),
-                cfg.lr_at(t),
-                cfg.momentum,
-                cfg.weight_decay,
-            )
-        out.append(w)
-    return out
-
-
 def reverse(
     process: TeachingProcess,
     tape: Tape,
@@ -160,11 +136,13 @@ def reverse(
 
     `process` must still hold w_T (the weights right after the last recorded step). M is
     ``process.dev_objective(kind=objective)``: on the fixed dev subset, or the whole ``meta``
-    part of dev with ``full_dev``; never ``select``, never the test split.
+    part of dev with ``full_dev``; never ``select``, never the test split. Each reverse step is the VJP of the process's own
+    step (``process.step_vjp``), each recomputed segment its own fast path
+    (``process.replay``); the process charges both, and the dev gradient, to ``process.cost``.
     """
     if tape.steps == 0:
         raise ValueError(
-            "the tape recorded no steps: pass it to process.advance(..., tape=tape) first"
+            "the tape recorded no steps: record them with `with process.recording(tape):` first"
         )
     if objective not in DEV_OBJECTIVES:
         raise ValueError(f"unknown dev objective {objective!r}; known: {list(DEV_OBJECTIVES)}")
@@ -173,7 +151,6 @@ def reverse(
             f"the process is at step {process.step} but the tape ends at step "
             f"{tape.start + tape.steps}: reverse right after the recorded training"
         )
-    cfg = process.optim
     w_final = _leaves(process.params)
     with torch.enable_grad():
         m = process.dev_objective(w_final, kind=objective, sharpness=sharpness, full=full_dev)
@@ -183,38 +160,27 @@ def reverse(
         len(tape.coeffs), tape.coeffs[0].numel(), dtype=tape.coeffs[0].dtype, device=dw[0].device
     )
     # BatchNorm in train mode normalises by batch statistics, so its running buffers do not
-    # enter g_t; they are updated in place, hence a scratch copy
-    scratch = {k: b.clone() for k, b in process.buffers.items()}
+    # enter g_t (the process's steps work on copies of them); v_t does not enter the VJP either
+    # (the step is linear in it), so with every-step checkpoints it is not stored: zeros stand in
+    buffers = process.buffers
+    any_velocity = {k: torch.zeros_like(p) for k, p in process.params.items()}
+    coeffs_at = lambda t: tape.coeffs[tape.segment_of_step[t - tape.start]]  # noqa: E731
     k_every = tape.checkpoint_every
     end = tape.start + tape.steps
-    starts = sorted(tape.checkpoints, reverse=True)
-    for seg_start in starts:
+    for seg_start in sorted(tape.checkpoints, reverse=True):
         seg_end = min(seg_start + k_every, end)
+        w, v = tape.checkpoints[seg_start]
         if k_every == 1:
-            weights = [tape.checkpoints[seg_start][0]]
-        else:
-            weights = _recompute(process, tape, seg_start, seg_end, scratch)
+            weights = [w]
+        else:  # w_t for t in [seg_start, seg_end) from the segment's checkpoint
+            start = StudentState(w, v, buffers, seg_start)
+            weights = [s.params for s in process.replay(start, seg_end - seg_start - 1, coeffs_at)]
         for t in range(seg_end - 1, seg_start - 1, -1):
-            w_t = weights[t - seg_start]
-            seg = tape.segment_of_step[t - tape.start]
-            eta = cfg.lr_at(t)
-            x, y = process.batch(t)
-            dv_tot = torch._foreach_add(dv, dw, alpha=-eta)
-            inputs = _leaves(w_t)
-            coeffs = tape.coeffs[seg].detach().requires_grad_(True)
-            with torch.enable_grad():
-                loss, _ = process.student_loss(inputs, scratch, x, y, coeffs)
-                g = torch.autograd.grad(loss, list(inputs.values()), create_graph=True)
-                *hv, dc = torch.autograd.grad(
-                    g, [*inputs.values(), coeffs], grad_outputs=dv_tot, allow_unused=True
-                )
-            hv = [torch.zeros_like(d) if h is None else h for h, d in zip(hv, dv_tot, strict=True)]
-            if dc is not None:
-                dphi[seg] += dc.flatten()
-            # dw <- dw + lambda dv_tot + H_t dv_tot ;  dv <- mu dv_tot
-            torch._foreach_add_(dw, dv_tot, alpha=cfg.weight_decay)
-            torch._foreach_add_(dw, hv)
-            dv = torch._foreach_mul(dv_tot, cfg.momentum)
+            # dv_tot = dv - eta_t dw;  dPhi += (dg_t/dPhi)^T dv_tot;
+            # dw <- dw + lambda dv_tot + H_t dv_tot;  dv <- mu dv_tot      (module docstring)
+            state_t = StudentState(weights[t - seg_start], any_velocity, buffers, t)
+            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv)
+            dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
     return Hypergradient(m.detach(), dphi, objective)
 
 
@@ -229,16 +195,18 @@ def hypergradient(
     full_dev: bool = False,
 ) -> Hypergradient:
     """Train `process` from its current state under ``coeffs[k]`` for `interval` steps each
-    (fast path, counted in ``process.student_steps``) and return dM/dcoeffs[k] by RMD.
+    (fast path, charged ``train``) and return dM/dcoeffs[k] by RMD.
 
     A convenience for fixed coefficient schedules (tests, the benchmark); state-dependent teachers
-    pass a :class:`Tape` to each ``env.step(action, tape=tape)`` and call :func:`reverse`.
+    record their ``env.step`` calls with ``with process.recording(tape):`` and call
+    :func:`reverse`.
     """
     if coeffs.ndim != 2:
         raise ValueError(f"coeffs must be (K, d), one row per interval; got {tuple(coeffs.shape)}")
     if interval < 1:
         raise ValueError(f"interval must be >= 1, got {interval}")
     tape = Tape(checkpoint_every)
-    for row in coeffs.detach():
-        process.advance(row, interval, tape=tape)
+    with process.recording(tape):
+        for row in coeffs.detach():
+            process.advance(row, interval)
     return reverse(process, tape, objective=objective, sharpness=sharpness, full_dev=full_dev)

@@ -6,12 +6,14 @@ envs: students are trained in-process, so subprocesses would only add pickling) 
 statistics while fitting; those statistics are saved with the teacher and used, frozen, in
 :meth:`act`. Rewards are left alone: an episode's return stays "final minus initial dev accuracy".
 
-Budget, in student SGD steps: one env step costs ``spec.interval`` of them, and SB3 learns in whole
-rollouts of ``n_steps * n_envs`` env steps, so
+Budget, in student-step equivalents: one env step costs ``spec.interval`` training steps, and SB3
+learns in whole rollouts of ``n_steps * n_envs`` env steps. The fit skeleton (``Teacher.fit``)
+runs one ``learn`` call per rollout and policy update (``reset_num_timesteps=False`` after the
+first, so SB3 continues its timesteps and episodes) while the next rollout fits in the budget:
 
-    total_timesteps = floor(budget / interval / rollout) * rollout     (<= budget / interval)
+    rollouts = floor(budget / (interval * rollout))
 
-and the budget holds exactly. ``n_steps`` (when not given) is derived from the budget,
+charged by the processes' counters. ``n_steps`` (when not given) is derived from the budget,
 
     n_steps = clip(budget / interval / (min_updates * n_envs), 2, algorithm default)
 
@@ -26,6 +28,7 @@ jobs (load ~6), nearly all of it student training.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -36,8 +39,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
+from envs.cost import price
 from teachers.base import FitRun, Teacher
-from teachers.reinforce import student_steps_of
 
 
 @dataclass
@@ -81,35 +84,19 @@ class SB3Config:
         self.algo_kwargs = dict(self.algo_kwargs or {})
 
 
-class _Recorder(BaseCallback):
-    """Logs one row per rollout (completed episodes' returns, student steps spent) through
-    ``run.log``, which forwards it to the user's callback; once that returns False, ``_on_step``
-    returns False and SB3 stops learning at the next env step (one env step per env after the
-    rollout that was logged: within one update)."""
+class _Returns(BaseCallback):
+    """Collects the returns of the episodes that finish during one ``learn`` call (Monitor's
+    record of each), for that rollout's log row."""
 
-    def __init__(self, envs: list, run: FitRun) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.envs, self.run, self.report = envs, run, run.report
         self.returns: list[float] = []
 
     def _on_step(self) -> bool:
         for info in self.locals["infos"]:
-            if "episode" in info:  # Monitor's record of a finished episode
+            if "episode" in info:
                 self.returns.append(float(info["episode"]["r"]))
-                self.report.episodes += 1
-        return not self.run.stopped
-
-    def _on_rollout_end(self) -> None:
-        row = {
-            "rollout": len(self.report.log) + 1,
-            "env_steps": int(self.num_timesteps),
-            "student_steps": sum(student_steps_of(e) for e in self.envs),
-            "episodes": self.report.episodes,
-            "mean_return": float(np.mean(self.returns)) if self.returns else float("nan"),
-            "episode_returns": self.returns,
-        }
-        self.returns = []
-        self.run.log(row)
+        return True
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:
@@ -141,60 +128,78 @@ class SB3Teacher(Teacher):
     def _algo_kwargs(self, rollout: int) -> dict[str, Any]:
         return {}
 
-    # -- learning -----------------------------------------------------------------------------
-    def _fit(self, run: FitRun) -> None:
-        """Learn with SB3 for exactly ``total_timesteps`` env steps (module docstring), one log
-        row per rollout; a callback's stop ends learning at the next env step."""
-        spec, budget, seed = run.spec, run.budget, run.seed
-        cfg = self.config
-        envs: list = []
-
-        def make_env():
-            env = spec.make_env()
-            envs.append(env)
-            return Monitor(env)
-
+    # -- learning: the skeleton's hooks (teachers.base.Teacher.fit) -------------------------
+    def setup(self, run: FitRun) -> None:
+        """The vector env (its processes watched by the fit) and the SB3 model; one update is
+        one rollout and one policy update (``n_steps`` env steps per env)."""
+        spec, cfg = run.spec, self.config
         if cfg.get("batched"):
             from envs.sb3_vec import BatchedVecEnv
 
             inner = VecMonitor(BatchedVecEnv(cfg["n_envs"], **spec.to_dict()))
-            envs.append(inner.venv)
+            run.watch(inner.venv.process)
         else:
-            inner = DummyVecEnv([make_env] * cfg["n_envs"])
-        venv = VecNormalize(
-            inner,
-            norm_obs=True,
-            norm_reward=False,
-            gamma=cfg["algo_kwargs"].get("gamma", 0.99),
+            inner = DummyVecEnv([lambda: Monitor(run.make_env())] * cfg["n_envs"])
+        self._venv = VecNormalize(
+            inner, norm_obs=True, norm_reward=False, gamma=cfg["algo_kwargs"].get("gamma", 0.99)
         )
-        n_steps = self.rollout_steps(budget, spec.interval)
-        rollout = n_steps * cfg["n_envs"]
-        total_timesteps = budget // spec.interval // rollout * rollout
+        n_steps = self.rollout_steps(run.budget, spec.interval)
+        self._rollout = n_steps * cfg["n_envs"]
         kwargs = {
             "n_steps": n_steps,
             "policy_kwargs": {"log_std_init": cfg["log_std_init"], "net_arch": cfg["net_arch"]},
-            **self._algo_kwargs(rollout),
+            **self._algo_kwargs(self._rollout),
             **cfg["algo_kwargs"],
         }
         self.model = self.algo(
-            "MlpPolicy", venv, seed=seed, device=cfg["device"], verbose=cfg["verbose"], **kwargs
+            "MlpPolicy",
+            self._venv,
+            seed=run.seed,
+            device=cfg["device"],
+            verbose=cfg["verbose"],
+            **kwargs,
         )
-        # training students get their own seed stream, away from the evaluation seeds 0, 1, ...
-        venv.seed(run.seeds.draw())
+        self._venv.seed(run.seeds.draw())  # training students: the seed plan's stream
+
+    def next_update(self, run: FitRun) -> float | None:
+        """A rollout of ``n_steps * n_envs`` env steps, each ``interval`` training steps."""
+        return price("train", self._rollout * run.spec.interval)
+
+    def update(self, run: FitRun) -> list[dict]:
+        """One SB3 ``learn`` call of one rollout (collect_rollouts + train), continuing the
+        model's timestep count and its envs' episodes (reset_num_timesteps=False)."""
+        returns = _Returns()
+        first = self.model.num_timesteps == 0
         self.model.learn(
-            total_timesteps, callback=_Recorder(envs, run), progress_bar=cfg["progress_bar"]
+            self._rollout,
+            callback=returns,
+            reset_num_timesteps=first,
+            progress_bar=self.config["progress_bar"],
         )
-        rms = venv.obs_rms
+        run.report.episodes += len(returns.returns)
+        return [
+            {
+                "rollout": len(run.report.log) + 1,
+                "env_steps": int(self.model.num_timesteps),
+                "episodes": run.report.episodes,
+                "mean_return": float(np.mean(returns.returns)) if returns.returns else math.nan,
+                "episode_returns": returns.returns,
+            }
+        ]
+
+    def finish(self, run: FitRun) -> None:
+        """Freeze the observation statistics for :meth:`act` and drop the students."""
+        rms = self._venv.obs_rms
         self.obs_stats = {
             "mean": rms.mean.copy(),
             "var": rms.var.copy(),
             "count": float(rms.count),
-            "epsilon": venv.epsilon,
-            "clip_obs": venv.clip_obs,
+            "epsilon": self._venv.epsilon,
+            "clip_obs": self._venv.clip_obs,
         }
-        run.report.student_steps = sum(student_steps_of(e) for e in envs)
-        venv.close()
-        self.model.env = None  # drop the students and their data; act needs only the policy
+        self._venv.close()
+        self.model.env = None  # act needs only the policy
+        self._venv = None
 
     # -- acting -------------------------------------------------------------------------------
     def normalize(self, observation: np.ndarray) -> np.ndarray:

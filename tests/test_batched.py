@@ -104,7 +104,7 @@ def test_same_trajectories_as_single_processes(student, loss, intervals):
     for i, p in enumerate(procs):
         assert ev["accuracy"][i] == pytest.approx(p.evaluate("test")["accuracy"], abs=1e-9)
         assert ev["loss"][i] == pytest.approx(p.evaluate("test")["loss"], abs=1e-6)
-    assert b.student_steps == total * len(SEEDS)
+    assert b.cost.by_kind() == {"train": total * len(SEEDS)}
 
 
 def test_students_out_of_step_after_a_partial_reset():

@@ -71,13 +71,20 @@ def dev_subset_accuracy_by_hand(env) -> float:
     return (logits.argmax(-1) == proc.data.y_dev[:n]).double().mean().item()
 
 
-def run_episode(env, action, seed=0):
+def run_episode(env, action, seed=0, per_step=None):
+    """(return, first and last dev-subset accuracy by hand); `per_step` (a list) receives each
+    step's (reward, change of the hand-measured accuracy)."""
     obs, info = env.reset(seed=seed)
     first_acc, total, done = dev_subset_accuracy_by_hand(env), 0.0, False
+    acc = first_acc
     while not done:
         obs, r, term, trunc, info = env.step(action)
         total += r
         done = term or trunc
+        new_acc = dev_subset_accuracy_by_hand(env)
+        if per_step is not None:
+            per_step.append((r, new_acc - acc))
+        acc = new_acc
     return total, first_acc, dev_subset_accuracy_by_hand(env)
 
 
@@ -86,15 +93,26 @@ def test_reward_sign_better_student_earns_more():
     measured outside the env, so the student taught with the plain default loss earns more than
     the one taught with a loss that pushes against the true class."""
     env = small_env(loss="compact", horizon=4, interval=15)
-    good, first_good, last_good = run_episode(env, env.family.default_action())
+    steps = []
+    good, first_good, last_good = run_episode(env, env.family.default_action(), per_step=steps)
     # tau = 0.5 on logits with the margin knob pushing against the true class: a worse loss
     bad_action = np.array([-1.0, 1.0, 1.0, 1.0, -1.0], np.float32)
     bad, first_bad, last_bad = run_episode(env, bad_action)
     assert first_good == first_bad  # same seed, same initial student
     assert good == pytest.approx(last_good - first_good, abs=1e-6)
     assert bad == pytest.approx(last_bad - first_bad, abs=1e-6)
-    assert last_good > last_bad  # the default loss really teaches better (59 vs 57 of 64) ...
-    assert good > bad  # ... and its return says so
+    assert last_good > last_bad  # the default loss really teaches better (59 vs 57 of 64)
+    # each step pays that step's change, not a neighbour's (a sum would hide a shifted reward)
+    for reward, change in steps:
+        assert reward == pytest.approx(change, abs=1e-6)
+    assert len({round(c, 6) for _, c in steps}) > 1  # the changes differ, so the check has teeth
+
+
+def test_step_has_gymnasiums_signature():
+    """``step(action)`` and nothing else: a recording teacher goes through the process."""
+    import inspect
+
+    assert list(inspect.signature(LossTeachingEnv.step).parameters) == ["self", "action"]
 
 
 @pytest.mark.parametrize("name", sorted(REWARDS))

@@ -178,9 +178,12 @@ def test_best_select_reports_the_best_of_k_evenly_spaced_select_checks():
     teacher = make_teacher("ce")
     env = teacher.spec_for(spec).make_env()
     by_hand = {}
-    for t, (action, _, info) in enumerate(teacher.rollout(env, 4)):
-        if action is not None:
-            by_hand[t] = (env.unwrapped.process.evaluate("select")["error"], info["student_steps"])
+    for t, step in enumerate(teacher.rollout(env, 4)):
+        if step.action is not None:
+            by_hand[t] = (
+                env.unwrapped.process.evaluate("select")["error"],
+                step.info["student_steps"],
+            )
     last = teacher.teach(spec, seed=4)
     assert last.final["dev_error"] == by_hand[6][0] and "checkpoint_step" not in last.final
     for checks, at in ((3, (2, 4, 6)), (6, (1, 2, 3, 4, 5, 6)), (50, (1, 2, 3, 4, 5, 6))):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs.cost import KINDS
 from envs.losses import make_loss
 from envs.process import TeachingProcess
 from students.data import from_tensors
@@ -138,9 +139,11 @@ def _bn_data():
     return from_tensors(x[:80], y[:80], x[80:], y[80:], num_classes=10, dev_size=16)
 
 
-def test_commit_equals_training_under_the_new_dln_with_batchnorm():
-    """Stage 3's committed student (weights, momentum, BatchNorm buffers, step) is the student the
-    process's own fast path trains under phi_{t+1}; the look-ahead is counted in the budget."""
+def test_stage_three_lookahead_is_the_committed_student_and_is_charged():
+    """Stage 3's look-ahead under phi_{t+1} (what psi learns from) is the student the env's step
+    then commits under phi_{t+1} (weights, momentum, BatchNorm buffers; to float rounding
+    between the differentiable and the fast path), and the iteration is charged to the process
+    as documented: two differentiable look-aheads, two CE_val gradients."""
     data = _bn_data()
     teacher = L2TDLNTeacher(lookahead=2, identity_start=False)
     family = make_loss("dln", 10, action_range=4.0)
@@ -152,16 +155,21 @@ def test_commit_equals_training_under_the_new_dln_with_batchnorm():
     b.reset(1)
     teacher.start_run(a)
     phi0 = teacher.phi.clone()
-    row = teacher._fit_iteration(a, 2)
+    row = teacher.learn_step(a, 2)
     assert not row["diverged"]
     assert not torch.equal(teacher.phi, phi0)  # the DLN moved ...
     assert (teacher.phi - phi0).abs().max() <= teacher.cfg.dln_step  # ... by at most alpha
-    b.advance(teacher.phi, 2)
-    assert a.step == b.step == 2 and a.student_steps == 4 and b.student_steps == 2
+    assert a.step == 0  # learn_step decides; it commits nothing
+    assert a.cost.by_kind() == pytest.approx(
+        {"unroll": 2 * 2 * KINDS["unroll"], "dev_grad": 2 * 16 / 16 * KINDS["dev_grad"]}
+    )
+    a.advance(teacher.phi, 2)  # the env's step: the commit
+    state, stats = b.lookahead(teacher.phi.clone().requires_grad_(True), 2, differentiable=True)
+    b.adopt(state, teacher.phi, stats)
     for mine, theirs in ((a.params, b.params), (a.velocity, b.velocity), (a.buffers, b.buffers)):
         for k in theirs:
             torch.testing.assert_close(mine[k], theirs[k], atol=1e-5, rtol=1e-4)
-            assert mine[k].grad_fn is None
+            assert theirs[k].grad_fn is None
     tracked = [v for k, v in a.buffers.items() if k.endswith("num_batches_tracked")]
     assert tracked and all(int(v) == 2 for v in tracked)  # BatchNorm saw the 2 committed steps
     torch.testing.assert_close(a.dev_subset_metrics(), b.dev_subset_metrics())
@@ -177,7 +185,10 @@ def test_lookahead_works_on_copies_of_the_batchnorm_buffers():
     state, before = proc.state, proc.state.clone()
     phi = bce_warm_start(10)
     _, val = lookahead_hypergradient(proc, phi, 2)
-    assert proc.state is state and proc.step == 0 and proc.student_steps == 0
+    assert proc.state is state and proc.step == 0
+    assert proc.cost.by_kind() == pytest.approx(  # charged, not committed
+        {"unroll": 2 * KINDS["unroll"], "dev_grad": 16 / 16 * KINDS["dev_grad"]}
+    )
     for k, b in before.buffers.items():
         assert torch.equal(proc.buffers[k], b), k
     proc.advance(phi, 2)  # the same 2 steps for real: the look-ahead's BatchNorm statistics
@@ -195,10 +206,12 @@ def test_dln_changes_after_a_teacher_step_and_nothing_keeps_a_graph():
     proc = env.unwrapped.process
     phi0 = teacher.phi.clone()
     psi0 = [p.detach().clone() for p in teacher.lstm.parameters()]
-    teacher._fit_iteration(proc, 5)
+    teacher.learn_step(proc, 5)
+    proc.advance(teacher.phi, 5)
     assert torch.equal(teacher.phi, phi0)
     assert any(not torch.equal(p, q) for p, q in zip(teacher.lstm.parameters(), psi0, strict=True))
-    teacher._fit_iteration(proc, 5)
+    teacher.learn_step(proc, 5)
+    proc.advance(teacher.phi, 5)
     assert not torch.equal(teacher.phi, phi0)
     kept = [teacher.phi, *(t for hc in teacher.memory for t in hc), *proc.params.values()]
     assert all(t.grad_fn is None and not t.requires_grad for t in kept)
@@ -223,7 +236,8 @@ def test_memory_and_step_time_flat_across_iterations():
     times, rss = [], []
     for _ in range(30):
         t0 = time.perf_counter()
-        teacher._fit_iteration(proc, 5)
+        teacher.learn_step(proc, 5)
+        proc.advance(teacher.phi, 5)
         times.append(time.perf_counter() - t0)
         rss.append(_rss_mb())
     # keeping each iteration's LSTM graph adds ~5 MB per iteration here (checked by hand)
@@ -232,16 +246,26 @@ def test_memory_and_step_time_flat_across_iterations():
     assert late < 2.0 * early, (early, late)  # a graph chained over iterations grows linearly
 
 
-def test_fit_respects_the_budget_and_resets_each_run():
+def test_fit_is_charged_per_iteration_stops_at_its_budget_and_resets_each_run():
+    """Each fit iteration is an env step of the base's episode loop, charged two differentiable
+    K-step look-aheads, two CE_val gradients and the K committed steps; the skeleton stops before
+    the iteration that would overrun; a new student (phi and memory reset) every 20 steps."""
     teacher = L2TDLNTeacher(lookahead=5)
-    spec = tiny_spec()  # 20-step runs: 4 iterations, each 5 look-ahead + 5 committed steps
-    report = teacher.fit(spec, 95, seed=0)
-    assert report.student_steps == 90  # 2 whole runs and 1 iteration; the next would overrun
-    assert report.episodes == 3
-    assert [r["episode"] for r in report.log] == [0] * 4 + [1] * 4 + [2]
-    assert [r["step"] for r in report.log] == [5, 10, 15, 20] * 2 + [5]
-    assert [r["student_steps"] for r in report.log] == list(range(10, 100, 10))
-    assert teacher.fit(spec, 9).student_steps == 0
+    spec = tiny_spec()  # 20-step runs: 4 iterations of K = 5
+    per_iteration = {
+        "unroll": 2 * 5 * KINDS["unroll"],
+        "dev_grad": 2 * 64 / 16 * KINDS["dev_grad"],  # dev_subset 64 at batch 16
+        "train": 5 * KINDS["train"],
+    }
+    one = sum(per_iteration.values())
+    report = teacher.fit(spec, int(5.5 * one), seed=0)
+    assert report.cost == pytest.approx({k: 5 * v for k, v in per_iteration.items()})
+    assert report.student_steps <= int(5.5 * one) < report.student_steps + one
+    assert report.episodes == 2
+    assert [r["episode"] for r in report.log] == [0] * 4 + [1]
+    assert [r["step"] for r in report.log] == [5, 10, 15, 20, 5]
+    assert [r["student_steps"] for r in report.log] == pytest.approx([one * i for i in range(1, 6)])
+    assert teacher.fit(spec, int(one) - 1).student_steps == 0
     with pytest.raises(ValueError, match="budget"):
         teacher.fit(spec, -1)
 
@@ -258,6 +282,12 @@ def test_teach_is_the_env_loop_with_a_row_every_k_steps_and_act_expresses_the_dl
     assert len(result.coeffs) == 5 and result.coeffs[0].shape == (5000,)
     assert not np.array_equal(result.coeffs[0], result.coeffs[1])
     assert result.final["student_steps"] == spec.episode_steps and not result.final["diverged"]
+    # the taught student's cost: 5 iterations of a 4-step look-ahead and its CE_val gradient,
+    # and the 20 committed steps; plain CE's is its 20 steps
+    per_iteration = 4 * KINDS["unroll"] + 64 / 16 * KINDS["dev_grad"] + 4 * KINDS["train"]
+    assert result.final["teach_cost"] == pytest.approx(5 * per_iteration)
+    assert base.final["teach_cost"] == 20 and base.final["teach_cost_ratio"] == 1.0
+    assert result.final["teach_cost_ratio"] == pytest.approx(5 * per_iteration / 20)
     assert np.isclose(
         sum(r["reward"] for r in result.steps),
         result.steps[-1]["dev_accuracy"] - result.steps[0]["dev_accuracy"],
@@ -265,9 +295,10 @@ def test_teach_is_the_env_loop_with_a_row_every_k_steps_and_act_expresses_the_dl
     env = teacher.spec_for(spec).make_env()
     env.reset(seed=0)
     teacher.begin_episode(env)
-    steps_before = env.unwrapped.process.student_steps
     action = teacher.act(np.zeros(12, np.float32))
-    assert env.unwrapped.process.student_steps == steps_before + 4  # the look-ahead is counted
+    assert env.unwrapped.process.cost.by_kind() == pytest.approx(  # the look-ahead is charged
+        {"unroll": 4 * KINDS["unroll"], "dev_grad": 64 / 16 * KINDS["dev_grad"]}
+    )
     assert action.shape == (5000,) and np.abs(action).max() <= 1
     back = env.unwrapped.family.action_to_coeffs(action).to(teacher.phi.dtype)
     assert torch.equal(back, teacher.phi)  # float64 action: the env gets exactly this DLN

@@ -123,14 +123,14 @@ def test_fast_path_has_no_host_sync(monkeypatch):
     assert proc.step == 22
 
 
-def test_student_steps_are_counted_and_data_on_device():
+def test_training_steps_are_charged_over_episodes_and_data_on_device():
     proc = small_process()
     proc.reset(0)
     c = proc.family.default_coeffs()
     proc.advance(c, 7)
-    proc.reset(1)
+    proc.reset(1)  # the counter is the process's lifetime: a new student does not reset it
     proc.advance(c, 5)
-    assert proc.student_steps == 12 and proc.step == 5
+    assert proc.cost.by_kind() == {"train": 12.0} and proc.step == 5
     assert proc.data.x_train.device == proc.device
     x, y = proc.batch(0)
     assert x.device == proc.device and x.shape[0] == 32
@@ -170,7 +170,13 @@ def test_evaluate_and_dev_objectives():
     proc.reset(0)
     proc.advance(proc.family.default_coeffs(), 30)
     m = proc.evaluate("test")
-    assert 0.0 <= m["error"] <= 1.0 and m["error"] == pytest.approx(1 - m["accuracy"])
+    x, y = proc.data.split("test")  # the same student's error and loss by a plain forward pass
+    with torch.no_grad():
+        proc.model.eval()
+        logits = torch.func.functional_call(proc.model, (proc.params, proc.buffers), (x,))
+        proc.model.train()
+    assert m["error"] == pytest.approx((logits.argmax(-1) != y).double().mean().item(), abs=1e-6)
+    assert m["loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), 1e-6)
     for kind in ("ce", "smooth-error", "expected-error"):
         assert torch.isfinite(proc.dev_objective(kind=kind))
     with pytest.raises(ValueError, match="smooth-error"):
@@ -214,7 +220,7 @@ def test_adopt_makes_an_outside_unroll_the_student_like_train():
         state, s = b.student_step(state, b.batch(state.step), c)
         stats.append(s)
     b.adopt(state, c, stats)
-    assert b.step == a.step == 7 and b.student_steps == a.student_steps == 7
+    assert b.step == a.step == 7
     for k in a.params:
         torch.testing.assert_close(b.params[k], a.params[k])
         torch.testing.assert_close(b.velocity[k], a.velocity[k])
@@ -247,3 +253,78 @@ def test_observe_keeps_the_best_dev_accuracy_through_a_drop():
     assert again["features"].tolist() == [0.0, 1.0, 2.0]
     proc.reset(1)  # a new episode starts from scratch
     assert proc.observe()["best_dev_accuracy"] == proc.observe()["dev_accuracy"]
+
+
+def test_every_pass_is_charged_as_documented():
+    """The process charges each pass it runs to its Meter at the price KINDS documents: a
+    look-ahead (fast and differentiable) leaves the student as it was, adopt commits it without
+    a second charge, and the RMD passes and the dev objective are charged where they run."""
+    from envs.cost import KINDS
+
+    proc = small_process()
+    proc.reset(0)
+    c = proc.family.default_coeffs()
+    before = proc.state.clone()
+    ahead, stats = proc.lookahead(c, 4)
+    assert proc.step == 0 and ahead.step == 4 and len(stats) == 4
+    for k in before.params:  # not committed: the student's own weights untouched
+        assert torch.equal(proc.params[k], before.params[k])
+    assert proc.cost.by_kind() == {"lookahead": 4 * KINDS["lookahead"]}
+    proc.adopt(ahead, c, stats)
+    assert proc.step == 4 and proc.cost.total == 4 * KINDS["lookahead"]
+    leaf = c.clone().requires_grad_(True)
+    unrolled, _ = proc.lookahead(leaf, 3, differentiable=True)
+    assert all(p.requires_grad for p in unrolled.params.values())
+    states = proc.replay(proc.state, 2, lambda t: c)
+    assert [s.step for s in states] == [4, 5, 6]
+    grads = [torch.ones_like(p) for p in proc.params.values()]
+    zeros = [torch.zeros_like(p) for p in proc.params.values()]
+    *_, dc = proc.step_vjp(proc.state, c, grads, zeros)
+    assert dc.shape == c.shape and torch.isfinite(dc).all()
+    proc.dev_objective()
+    assert proc.cost.by_kind() == pytest.approx(
+        {
+            "lookahead": 4 * KINDS["lookahead"],
+            "unroll": 3 * KINDS["unroll"],
+            "recompute": 2 * KINDS["recompute"],
+            "reverse": KINDS["reverse"],
+            "dev_grad": 128 / 32 * KINDS["dev_grad"],  # dev_subset 128 at batch 32
+        }
+    )
+    with pytest.raises(ValueError, match="unknown cost kind 'trian'.*'train'"):
+        proc.cost.add("trian", 1.0)
+
+
+def test_fast_lookahead_then_adopt_is_advance_bitwise():
+    """The look-ahead is the process's own step: committing it gives advance's student, bit for
+    bit (same minibatches, same arithmetic, out of place instead of in place)."""
+    a, b = small_process(), small_process()
+    a.reset(4)
+    b.reset(4)
+    c = a.family.default_coeffs()
+    a.advance(c, 6)
+    state, stats = b.lookahead(c, 6)
+    b.adopt(state, c, stats)
+    for k in a.params:
+        assert torch.equal(a.params[k], b.params[k]) and torch.equal(a.velocity[k], b.velocity[k])
+
+
+def test_writes_from_outside_the_process_fail():
+    """One owner: a teacher cannot set the counter, a cache or the state by hand; the process's
+    own methods still write them."""
+    from envs.batched import BatchedTeachingProcess
+    from envs.cost import Meter
+
+    proc = small_process()
+    proc.reset(0)
+    for name, value in (("cost", Meter()), ("_dev_cache", None), ("state", proc.state)):
+        with pytest.raises(AttributeError, match="written by its own methods only"):
+            setattr(proc, name, value)
+    with pytest.raises(AttributeError, match="written by its own methods only"):
+        proc.student_steps = 10  # what L2T-DLN used to do
+    proc.advance(proc.family.default_coeffs(), 2)  # its own methods still write
+    assert proc.step == 2
+    batched = BatchedTeachingProcess.like(proc, 2)
+    batched.reset([0, 1])
+    with pytest.raises(AttributeError, match="written by its own methods only"):
+        batched._dev_cache = None

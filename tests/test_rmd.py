@@ -32,13 +32,13 @@ def tiny_data(shape=(1, 1, 12), classes=3, n=120, seed=0):
 DATA = tiny_data()
 
 
-def make_process(student="mlp", data=DATA, schedule="cosine"):
+def make_process(student="mlp", data=DATA, schedule="cosine", optim=None):
     proc = TeachingProcess(
         data,
         student,
         "bilinear",
         batch_size=16,
-        optim=SGDConfig(0.3, 0.9, 1e-2, schedule, STEPS),
+        optim=optim or SGDConfig(0.3, 0.9, 1e-2, schedule, STEPS),
         dtype=torch.float64,
         device="cpu",
         student_kwargs={"hidden": 6} if student == "mlp" else None,
@@ -112,12 +112,11 @@ def test_batchnorm_student_matches_autograd():
 
 def test_plain_sgd_and_constant_schedule():
     """momentum 0 (the demo's plain SGD) is the same reverse pass with mu = 0."""
-    proc = make_process(schedule="constant")
-    proc.optim = SGDConfig(0.3, 0.0, 0.0, "constant", STEPS)
+    plain = SGDConfig(0.3, 0.0, 0.0, "constant", STEPS)
+    proc = make_process(optim=plain)
     coeffs = coeff_schedule(proc.family)
     h = rmd.hypergradient(proc, coeffs, INTERVAL)
-    ref_proc = make_process(schedule="constant")
-    ref_proc.optim = proc.optim
+    ref_proc = make_process(optim=plain)
     assert rel_err(h.coeff_grads, unrolled_grad(ref_proc, coeffs, "ce")) <= 1e-6
 
 
@@ -125,28 +124,31 @@ def test_checkpoints_are_clones_and_memory_modes_differ():
     proc = make_process()
     coeffs = coeff_schedule(proc.family)
     full, sparse = rmd.Tape(1), rmd.Tape(4)
-    for row in coeffs:
-        proc.advance(row, INTERVAL, tape=full)
+    with proc.recording(full):
+        for row in coeffs:
+            proc.advance(row, INTERVAL)
     live = {p.data_ptr() for p in proc.params.values()}
     stored = {p.data_ptr() for w, _ in full.checkpoints.values() for p in w.values()}
     assert not live & stored
     assert len(full.checkpoints) == STEPS and full.steps == STEPS
     proc2 = make_process()
-    for row in coeffs:
-        proc2.advance(row, INTERVAL, tape=sparse)
+    with proc2.recording(sparse):
+        for row in coeffs:
+            proc2.advance(row, INTERVAL)
     assert len(sparse.checkpoints) == STEPS // 4
     assert sparse.nbytes() < full.nbytes()
-    # the tape is passed per call, not attached: later training records nothing
+    # the tape records inside its block only: later training records nothing
     proc.advance(coeffs[0], 1)
-    assert full.steps == STEPS and not hasattr(proc, "on_step")
+    assert full.steps == STEPS
 
 
 def test_in_place_change_after_recording_does_not_reach_the_tape():
     coeffs = coeff_schedule(make_process().family)
     ref = rmd.hypergradient(make_process(), coeffs, INTERVAL).coeff_grads
     proc, tape = make_process(), rmd.Tape(1)
-    for row in coeffs:
-        proc.advance(row, INTERVAL, tape=tape)
+    with proc.recording(tape):
+        for row in coeffs:
+            proc.advance(row, INTERVAL)
     first = tape.checkpoints[0][0]
     snapshot = {k: v.clone() for k, v in first.items()}
     for p in proc.params.values():  # an in-place update of the live weights
@@ -165,12 +167,33 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match=r"\(K, d\)"):
         rmd.hypergradient(proc, proc.family.default_coeffs(torch.float64), INTERVAL)
     tape = rmd.Tape()
-    proc.advance(proc.family.default_coeffs(torch.float64), 2, tape=tape)
+    with proc.recording(tape):
+        proc.advance(proc.family.default_coeffs(torch.float64), 2)
     with pytest.raises(ValueError, match="dev objective"):
         rmd.reverse(proc, tape, objective="accuracy")
     proc.advance(proc.family.default_coeffs(torch.float64), 1)  # outside the tape
     with pytest.raises(RuntimeError, match="tape ends at step"):
         rmd.reverse(proc, tape)
     # a tape that missed steps (the process trained without it in between) refuses to record on
-    with pytest.raises(RuntimeError, match="tape expected step 2, got 3"):
-        proc.advance(proc.family.default_coeffs(torch.float64), 1, tape=tape)
+    with pytest.raises(RuntimeError, match="tape expected step 2, got 3"), proc.recording(tape):
+        proc.advance(proc.family.default_coeffs(torch.float64), 1)
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_a_reverse_pass_is_charged_as_documented(every):
+    """The forward steps are charged as training, each reverse step, each recomputed step and
+    the dev gradient at their KINDS prices, by the process that runs them."""
+    from envs.cost import KINDS
+
+    proc = make_process()
+    coeffs = coeff_schedule(proc.family)
+    rmd.hypergradient(proc, coeffs, INTERVAL, checkpoint_every=every)
+    recomputed = STEPS - STEPS // every  # a segment of k steps recomputes k - 1 of them
+    want = {
+        "train": STEPS * KINDS["train"],
+        "reverse": STEPS * KINDS["reverse"],
+        "dev_grad": 20 / 16 * KINDS["dev_grad"],  # the 20-example dev split at batch 16
+    }
+    if recomputed:
+        want["recompute"] = recomputed * KINDS["recompute"]
+    assert proc.cost.by_kind() == pytest.approx(want)

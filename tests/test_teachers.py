@@ -13,7 +13,7 @@ from teachers import TEACHERS, EnvSpec, Teacher, make_teacher, teacher_class
 
 class RecordingSpec(EnvSpec):
     """An EnvSpec that keeps every env it builds, so the test reads the processes' own
-    student-step counters instead of trusting the teacher's report."""
+    counters (``process.cost``) instead of trusting the teacher's report."""
 
     built: list = []
 
@@ -32,6 +32,7 @@ TINY_CONFIGS = {  # small networks: the interface is under test here, not the le
     "reinforce": {"hidden": 16},
     "ppo": {"net_arch": [16]},
     "a2c": {"net_arch": [16]},
+    "l2t-dln": {"hidden": 8, "lookahead": 5},  # an iteration (29 step equivalents) fits BUDGET
 }
 
 
@@ -56,7 +57,7 @@ def fitted(name: str) -> tuple[Teacher, object, int]:
         RecordingSpec.built = []
         teacher = make_teacher(name, **TINY_CONFIGS.get(name, {}))
         report = teacher.fit(TINY, BUDGET, seed=0)
-        counted = sum(env.unwrapped.process.student_steps for env in RecordingSpec.built)
+        counted = sum(env.unwrapped.process.cost.total for env in RecordingSpec.built)
         _FITTED[name] = teacher, report, counted
     return _FITTED[name]
 
@@ -71,14 +72,34 @@ def observations(teacher: Teacher, n: int = 3) -> tuple[object, list[np.ndarray]
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_fit_respects_the_budget_in_student_steps(name):
-    teacher, report, counted = fitted(name)
-    assert report.student_steps <= BUDGET
-    assert counted <= BUDGET  # what the processes themselves counted
-    if name in LEARNERS:
-        assert report.student_steps == counted > 0
-        assert len(report.log) >= 1  # at least one policy update happened within the budget
-        assert all(row["student_steps"] <= BUDGET for row in report.log)
+def test_the_skeleton_stops_every_teacher_at_its_budget(name, monkeypatch):
+    """Over the whole registry: every update a teacher ran cost, by its processes' own counters,
+    no more than it declared; the report is what the processes were charged; and the fit ended
+    because the next declared update did not fit in what was left (or nothing was left to
+    learn), so no teacher stops early or overshoots."""
+    cls = teacher_class(name)
+    original = cls.next_update
+    declared = []
+
+    def spy(self, run):
+        cost = original(self, run)
+        declared.append((run.spent, cost))
+        return cost
+
+    monkeypatch.setattr(cls, "next_update", spy)
+    RecordingSpec.built = []
+    report = make_teacher(name, **TINY_CONFIGS.get(name, {})).fit(TINY, BUDGET, seed=0)
+    counted = sum(env.unwrapped.process.cost.total for env in RecordingSpec.built)
+    assert report.student_steps == pytest.approx(counted)
+    *ran, (spent, last) = declared
+    for (before, cost), (after, _) in zip(ran, declared[1:], strict=True):
+        assert after - before <= cost + 1e-9  # an update never costs more than declared
+    assert spent == pytest.approx(report.student_steps) and spent <= BUDGET
+    assert last is None or spent + last > BUDGET  # stopped only when the next did not fit
+    if name in LEARNERS or name in ("l2t-dlf", "l2t-dln"):
+        assert ran and counted > 0 and len(report.log) >= 1
+    else:  # nothing to learn: nothing spent
+        assert not ran and counted == 0 and not report.log
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -132,7 +153,7 @@ def test_rl_teachers_run_on_the_full_bilinear_family(name):
     teacher = make_teacher(name, family="bilinear", **TINY_CONFIGS[name])
     spec = TINY.replace(horizon=1)
     report = teacher.fit(spec, 2 * spec.episode_steps, seed=1)
-    assert 0 < report.student_steps <= 2 * spec.episode_steps
+    assert report.cost == {"train": 2 * spec.episode_steps}  # two 1-step episodes fit exactly
     assert teacher.config["family"] == "bilinear"
     env = teacher.spec_for(spec).make_env()
     obs, _ = env.reset(seed=0)
@@ -236,7 +257,7 @@ def test_teach_batch_equals_teaching_one_student_at_a_time(name):
             assert a.keys() == b.keys()
             for key in ("reward", "dev_accuracy", "train_loss", "student_steps"):
                 np.testing.assert_allclose(a[key], b[key], atol=1e-4)
-        for key in ("test_error", "dev_error", "student_steps", "diverged"):
+        for key in ("test_error", "dev_error", "student_steps", "diverged", "teach_cost"):
             assert got.final[key] == pytest.approx(want.final[key], abs=1e-3)
 
 
@@ -260,9 +281,9 @@ def test_reinforce_fits_n_envs_students_at_once():
 
 
 STOP_BUDGET = 20 * TINY.episode_steps
-UPDATE_COST = {  # student steps one update of each learning teacher may spend on TINY
-    "l2t-dlf": 2 * TINY.episode_steps,  # a training episode, or a selection of 2 students
-    "l2t-dln": 2 * TINY.interval,  # look-ahead + committed steps of one iteration (K = 5)
+UPDATE_COST = {  # step equivalents one update of each learning teacher may spend on TINY
+    "l2t-dlf": 2 * TINY.episode_steps,  # the first update: a selection of 2 students
+    "l2t-dln": 29,  # two differentiable 5-step look-aheads, two CE_val gradients, 5 steps
     "reinforce": 2 * TINY.episode_steps,  # episodes_per_update = 2
     "ppo": make_teacher("ppo").rollout_steps(STOP_BUDGET, TINY.interval) * TINY.interval,
     "a2c": make_teacher("a2c").rollout_steps(STOP_BUDGET, TINY.interval) * TINY.interval,
@@ -281,10 +302,10 @@ def test_a_callback_returning_false_stops_every_learning_teacher(name):
         return False
 
     RecordingSpec.built = []
-    config = {**TINY_CONFIGS.get(name, {}), **({"hidden": 8} if name == "l2t-dln" else {})}
+    config = TINY_CONFIGS.get(name, {})
     report = make_teacher(name, **config).fit(TINY, STOP_BUDGET, seed=0, callback=stop)
-    counted = sum(env.unwrapped.process.student_steps for env in RecordingSpec.built)
-    assert report.student_steps == counted <= STOP_BUDGET
+    counted = sum(env.unwrapped.process.cost.total for env in RecordingSpec.built)
+    assert report.student_steps == pytest.approx(counted) and counted <= STOP_BUDGET
     if not seen:  # a fixed teacher: nothing learned, nothing spent
         assert name not in UPDATE_COST and report.student_steps == 0 and not report.log
         return
@@ -296,8 +317,9 @@ def test_a_callback_returning_false_stops_every_learning_teacher(name):
 
 
 def test_the_skeleton_refuses_a_fit_over_its_budget():
-    """A teacher whose _fit reports more steps than its budget is a bug, not a silent unequal
-    comparison; the skeleton also stamps wall time and checks the budget before any work."""
+    """A teacher whose update costs more than it declared is a bug, not a silent unequal
+    comparison: the skeleton reads the processes' counters and refuses the fit; it also checks
+    the budget before any work."""
 
     class Overspender(Teacher):
         name = "overspender"
@@ -305,9 +327,17 @@ def test_the_skeleton_refuses_a_fit_over_its_budget():
         def act(self, observation):
             return np.zeros(1, np.float32)
 
-        def _fit(self, run):
-            run.log({"student_steps": run.budget + 1})
-            run.report.student_steps = run.budget + 1
+        def setup(self, run):
+            self.env = run.make_env()
+            self.env.reset(seed=0)
+
+        def next_update(self, run):
+            return 1.0  # declares one step ...
+
+        def update(self, run):
+            process = self.env.unwrapped.process
+            process.advance(process.family.default_coeffs(), 11)  # ... and runs eleven
+            return [{}]
 
     with pytest.raises(RuntimeError, match="over its budget of 10"):
         Overspender().fit(TINY, 10)

@@ -75,7 +75,7 @@ def test_make_vec_vector_entry_point():
     assert info["student_seed"].tolist() == [0, 1, 2, 3]
     obs, reward, term, trunc, info = env.step(env.action_space.sample())
     assert obs.shape == (4, 12) and reward.shape == (4,) and not (term | trunc).any()
-    assert env.unwrapped.process.student_steps == 4 * SMALL["interval"]
+    assert env.unwrapped.process.cost.by_kind() == {"train": 4 * SMALL["interval"]}
     env.close()
 
 
@@ -88,7 +88,7 @@ def test_bad_actions_change_nothing():
     bad[2, 0] = np.nan
     with pytest.raises(ValueError):
         vec.step(bad)
-    assert vec.process.student_steps == 0 and vec.t.tolist() == [0, 0, 0]
+    assert vec.process.cost.total == 0 and vec.t.tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="autoreset_mode"):
         LossTeachingVectorEnv(2, autoreset_mode="sometimes", **SMALL)
 
@@ -134,5 +134,5 @@ def test_sb3_ppo_learns_on_the_adapter():
     model = PPO("MlpPolicy", venv, n_steps=4, batch_size=8, n_epochs=1, seed=0, device="cpu")
     model.learn(32)  # 2 rollouts of 4 x 4 env steps
     assert model.num_timesteps == 32
-    assert venv.unwrapped.process.student_steps == 32 * SMALL["interval"]
+    assert venv.unwrapped.process.cost.by_kind() == {"train": 32 * SMALL["interval"]}
     assert len(model.ep_info_buffer) >= 4  # VecMonitor saw whole episodes end
