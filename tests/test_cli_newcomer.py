@@ -44,6 +44,7 @@ MALFORMED = {
     "--weight-decay": "-1",
     "--schedule": "linear",
     "--dev-subset": "zero",
+    "--meta-size": "0",
     "--student-kwargs": '{"width": 3}',  # a keyword the student does not take: found late
     "--loss-kwargs": "[1, 2]",
     "--reference": "/nonexistent/results",

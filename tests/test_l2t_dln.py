@@ -161,7 +161,7 @@ def test_stage_three_lookahead_is_the_committed_student_and_is_charged():
     assert (teacher.phi - phi0).abs().max() <= teacher.cfg.dln_step  # ... by at most alpha
     assert a.step == 0  # learn_step decides; it commits nothing
     assert a.cost.by_kind() == pytest.approx(
-        {"unroll": 2 * 2 * KINDS["unroll"], "dev_grad": 2 * 16 / 16 * KINDS["dev_grad"]}
+        {"unroll": 2 * 2 * KINDS["unroll"], "dev_grad": 2 * a.dev_subset / 16 * KINDS["dev_grad"]}
     )
     a.advance(teacher.phi, 2)  # the env's step: the commit
     state, stats = b.lookahead(teacher.phi.clone().requires_grad_(True), 2, differentiable=True)
@@ -187,7 +187,7 @@ def test_lookahead_works_on_copies_of_the_batchnorm_buffers():
     _, val = lookahead_hypergradient(proc, phi, 2)
     assert proc.state is state and proc.step == 0
     assert proc.cost.by_kind() == pytest.approx(  # charged, not committed
-        {"unroll": 2 * KINDS["unroll"], "dev_grad": 16 / 16 * KINDS["dev_grad"]}
+        {"unroll": 2 * KINDS["unroll"], "dev_grad": proc.dev_subset / 16 * KINDS["dev_grad"]}
     )
     for k, b in before.buffers.items():
         assert torch.equal(proc.buffers[k], b), k

@@ -192,7 +192,7 @@ def test_a_reverse_pass_is_charged_as_documented(every):
     want = {
         "train": STEPS * KINDS["train"],
         "reverse": STEPS * KINDS["reverse"],
-        "dev_grad": 20 / 16 * KINDS["dev_grad"],  # the 20-example dev split at batch 16
+        "dev_grad": proc.dev_subset / 16 * KINDS["dev_grad"],  # the dev subset at batch 16
     }
     if recomputed:
         want["recompute"] = recomputed * KINDS["recompute"]
