@@ -59,6 +59,9 @@ class EnvConfig:
     noisy_dev: bool = False
     imbalance: float = 1.0
     """long-tailed training split: largest / smallest class count (1 = as loaded)"""
+    lr_action: bool = False
+    """append one action to every loss family: the student's lr becomes schedule(t) * 2^(2 a),
+    a in [-1, 1] (envs.losses.LearningRateAction); off keeps every family and result as before"""
 
 
 DEFAULTS = EnvConfig()
@@ -78,6 +81,7 @@ PROCESS_FIELDS = (
     "label_noise_kind",
     "noisy_dev",
     "imbalance",
+    "lr_action",
 )
 """the fields :class:`~envs.process.TeachingProcess` takes as they are (besides ``dtype``, as a
 torch dtype; the optimiser fields reach it as an SGDConfig, the episode fields stay in the env)"""

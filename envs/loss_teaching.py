@@ -28,7 +28,8 @@ class LossTeachingEnv(gymnasium.Env):
 
     ## Action
     float32 Box in [-1, 1]^d, d = the loss family's dimension; the family maps it affinely (or
-    through 2^a for temperatures) to coefficients. Finite actions outside the box are clipped;
+    through 2^a for temperatures) to coefficients. With ``lr_action``, one more entry a scales
+    the student's lr to schedule(t) * 2^(2 a). Finite actions outside the box are clipped;
     NaN/inf, a wrong shape or a non-numeric action raise ``ValueError`` before anything changes.
 
     ## Transition
@@ -85,6 +86,7 @@ class LossTeachingEnv(gymnasium.Env):
         label_noise_kind: str = D.label_noise_kind,
         noisy_dev: bool = D.noisy_dev,
         imbalance: float = D.imbalance,
+        lr_action: bool = D.lr_action,
     ) -> None:
         if horizon < 1 or interval < 1:
             raise ValueError(f"horizon and interval must be >= 1, got {horizon}, {interval}")
@@ -116,6 +118,7 @@ class LossTeachingEnv(gymnasium.Env):
             label_noise_kind=label_noise_kind,
             noisy_dev=noisy_dev,
             imbalance=imbalance,
+            lr_action=lr_action,
         )
         self.family = self.process.family
         self.state_fn = state_fn or DefaultState()

@@ -110,6 +110,8 @@ class TeachingProcess(StateViews):
         label_noise, label_noise_kind, noisy_dev, imbalance: corrupt the training split (and dev
             with ``noisy_dev``) after the split, seeded, see ``students.corruption``; what was
             applied is in :attr:`corruption`.
+        lr_action: the family gets one more coefficient, the log2 multiplier of eta_t
+            (``envs.losses.LearningRateAction``), applied in :meth:`student_step`.
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class TeachingProcess(StateViews):
         label_noise_kind: str = D.label_noise_kind,
         noisy_dev: bool = D.noisy_dev,
         imbalance: float = D.imbalance,
+        lr_action: bool = D.lr_action,
     ) -> None:
         check_corruption(label_noise, label_noise_kind, imbalance)
         self.device = resolve_device(device)
@@ -154,7 +157,7 @@ class TeachingProcess(StateViews):
             student, self.data.input_shape, self.num_classes, **(student_kwargs or {})
         ).to(self.device, dtype)
         self.student_name = student
-        self.family = make_loss(loss, self.num_classes, **(loss_kwargs or {}))
+        self.family = make_loss(loss, self.num_classes, lr_action=lr_action, **(loss_kwargs or {}))
         self.optim = optim or SGDConfig()
         if batch_size < 1 or batch_size > len(self.data.y_train):
             raise ValueError(
@@ -278,6 +281,7 @@ class TeachingProcess(StateViews):
                 self.optim.momentum,
                 self.optim.weight_decay,
                 inplace=inplace,
+                lr_scale=self.family.lr_multiplier(coeffs),  # None unless the lr is an action
             )
         stats = None
         if with_stats:
@@ -518,7 +522,12 @@ class TeachingProcess(StateViews):
 
     @property
     def lr(self) -> float:
-        return self.optim.lr_at(self.step) if self.seed is not None else self.optim.lr
+        """eta_t; with the lr action, times the last coefficients' multiplier (one read)."""
+        if self.seed is None:
+            return self.optim.lr
+        scale = None if self.coeffs is None else self.family.lr_multiplier(self.coeffs)
+        lr = self.optim.lr_at(self.step)
+        return lr if scale is None else lr * float(scale)
 
     @property
     def log_classes(self) -> float:

@@ -143,9 +143,21 @@ def _recompute(
                 cfg.lr_at(t),
                 cfg.momentum,
                 cfg.weight_decay,
+                lr_scale=process.family.lr_multiplier(coeffs),
             )
         out.append(w)
     return out
+
+
+def _lr_term(process: TeachingProcess, coeffs: torch.Tensor):
+    """(s(Phi), ds/dPhi / s) of the family's lr multiplier, or (None, None) without one."""
+    leaf = coeffs.detach().requires_grad_(True)
+    with torch.enable_grad():
+        s = process.family.lr_multiplier(leaf)
+        if s is None:
+            return None, None
+        (ds,) = torch.autograd.grad(s, leaf)
+    return s.detach(), (ds / s).detach().flatten()
 
 
 def reverse(
@@ -187,6 +199,11 @@ def reverse(
     scratch = {k: b.clone() for k, b in process.buffers.items()}
     k_every = tape.checkpoint_every
     end = tape.start + tape.steps
+    # lr action (envs.losses.LearningRateAction): eta_t = schedule(t) s(Phi), and
+    # dM/dPhi += dw_{t+1} . (w_{t+1} - w_t) ds/dPhi / s, as w_{t+1} - w_t = -eta_t v_{t+1}
+    lr_terms = [_lr_term(process, c) for c in tape.coeffs]
+    scales = [1.0 if s is None else float(s) for s, _ in lr_terms]  # one read per segment
+    w_next = process.params
     starts = sorted(tape.checkpoints, reverse=True)
     for seg_start in starts:
         seg_end = min(seg_start + k_every, end)
@@ -197,8 +214,13 @@ def reverse(
         for t in range(seg_end - 1, seg_start - 1, -1):
             w_t = weights[t - seg_start]
             seg = tape.segment_of_step[t - tape.start]
-            eta = cfg.lr_at(t)
+            eta = cfg.lr_at(t) * scales[seg]
             x, y = process.batch(t)
+            if lr_terms[seg][1] is not None:
+                step = torch._foreach_sub([w.detach() for w in w_next.values()], list(w_t.values()))
+                moved = torch.stack([(a * b).sum() for a, b in zip(dw, step, strict=True)]).sum()
+                dphi[seg] += moved * lr_terms[seg][1]
+            w_next = w_t
             dv_tot = torch._foreach_add(dv, dw, alpha=-eta)
             inputs = _leaves(w_t)
             coeffs = tape.coeffs[seg].detach().requires_grad_(True)
