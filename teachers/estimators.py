@@ -511,7 +511,10 @@ class PES:
             torch.zeros(self.pairs, dtype=torch.float64),
             losses[0::2] - losses[1::2],
         )
-        grad = (self.xi * diff.unsqueeze(1)).sum(0) / (2 * self.pairs * self.sigma**2)
+        per_pair = self.xi * diff.unsqueeze(1) / (2 * self.sigma**2)
+        self.last_pair_estimates = per_pair
+        """(pairs, P): each pair's estimate of the last call; their mean is ``grad``"""
+        grad = per_pair.mean(0)
         ok = [not b for b in bad]
         finite = torch.stack(m_end).double().cpu()[[2 * i for i in range(self.pairs) if ok[i]]]
         objective = float(finite.mean()) if len(finite) else math.nan
