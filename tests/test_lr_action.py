@@ -185,3 +185,10 @@ def test_batched_students_follow_the_lr_action():
         env.process.advance(coeffs[i], 5)
         for k, p in env.process.params.items():
             torch.testing.assert_close(batched.params[k][i], p, rtol=1e-10, atol=1e-12)
+
+
+def test_l2t_dln_refuses_the_lr_action_with_its_reason():
+    from teachers.registry import make_teacher
+
+    with pytest.raises(ValueError, match="l2t-dln does not act on the lr"):
+        make_teacher("l2t-dln").spec_for(SPEC.replace(lr_action=True, horizon=2, interval=10))
