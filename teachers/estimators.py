@@ -249,7 +249,8 @@ class Unroll:
         proc = self.process
         while left > 0 and not self.done:
             t = proc.step
-            if t % self.interval == 0 and (self.decision is None or self.decision.step != t):
+            fresh = self.decision is None  # also a checkpoint between decisions: act at once
+            if fresh or (t % self.interval == 0 and self.decision.step != t):
                 self.decision = self._decide(theta, t, grad)
             n = min(left, self.interval - t % self.interval, self.episode_steps - t)
             proc.advance(self.decision.coeffs, n, tape=tape)

@@ -113,6 +113,14 @@ def test_restart_from_a_checkpoint_is_the_continuing_runs_window():
     for _ in range(2):  # every estimate starts from the checkpoint again
         r = restart.estimate(theta)
         torch.testing.assert_close(r.grad, second.grad, rtol=1e-12, atol=0)
+    # a checkpoint between two decisions: the policy acts at once, as the continuing run did
+    cont3 = E.Truncated(TINY.make_env(), policy, 3, seeds=[4])
+    cont3.estimate(theta)
+    mid = cont3.unroll.process.state.clone()
+    second3 = cont3.estimate(theta)
+    r = E.Truncated(TINY.make_env(), policy, 3, seeds=[4], start=mid).estimate(theta)
+    assert r.steps == 3 and r.grad.norm() > 0
+    torch.testing.assert_close(r.grad, second3.grad, rtol=1e-12, atol=0)
 
 
 def pes_episode_sums(estimator, theta, episodes):
