@@ -192,3 +192,27 @@ def test_l2t_dln_refuses_the_lr_action_with_its_reason():
 
     with pytest.raises(ValueError, match="l2t-dln does not act on the lr"):
         make_teacher("l2t-dln").spec_for(SPEC.replace(lr_action=True, horizon=2, interval=10))
+
+
+def test_a_gradient_teacher_differentiates_through_the_lr_action():
+    """End to end: the whole-run estimator's d M / d a_lr for a constant lr action (through the
+    env's float32 action, the family's map ell = 2 a and the RMD engine) against central
+    differences of the same runs."""
+    from teachers import estimators as E
+
+    spec = SPEC.replace(lr_action=True, horizon=3)
+    env = spec.make_env()
+    basis = torch.zeros(env.family.dim, 1, dtype=torch.float64)
+    basis[-1, 0] = 1.0
+    policy = E.affine_policy(torch.zeros(env.family.dim, dtype=torch.float64), basis)
+
+    def run(theta: float):
+        return E.Full(spec.make_env(), policy, seeds=[2]).estimate(
+            torch.tensor([theta], dtype=torch.float64)
+        )
+
+    g = float(run(0.25).grad[0])
+    h = 1e-3
+    fd = (run(0.25 + h).objective - run(0.25 - h).objective) / (2 * h)
+    assert abs(fd) > 1e-3
+    assert g == pytest.approx(fd, rel=1e-3)
