@@ -31,10 +31,13 @@ import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from envs.config import EnvConfig
 
 KEY_COLUMNS = ["teacher", "student", "dataset", "loss", "budget", "seed", "student_seed"]
 """what identifies a taught student: shared by the records and the coefficient tables"""
@@ -109,6 +112,11 @@ class RecordStore:
         path = self.root / "config.json"
         if path.exists():
             old = json.loads(path.read_text())
+            # an EnvConfig field added after the directory was made (e.g. lr_action) is absent
+            # from its spec: absent means the field's default, which is what those rows used
+            added = {k: v for k, v in asdict(EnvConfig()).items() if k not in old.get("spec", {})}
+            if "spec" in old and all(config.get("spec", {}).get(k) == v for k, v in added.items()):
+                old = {**old, "spec": {**old["spec"], **added}}
             clash = [d for k in FIXED_KEYS for d in _differences(k, old.get(k), config.get(k))]
             if clash:
                 raise ValueError(

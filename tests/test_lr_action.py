@@ -216,3 +216,19 @@ def test_a_gradient_teacher_differentiates_through_the_lr_action():
     fd = (run(0.25 + h).objective - run(0.25 - h).objective) / (2 * h)
     assert abs(fd) > 1e-3
     assert g == pytest.approx(fd, rel=1e-3)
+
+
+def test_results_made_before_the_option_resume_and_a_real_change_still_clashes(tmp_path):
+    """A results directory whose config.json predates lr_action (no such key in its spec)
+    resumes with lr_action off; turning it on is a clash, as any other spec change."""
+    import json
+
+    from analysis.records import RecordStore
+
+    spec = EnvSpec().to_dict()
+    old = {"spec": {k: v for k, v in spec.items() if k != "lr_action"}, "teachers": ["ce"]}
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    RecordStore(tmp_path).open({"spec": spec, "teachers": ["ce"]})
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="lr_action"):
+        RecordStore(tmp_path).open({"spec": {**spec, "lr_action": True}, "teachers": ["ce"]})
