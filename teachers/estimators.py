@@ -284,7 +284,7 @@ def _theta_grad(
     for seg, g in zip(segments, coeff_grads, strict=True):
         # the family's map, differentiably (action_to_coeffs validates on the host)
         coeffs = family._action_to_coeffs(seg.action.clamp(-1.0, 1.0))
-        total = total + (coeffs * g.to(torch.float64)).sum()
+        total = total + (coeffs * g.to("cpu", torch.float64)).sum()  # theta lives on the host
     leaves = list({id(s.leaf): s.leaf for s in segments}.values())
     grads = torch.autograd.grad(total, leaves, retain_graph=True, allow_unused=True)
     out = torch.zeros_like(like, dtype=torch.float64)
