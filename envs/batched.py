@@ -254,6 +254,7 @@ class BatchedTeachingProcess(StateViews):
                 self.optim.momentum,
                 self.optim.weight_decay,
                 inplace=True,
+                lr_scale=self.family.lr_multiplier(coeffs),  # (N,) with the lr action, else None
             )
             self.diverged |= ~torch.isfinite(loss)
             self.steps[:] += 1
@@ -380,7 +381,9 @@ class BatchedTeachingProcess(StateViews):
     @property
     def lr_ratio(self) -> torch.Tensor:
         factors = [self._unit.lr_at(int(s)) for s in self.steps]
-        return torch.tensor(factors, dtype=self.dtype, device=self.device)
+        ratio = torch.tensor(factors, dtype=self.dtype, device=self.device)
+        scale = None if self.coeffs is None else self.family.lr_multiplier(self.coeffs)
+        return ratio if scale is None else ratio * scale.to(self.dtype)
 
     @property
     def log_classes(self) -> float:

@@ -200,6 +200,7 @@ class EnvConfig:
     label_noise_kind: str = setting("symmetric", "symmetric (uniform over the other classes) or pairflip (c -> c + 1 mod C)", choice("noise kind", NOISE_KINDS), PROCESS)  # noqa: E501
     noisy_dev: bool = setting(False, "flip dev labels too (default: dev stays the clean set teachers select on)", FLAG, PROCESS)  # noqa: E501
     imbalance: float = setting(1.0, "long-tailed training split: largest / smallest class count (1 = as loaded)", RATIO, PROCESS)  # noqa: E501
+    lr_action: bool = setting(False, "append one action to every loss family: the student lr becomes schedule(t) * 2^(2 a), a in [-1, 1] (envs.losses.LearningRateAction); off keeps every family and result as before", FLAG, PROCESS)  # noqa: E501
     # fmt: on
 
     def validate(self) -> EnvConfig:

@@ -79,6 +79,11 @@ class LossFamily:
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         return self.loss(logits, y, coeffs)
 
+    def lr_multiplier(self, coeffs: torch.Tensor) -> torch.Tensor | None:
+        """The factor the student's step multiplies eta_t by, or None: a plain family leaves the
+        lr alone (``envs.losses.LearningRateAction`` overrides this)."""
+        return None
+
     def coeff_features(self, coeffs: torch.Tensor) -> torch.Tensor:
         """Three O(1) numbers that summarise how far `coeffs` are from the default, for the
         state vector: mean deviation, mean absolute deviation, max absolute deviation."""

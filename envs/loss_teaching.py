@@ -27,7 +27,8 @@ class LossTeachingEnv(gymnasium.Env):
 
     ## Action
     float32 Box in [-1, 1]^d, d = the loss family's dimension; the family maps it affinely (or
-    through 2^a for temperatures) to coefficients. Finite actions outside the box are clipped;
+    through 2^a for temperatures) to coefficients. With ``lr_action``, one more entry a scales
+    the student's lr to schedule(t) * 2^(2 a). Finite actions outside the box are clipped;
     NaN/inf, a wrong shape or a non-numeric action raise ``ValueError`` before anything changes.
 
     ## Transition

@@ -40,6 +40,8 @@ __all__ = [
     "DynamicLossNetwork",
     "GeneralizedCrossEntropy",
     "LabelSmoothing",
+    "LR_ACTION_OCTAVES",
+    "LearningRateAction",
     "LossFamily",
     "make_loss",
 ]
@@ -355,6 +357,65 @@ class Compact(LossFamily):
         return (focal * smoothed).mean()
 
 
+LR_ACTION_OCTAVES = 2.0
+"""k of the lr action: eta_t = schedule(t) * 2^(k a), a in [-1, 1], so a teacher scales the
+schedule's lr by 1/4 .. 4 (0.1 -> 0.025 .. 0.4; the L2T-DLF runs used 0.4, results/l2t_dlf)"""
+
+
+class LearningRateAction(LossFamily):
+    """Any family plus one more action: a bounded log-multiplier of the student's learning rate.
+
+    Action ``[a_base..., a_lr]``; coefficients ``[Phi_base..., ell]`` with ell = k a_lr the log2
+    of the multiplier (k = ``octaves``); the loss is the base family's on Phi_base, and the
+    process's step uses eta_t = schedule(t) * 2^ell (:meth:`lr_multiplier`, a tensor on the
+    differentiable path, so gradient teachers differentiate through it). a_lr = 0 is the
+    schedule's lr exactly (2^0 = 1). ell is affine in the action, so an affine base family stays
+    affine (:meth:`center_and_half_range`). The state's coefficient features are the base's.
+    """
+
+    def __init__(self, base: LossFamily, octaves: float = LR_ACTION_OCTAVES) -> None:
+        if isinstance(base, LearningRateAction):
+            raise ValueError("the family already has an lr action")
+        if not (octaves > 0 and math.isfinite(octaves)):
+            raise ValueError(f"octaves must be positive and finite, got {octaves}")
+        super().__init__(base.num_classes)
+        self.base, self.octaves = base, float(octaves)
+        self.name, self.needs_head = base.name, base.needs_head
+        self.dim = base.dim + 1
+
+    def default_coeffs(self, dtype=torch.float32, device=None):
+        zero = torch.zeros(1, dtype=dtype, device=device)
+        return torch.cat([self.base.default_coeffs(dtype, device), zero])
+
+    def _action_to_coeffs(self, a):
+        return torch.cat([self.base._action_to_coeffs(a[:-1]), self.octaves * a[-1:]])
+
+    def coeffs_to_action(self, coeffs):
+        c = coeffs.detach().double().cpu()
+        return torch.cat([self.base.coeffs_to_action(c[:-1]), c[-1:] / self.octaves])
+
+    def center_and_half_range(self):
+        """The base's affine map plus ell = 0 + k a (AttributeError for a non-affine base)."""
+        center, half = self.base.center_and_half_range()
+        one = torch.ones(1, dtype=torch.float64)
+        return torch.cat([center, 0 * one]), torch.cat([half, self.octaves * one])
+
+    def lr_multiplier(self, coeffs):
+        return torch.exp2(coeffs[..., -1])
+
+    def loss(self, logits, y, coeffs):
+        return self.base.loss(logits, y, coeffs[..., :-1])
+
+    def head_loss(self, logits, y, coeffs, features, weight, bias):
+        return self.base.head_loss(logits, y, coeffs[..., :-1], features, weight, bias)
+
+    def coeff_features(self, coeffs):
+        return self.base.coeff_features(coeffs[..., :-1])
+
+    def __repr__(self) -> str:
+        return f"LearningRateAction({self.base!r}, octaves={self.octaves})"
+
+
 LOSSES: dict[str, type[LossFamily]] = {
     "bilinear": Bilinear,
     "dln": DynamicLossNetwork,
@@ -385,10 +446,17 @@ def _one_hot(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Ten
     return (y.unsqueeze(-1) == torch.arange(num_classes, device=y.device)).to(dtype)
 
 
-def make_loss(name: str | LossFamily, num_classes: int, **kwargs) -> LossFamily:
-    """Build a loss family by name (an instance passes through unchanged)."""
+def make_loss(
+    name: str | LossFamily, num_classes: int, *, lr_action: bool = False, **kwargs
+) -> LossFamily:
+    """Build a loss family by name (an instance passes through unchanged); `lr_action` appends
+    the lr log-multiplier (:class:`LearningRateAction`) unless the family has it already."""
     if isinstance(name, LossFamily):
-        return name
-    if name not in LOSSES:
+        family = name
+    elif name not in LOSSES:
         raise unknown_name_error("loss", name, LOSSES)
-    return LOSSES[name](num_classes, **kwargs)
+    else:
+        family = LOSSES[name](num_classes, **kwargs)
+    if lr_action and not isinstance(family, LearningRateAction):
+        family = LearningRateAction(family)
+    return family

@@ -23,6 +23,7 @@ an RMD recompute or reverse step, a dev-objective gradient) is charged to :attr:
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import sys
 from collections.abc import Callable, Iterator
@@ -153,7 +154,7 @@ class TeachingProcess(StateViews):
             c.student, self.data.input_shape, self.num_classes, **c.student_kwargs
         ).to(self.device, dtype)
         self.student_name = c.student
-        self.family = make_loss(c.loss, self.num_classes, **c.loss_kwargs)
+        self.family = make_loss(c.loss, self.num_classes, lr_action=c.lr_action, **c.loss_kwargs)
         self.optim = optim or SGDConfig()
         if c.batch_size > len(self.data.y_train):
             raise ValueError(
@@ -295,6 +296,7 @@ class TeachingProcess(StateViews):
                 self.optim.momentum,
                 self.optim.weight_decay,
                 inplace=inplace,
+                lr_scale=self.family.lr_multiplier(coeffs),  # None unless the lr is an action
             )
         stats = None
         if with_stats:
@@ -306,6 +308,15 @@ class TeachingProcess(StateViews):
                     (detached.argmax(-1) == y).sum(),
                 )
         return StudentState(new_params, velocity, buffers, state.step + 1), stats
+
+    def fork(self) -> TeachingProcess:
+        """A second student on this process's data, model, loss family, optimiser and cost meter
+        (so its passes are charged to the same account): an evolution-strategies particle, say.
+        Call :meth:`reset` on it before use: that gives it its own weights, data order and
+        episode records, which only its own methods change."""
+        twin = copy.copy(self)
+        object.__setattr__(twin, "seed", None)
+        return twin
 
     # -- training -----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -748,7 +759,12 @@ class TeachingProcess(StateViews):
 
     @property
     def lr(self) -> float:
-        return self.optim.lr_at(self.step) if self.seed is not None else self.optim.lr
+        """eta_t; with the lr action, times the last coefficients' multiplier (one read)."""
+        if self.seed is None:
+            return self.optim.lr
+        scale = None if self.coeffs is None else self.family.lr_multiplier(self.coeffs)
+        lr = self.optim.lr_at(self.step)
+        return lr if scale is None else lr * float(scale)
 
     @property
     def log_classes(self) -> float:

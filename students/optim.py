@@ -76,6 +76,7 @@ def sgd_step(
     weight_decay: float,
     *,
     inplace: bool = False,
+    lr_scale: torch.Tensor | None = None,
 ) -> tuple[Tensors, Tensors]:
     """One momentum-SGD step: returns (w_{t+1}, v_{t+1}).
 
@@ -87,22 +88,37 @@ def sgd_step(
     overwrites `grads`, as torch.optim.SGD does: a fresh 0.8 MB buffer per tensor per step costs
     ~20% of an MLP step on the CPU. Both use the ``torch._foreach_*`` kernels of torch.optim
     (differentiable), one call per operation for all tensors.
+
+    `lr_scale`, a teacher's lr action (envs.losses.LearningRateAction): a 0-d (or, stacked, (N,))
+    tensor multiplying eta_t, on the device and, on the differentiable path, in the graph. It
+    scales v_{t+1} before the usual update, w_{t+1} = w_t - eta_t (s v_{t+1}), so s = 1 leaves
+    every bit of the step as it is without the action.
     """
     keys = list(params)
     w, v, g = ([d[k] for k in keys] for d in (params, velocity, grads))
     stacked = isinstance(lr, torch.Tensor)
     if stacked:  # -eta_i broadcast over each stacked tensor's trailing dims
         neg_lr = [-lr.view(-1, *([1] * (t.dim() - 1))).to(t.dtype) for t in w]
+    if lr_scale is not None:  # (N,) per stacked student, or one 0-d factor
+        scales = [
+            lr_scale.view(-1, *([1] * (t.dim() - 1))) if lr_scale.dim() else lr_scale for t in w
+        ]
     if inplace:
         torch._foreach_add_(g, w, alpha=weight_decay)  # g + lambda w
         torch._foreach_mul_(v, momentum)
         torch._foreach_add_(v, g)
+        step = v if lr_scale is None else torch._foreach_mul(v, scales)
         if stacked:
-            torch._foreach_addcmul_(w, v, neg_lr)
+            torch._foreach_addcmul_(w, step, neg_lr)
         else:
-            torch._foreach_add_(w, v, alpha=-lr)
+            torch._foreach_add_(w, step, alpha=-lr)
         return params, velocity
     g = torch._foreach_add(g, w, alpha=weight_decay)
     v = torch._foreach_add(torch._foreach_mul(v, momentum), g)
-    w = torch._foreach_addcmul(w, v, neg_lr) if stacked else torch._foreach_add(w, v, alpha=-lr)
+    step = v if lr_scale is None else torch._foreach_mul(v, scales)
+    w = (
+        torch._foreach_addcmul(w, step, neg_lr)
+        if stacked
+        else torch._foreach_add(w, step, alpha=-lr)
+    )
     return dict(zip(keys, w, strict=True)), dict(zip(keys, v, strict=True))

@@ -298,7 +298,7 @@ class L2TDLFTeacher(Teacher):
         rows = []
         done = False
         while not done:
-            tape = rmd.Tape(c["checkpoint_every"])
+            tape = rmd.tape_for(proc, c["checkpoint_every"])
             actions.clear()
             with proc.recording(tape):
                 for step in itertools.islice(steps, window):

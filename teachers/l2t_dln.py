@@ -285,6 +285,11 @@ class L2TDLNTeacher(Teacher):
         env step of K student steps: the teacher decides once per iteration. The episode keeps
         its length, so the student's schedule and data order are the spec's."""
         k, steps = self.cfg.lookahead, spec.episode_steps
+        if spec.lr_action:
+            raise ValueError(
+                "l2t-dln does not act on the lr (its action is the loss network's weights, moved "
+                "by its LSTM from the validation gradient): run it with lr_action=False"
+            )
         if steps % k:
             raise ValueError(
                 f"l2t-dln acts every lookahead={k} student steps, which must divide the episode "

@@ -58,6 +58,9 @@ class Tape:
 
     checkpoint_every: int = 1
     """store (w, v) every k steps; 1 = every step, no recompute"""
+    keep_velocity: bool = False
+    """keep v_t at every checkpoint even with k = 1: a step whose lr is a coefficient (the lr
+    action) has d w_{t+1} / d eta = -v_{t+1}, which depends on v_t (:func:`tape_for` sets it)"""
     start: int | None = None
     """step index of the first recorded step"""
     steps: int = 0
@@ -89,10 +92,11 @@ class Tape:
         i = t - self.start
         if i % self.checkpoint_every == 0:
             w = {k: p.detach().clone() for k, p in params.items()}
-            # with recompute, a segment restarts from (w, v); with k = 1, v is never needed
+            # with recompute, a segment restarts from (w, v); with k = 1, v is needed only when
+            # the lr is a coefficient
             v = (
                 {k: p.detach().clone() for k, p in velocity.items()}
-                if self.checkpoint_every > 1
+                if self.checkpoint_every > 1 or self.keep_velocity
                 else {}
             )
             self.checkpoints[t] = (w, v)
@@ -122,6 +126,17 @@ class Hypergradient:
 
 def _leaves(d: Tensors) -> Tensors:
     return {k: p.detach().requires_grad_(True) for k, p in d.items()}
+
+
+def lr_is_a_coefficient(process: TeachingProcess) -> bool:
+    """True when the process's family scales the student lr (the lr action)."""
+    family = process.family
+    return family.lr_multiplier(family.default_coeffs(torch.float64)) is not None
+
+
+def tape_for(process: TeachingProcess, checkpoint_every: int = 1) -> Tape:
+    """A tape for `process`: it keeps what the reverse pass through this process needs."""
+    return Tape(checkpoint_every, keep_velocity=lr_is_a_coefficient(process))
 
 
 def reverse(
@@ -160,9 +175,14 @@ def reverse(
         len(tape.coeffs), tape.coeffs[0].numel(), dtype=tape.coeffs[0].dtype, device=dw[0].device
     )
     # BatchNorm in train mode normalises by batch statistics, so its running buffers do not
-    # enter g_t (the process's steps work on copies of them); v_t does not enter the VJP either
-    # (the step is linear in it), so with every-step checkpoints it is not stored: zeros stand in
+    # enter g_t (the process's steps work on copies of them); v_t enters the VJP only through a
+    # coefficient lr (the step is linear in it otherwise), so with every-step checkpoints it is
+    # stored only then (Tape.keep_velocity): zeros stand in
     buffers = process.buffers
+    if lr_is_a_coefficient(process) and tape.checkpoint_every == 1 and not tape.keep_velocity:
+        raise ValueError(
+            "the lr is a coefficient here: record with rmd.tape_for(process), which keeps v_t"
+        )
     any_velocity = {k: torch.zeros_like(p) for k, p in process.params.items()}
     coeffs_at = lambda t: tape.coeffs[tape.segment_of_step[t - tape.start]]  # noqa: E731
     k_every = tape.checkpoint_every
@@ -170,15 +190,16 @@ def reverse(
     for seg_start in sorted(tape.checkpoints, reverse=True):
         seg_end = min(seg_start + k_every, end)
         w, v = tape.checkpoints[seg_start]
-        if k_every == 1:
-            weights = [w]
-        else:  # w_t for t in [seg_start, seg_end) from the segment's checkpoint
-            start = StudentState(w, v, buffers, seg_start)
-            weights = [s.params for s in process.replay(start, seg_end - seg_start - 1, coeffs_at)]
+        start = StudentState(w, v or any_velocity, buffers, seg_start)
+        # (w_t, v_t) for t in [seg_start, seg_end) from the segment's checkpoint
+        states = (
+            [start] if k_every == 1 else process.replay(start, seg_end - seg_start - 1, coeffs_at)
+        )
         for t in range(seg_end - 1, seg_start - 1, -1):
             # dv_tot = dv - eta_t dw;  dPhi += (dg_t/dPhi)^T dv_tot;
             # dw <- dw + lambda dv_tot + H_t dv_tot;  dv <- mu dv_tot      (module docstring)
-            state_t = StudentState(weights[t - seg_start], any_velocity, buffers, t)
+            s = states[t - seg_start]
+            state_t = StudentState(s.params, s.velocity, buffers, t)
             dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv)
             dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
     return Hypergradient(m.detach(), dphi, objective)
@@ -205,7 +226,7 @@ def hypergradient(
         raise ValueError(f"coeffs must be (K, d), one row per interval; got {tuple(coeffs.shape)}")
     if interval < 1:
         raise ValueError(f"interval must be >= 1, got {interval}")
-    tape = Tape(checkpoint_every)
+    tape = tape_for(process, checkpoint_every)
     with process.recording(tape):
         for row in coeffs.detach():
             process.advance(row, interval)

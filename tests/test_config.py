@@ -208,6 +208,7 @@ def test_envspec_is_the_config_and_records_the_same_dict():
         "label_noise_kind": "symmetric",
         "noisy_dev": False,
         "imbalance": 1.0,
+        "lr_action": False,
     }
     assert list(EnvSpec().to_dict()) == list(FIELDS)
     spec = EnvSpec(horizon=3, student_kwargs={"hidden": 8})
