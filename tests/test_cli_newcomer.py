@@ -51,6 +51,7 @@ MALFORMED = {
     "--label-noise": "1.2",
     "--label-noise-kind": "diagonal",
     "--noisy-dev": None,
+    "--lr-action": None,
     "--imbalance": "0.5",
     "--backend": "dask",
     "--address": "no-port",

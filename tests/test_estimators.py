@@ -177,7 +177,7 @@ def test_online_with_zero_meta_lr_is_the_untrained_teachers_student_to_the_bit()
     """float32, interval 20, updates every 10 steps (cuts inside every interval)."""
     spec = TINY.replace(dtype="float32", interval=20, horizon=3)
     teacher, env = attention_teacher(spec)
-    *_, (_, _, info) = teacher.rollout(env, 9)
+    info = list(teacher.rollout(env, 9))[-1].info
     ref = {k: p.clone() for k, p in env.process.params.items()}
     policy, theta = E.teacher_policy(teacher)
     env2 = spec.make_env()

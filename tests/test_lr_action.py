@@ -12,9 +12,11 @@ from gymnasium.utils.env_checker import check_env
 
 from envs.batched import BatchedTeachingProcess
 from envs.losses import LOSSES, LR_ACTION_OCTAVES, LearningRateAction
+from envs.process import TeachingProcess
+from students.optim import SGDConfig
 from teachers import rmd
 from teachers.base import EnvSpec
-from tests.test_rmd import INTERVAL, SEGMENTS, coeff_schedule, make_process, rel_err, tiny_data
+from tests.test_rmd import DATA, INTERVAL, SEGMENTS, STEPS, coeff_schedule, rel_err, tiny_data
 
 SPEC = EnvSpec(
     dataset=tiny_data(),
@@ -120,9 +122,20 @@ def test_rl_teachers_see_the_larger_action_space():
     check_env(env, skip_render_check=True)
 
 
-def lr_process(every: int = 1):
-    proc = make_process()
-    proc.family = LearningRateAction(proc.family)
+def lr_process():
+    """test_rmd's float64 process, its bilinear family with the lr action."""
+    proc = TeachingProcess(
+        DATA,
+        "mlp",
+        "bilinear",
+        batch_size=16,
+        optim=SGDConfig(0.3, 0.9, 1e-2, "cosine", STEPS),
+        dtype=torch.float64,
+        device="cpu",
+        student_kwargs={"hidden": 6},
+        lr_action=True,
+    )
+    proc.reset(3)
     return proc
 
 
@@ -228,7 +241,10 @@ def test_results_made_before_the_option_resume_and_a_real_change_still_clashes(t
     spec = EnvSpec().to_dict()
     old = {"spec": {k: v for k, v in spec.items() if k != "lr_action"}, "teachers": ["ce"]}
     (tmp_path / "config.json").write_text(json.dumps(old))
-    RecordStore(tmp_path).open({"spec": spec, "teachers": ["ce"]})
+    defaults = {"spec": spec}  # what the runner hands the store: the settings' defaults
+    RecordStore(tmp_path).open({"spec": spec, "teachers": ["ce"]}, defaults=defaults)
     (tmp_path / "config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="lr_action"):
-        RecordStore(tmp_path).open({"spec": {**spec, "lr_action": True}, "teachers": ["ce"]})
+        RecordStore(tmp_path).open(
+            {"spec": {**spec, "lr_action": True}, "teachers": ["ce"]}, defaults=defaults
+        )
