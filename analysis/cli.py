@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -141,7 +142,11 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             help="student SGD steps each teacher may spend fitting; a comma list "
             "gives quality vs budget (default 6000)",
         )
-        p.add_argument("--dataset", default=spec.dataset, help=f"default {spec.dataset}")
+        p.add_argument(
+            "--dataset",
+            default=spec.dataset,
+            help=f"a name from `l2t datasets`, or a path to an .npz file (default {spec.dataset})",
+        )
         p.add_argument("--student", default=spec.student, help=f"default {spec.student}")
         p.add_argument(
             "--loss",
@@ -283,6 +288,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`l2t`; Ctrl-C anywhere is one line saying what was kept, and exit status 130 (the shell's
+    code for SIGINT), not a traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        words = list(sys.argv[1:] if argv is None else argv)
+        name = " ".join(["l2t", *words[:1]])
+        return _interrupted(
+            f"{name}: interrupted; what was complete is kept: re-run the same command to resume"
+        )
+
+
+def _interrupted(line: str) -> int:
+    """Print the one line Ctrl-C leaves (a second Ctrl-C meanwhile is ignored); status 130."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: no handler to swap
+        previous = None
+    try:
+        print("\n" + line, file=sys.stderr, flush=True)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return 130
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = "l2t " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -328,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnitsFailed as err:
         print(f"l2t {args.command}: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return _interrupted(interrupted_line(args.command, grid, store, before))
     sections, reference_ok = reference_section(args)
     finish(
         args.out,
@@ -345,6 +379,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             + f" (section in {Path(args.out) / 'report.md'})"
         )
     return 0
+
+
+def interrupted_line(command: str, grid: Grid, store: RecordStore, before: set[str]) -> str:
+    """What Ctrl-C kept: the complete units on disk (each written whole, through a rename), and
+    that re-running resumes; the units in flight were stopped and are recomputed then."""
+    units = {unit_id(*u) for u in grid.units()}
+    done = store.completed() & units
+    ran = len(done - before)
+    return (
+        f"l2t {command}: interrupted; {len(done)} of {len(units)} unit(s) are kept in "
+        f"{store.root} ({ran} computed by this run; units in flight were stopped and will be "
+        f"recomputed): re-run the same command to resume"
+    )
 
 
 def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Grid, list[str]]:
