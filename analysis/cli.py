@@ -503,11 +503,20 @@ def _table_or_plot(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 def _across(args: argparse.Namespace) -> None:
     """The across-settings summary of several results directories (analysis/across.py)."""
-    from analysis.across import across_settings, plot_across, print_across, settings_frame
+    from analysis.across import (
+        across_settings,
+        coverage_notes,
+        plot_across,
+        print_across,
+        settings_frame,
+    )
 
     seeds = settings_frame(args.dir)
     table = across_settings(seeds)
     settings = list(dict.fromkeys(seeds["setting"]))
+    notes = coverage_notes(seeds)
+    for note in notes:  # said, not silently applied
+        print(f"l2t {args.command}: across settings: {note}", file=sys.stderr)
     out = None if args.across_out is None else Path(args.across_out)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -516,7 +525,7 @@ def _across(args: argparse.Namespace) -> None:
         if out is not None:
             table.to_csv(out / "across_settings.csv", index=False)
     else:
-        print(plot_across(table, out / "across_settings.png"))
+        print(plot_across(table, out / "across_settings.png", settings=settings, notes=notes))
 
 
 if __name__ == "__main__":
