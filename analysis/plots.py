@@ -561,7 +561,8 @@ def quality_vs_budget(
             label=f"{t} ({kind_of(t)})" + diverged_marks(records).get(t, ""),
         )
     for t in off:
-        ax.plot([], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale)")
+        mark = diverged_marks(records).get(t, "")
+        ax.plot([], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale){mark}")
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.minorticks_off()
