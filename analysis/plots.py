@@ -99,7 +99,7 @@ FACET_ABOVE = 4
 losses, gradient, RL), each panel with CE for reference: nine bands in one panel are a wash"""
 KIND_TITLES = {
     "baseline": "fixed losses",
-    "gradient": "gradient teachers (L2T-DLF, L2T-DLN)",
+    "gradient": "gradient teachers",
     "rl": "RL teachers",
 }
 
@@ -129,7 +129,7 @@ def learning_curves(
     if facets and BASELINE in palette:
         palette[BASELINE] = (0.0, 0.0, 0.0)
     groups = (
-        [(KIND_TITLES[k], [t for t in hue if t in set(kept) and kind_of(t) == k]) for k in kinds]
+        [(k, [t for t in hue if t in set(kept) and kind_of(t) == k]) for k in kinds]
         if facets
         else [(None, [t for t in hue if t in set(kept)])]
     )
@@ -154,7 +154,7 @@ def learning_curves(
         title = (
             zoom_title
             if name is None
-            else f"second half: {name}"
+            else f"second half, {KIND_TITLES[name]}: {', '.join(teachers)}"
             + (f" ({BASELINE} dashed)" if BASELINE not in teachers else "")
         )
         panels.append((ax, late[late["teacher"].isin(shown)], title))
@@ -562,7 +562,9 @@ def quality_vs_budget(
         )
     for t in off:
         mark = diverged_marks(records).get(t, "")
-        ax.plot([], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale){mark}")
+        ax.plot(
+            [], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale){mark}"
+        )
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.minorticks_off()
