@@ -478,6 +478,11 @@ def finish(
 
 def _table_or_plot(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
+        if args.command == "plot" and len(args.dir) == 1 and _protocol_run(args.dir[0]):
+            from analysis.plots import plot_protocols  # experiments/mnist_full.py's layout
+
+            print(plot_protocols(args.dir[0]))
+            return 0
         for d in args.dir:
             RecordStore(d).config()
         if args.command == "plot" and len(args.dir) > 1 and args.across_out is None:
@@ -499,6 +504,14 @@ def _table_or_plot(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     return 0
+
+
+def _protocol_run(root: str) -> bool:
+    """A protocol run's folder (per_seed.csv with a protocol column, no tidy records)."""
+    path = Path(root) / "per_seed.csv"
+    if (Path(root) / "config.json").exists() or not path.exists():
+        return False
+    return "protocol" in path.read_text().splitlines()[0].split(",")
 
 
 def _across(args: argparse.Namespace) -> None:

@@ -585,3 +585,64 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_protocols(root: str | Path) -> Path:
+    """``final_test_error.png`` of a protocol run (``experiments/mnist_full.py``: ``per_seed.csv``
+    and ``summary.csv``, no tidy records): one panel per (protocol, student), each teacher's mean
+    and 95% CI beside its seeds, CE's mean dotted, the paper's reported number (unverified) as a
+    cross. Test error is in percent there."""
+    root = Path(root)
+    seeds = pd.read_csv(root / "per_seed.csv")
+    summary = pd.read_csv(root / "summary.csv") if (root / "summary.csv").exists() else None
+    sns.set_theme(style="whitegrid", context="notebook")
+    panels = sorted(  # the paper's protocol first, students small to large, as in the README
+        dict.fromkeys(zip(seeds["protocol"], seeds["student"], strict=True)),
+        key=lambda p: (p[0] != "paper", p[1] != "mlp"),
+    )
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.6 * len(panels) + 1, 4.6), layout="constrained", squeeze=False
+    )
+    fixed_first = [BASELINE, "label-smoothing", "large-margin"]
+    teachers = [t for t in fixed_first if t in set(seeds["teacher"])]
+    teachers += [t for t in dict.fromkeys(seeds["teacher"]) if t not in teachers]
+    colours = _palette(teachers)
+    for ax, (protocol, student) in zip(axes[0], panels, strict=True):
+        here = seeds[(seeds["protocol"] == protocol) & (seeds["student"] == student)]
+        names = [t for t in teachers if t in set(here["teacher"])]
+        for i, t in enumerate(names):
+            values = here.loc[here["teacher"] == t, "test_error"].to_numpy(float) / 100
+            iv = mean_ci(values)
+            half = 0.0 if math.isnan(iv.half) else iv.half
+            ax.errorbar(i - 0.12, iv.mean, yerr=half, fmt="o", color="black", capsize=4, ms=6)
+            jitter = np.random.default_rng(i).uniform(-0.05, 0.05, size=len(values))
+            ax.scatter(i + 0.15 + jitter, values, color=colours[t], s=22, alpha=0.85, zorder=3)
+            if summary is not None:
+                row = summary[
+                    (summary["protocol"] == protocol)
+                    & (summary["student"] == student)
+                    & (summary["teacher"] == t)
+                ]
+                reported = row["reported_unverified"].dropna()
+                if len(reported):
+                    ax.scatter(
+                        i, float(reported.iloc[0]) / 100, marker="x", color="grey", s=40, zorder=4
+                    )
+        if BASELINE in names:
+            base = here.loc[here["teacher"] == BASELINE, "test_error"].mean() / 100
+            ax.axhline(base, color="grey", ls=":", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
+        ax.set_title(f"{student} ({protocol} protocol)", fontsize=10)
+        ax.set(ylabel="final test error" if ax is axes[0, 0] else "")
+    reported = plt.Line2D(
+        [], [], marker="x", color="grey", ls="", label="reported in the paper (unverified)"
+    )
+    fig.legend(handles=[reported], loc="outside lower center", frameon=False, fontsize=9)
+    fig.suptitle(
+        "Full MNIST: final test error per protocol and student (black: mean and 95% CI over "
+        f"{seeds.groupby(['protocol', 'student', 'teacher'])['seed'].nunique().min()} seeds; dots: "
+        "each seed; dotted: ce's mean)",
+        fontsize=11,
+    )
+    return _save(fig, root / "final_test_error.png")

@@ -245,3 +245,27 @@ def test_diverged_students_are_named_in_the_figures(figures, tmp_path):
     assert any("gce" in t and "(4/4 diverged)" in t for t in legend)
     plots.learning_curves(records, tmp_path / "lc.png")
     assert any("diverged" in t.get_text() for t in figures[-1].legends[0].get_texts())
+
+
+def test_a_protocol_run_gets_its_figure_from_l2t_plot(figures, tmp_path, capsys):
+    """results/mnist_full (experiments/mnist_full.py: per_seed.csv, no tidy records) had no figure."""
+    from analysis.cli import main
+
+    rows = [
+        dict(protocol=p, student=s, teacher=t, seed=k, test_error=e + 0.1 * k)
+        for p, s in (("paper", "mlp"), ("demo", "lenet-demo"))
+        for t, e in (("l2t-dlf", 2.6), ("ce", 1.9))
+        for k in range(3)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "per_seed.csv", index=False)
+    summary = pd.DataFrame(
+        [dict(protocol="paper", student="mlp", teacher="ce", reported_unverified=1.94)]
+    )
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    assert main(["plot", str(tmp_path)]) == 0
+    assert "final_test_error.png" in capsys.readouterr().out
+    axes = figures[-1].axes
+    assert [ax.get_title() for ax in axes] == ["mlp (paper protocol)", "lenet-demo (demo protocol)"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["ce", "l2t-dlf"]
+    means = sorted(bar.lines[0].get_ydata()[0] for bar in axes[0].containers)
+    assert means == pytest.approx([0.020, 0.027])  # percent in the file, a fraction on the axis
