@@ -136,6 +136,38 @@ def score_matrix(seeds: pd.DataFrame, teacher: str, settings: Sequence[str]) -> 
     return np.stack([c[:n] for c in columns], axis=1)
 
 
+def coverage_notes(seeds: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
+    """What the across-settings summary leaves out, and why, one line each: a (teacher, budget)
+    missing from some setting is dropped (the IQM and P(> CE) pool every setting), and seeds are
+    cut to the fewest any setting has at that budget (the bootstrap's rectangular layout)."""
+    settings = list(dict.fromkeys(seeds["setting"]))
+    notes = []
+    for budget in sorted(seeds["budget"].unique()):
+        at = seeds[seeds["budget"] == budget]
+        counts = at.groupby(["teacher", "setting"])["seed"].nunique()
+        for teacher in dict.fromkeys(at["teacher"]):
+            have = counts.loc[teacher]
+            lacking = [s for s in settings if s not in have.index]
+            if lacking:
+                notes.append(
+                    f"{teacher} at budget {int(budget):,}: dropped, no rows in "
+                    f"{', '.join(lacking)} (the summary pools every setting)"
+                )
+            elif teacher != baseline and score_matrix(at, baseline, settings) is None:
+                notes.append(
+                    f"{teacher} at budget {int(budget):,}: dropped, the baseline {baseline} has "
+                    f"no rows there in some setting (scores are normalised by it)"
+                )
+            elif have.nunique() > 1:
+                n = int(have.min())
+                per = ", ".join(f"{s} {int(have[s])}" for s in settings)
+                notes.append(
+                    f"{teacher} at budget {int(budget):,}: seeds cut to the first {n} in every "
+                    f"setting ({per}): the bootstrap needs as many runs in each"
+                )
+    return notes
+
+
 def across_settings(
     seeds: pd.DataFrame, baseline: str = BASELINE, *, reps: int = REPS, seed: int = 0
 ) -> pd.DataFrame:
@@ -234,8 +266,15 @@ OFF_SCALE_SCORE = -2.0
 """scores below this (three times CE's error) are written in, not drawn, in the IQM panel"""
 
 
-def plot_across(table: pd.DataFrame, path: str | Path, baseline: str = BASELINE) -> Path:
-    """Two panels at the largest common budget: IQM score and P(improvement over CE), 95% CIs."""
+def plot_across(
+    table: pd.DataFrame,
+    path: str | Path,
+    baseline: str = BASELINE,
+    settings: Sequence[str] | None = None,
+    notes: Sequence[str] = (),
+) -> Path:
+    """Two panels at the largest common budget: IQM score and P(improvement over CE), 95% CIs;
+    the title names the settings, and what the summary dropped is written under it."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,11 +312,16 @@ def plot_across(table: pd.DataFrame, path: str | Path, baseline: str = BASELINE)
         ax.set_yticks(y, top["teacher"])
         ax.invert_yaxis()
         ax.set_xlabel(label)
-    settings = int(top["settings"].iloc[0])
+    count = int(top["settings"].iloc[0])
+    names = f" ({', '.join(settings)})" if settings else ""
+    budget = int(top["budget"].iloc[0])
     fig.suptitle(
-        f"Across {settings} settings at budget {int(top['budget'].iloc[0]):,} "
-        "(stratified-bootstrap 95% CIs)"
+        f"Across {count} settings{names} at budget {budget:,} (stratified-bootstrap 95% CIs; "
+        f"{int(top['runs_per_setting'].min())} seeds a setting)"
     )
+    shown = [n for n in notes if f"at budget {budget:,}:" in n]
+    if shown:
+        fig.text(0.0, -0.01, "\n".join(shown), fontsize=8, color="grey", va="top", wrap=True)
     path = Path(path)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -121,8 +121,17 @@ def listing(kind: str) -> list[tuple[str, str, str]]:
     raise ValueError(f"unknown listing {kind!r}; known: teachers, datasets, students, losses")
 
 
+NPZ_LINE = (
+    "PATH.npz",
+    "your own data: numpy.savez(PATH, x_train=, y_train=, x_test=, y_test=), "
+    "integer labels 0..C-1 (README, 'Your own data')",
+    "",
+)
+"""not a registered name, but accepted wherever one is (--dataset, EnvSpec.dataset)"""
+
+
 def print_listing(kind: str) -> None:
-    rows = listing(kind)
+    rows = listing(kind) + ([NPZ_LINE] if kind == "datasets" else [])
     width = max(len(n) for n, _, _ in rows) + 2
     for name, what, opts in rows:
         print(f"{name:{width}s}{what}")

@@ -3,8 +3,9 @@ seeds (``analysis.stats.ci_bounds``), after averaging each seed's taught student
 
 * ``learning_curves.png``   dev-subset accuracy vs student step, per teacher
 * ``final_test_error.png``  final test error per teacher: mean and CI beside each seed's dot
-* ``coefficients.png``      the bilinear L2T-DLF matrix Phi at several stages of training, or
-                            (no bilinear teacher) coefficient mean/std vs student step
+* ``coefficients.png``      every learned teacher's loss knobs vs student step, one panel per
+                            knob with its name, one row per loss family
+* ``coefficients_phi.png``  the bilinear matrix Phi at the start, middle and end of an episode
 * ``quality_vs_budget.png`` final test error vs teacher-fitting budget (two budgets or more)
 
 A teacher far worse than the rest (``random``) is written in as "off scale" rather than drawn, so
@@ -54,9 +55,32 @@ def plot_all(root: str | Path) -> list[Path]:
         learning_curves(records, root / "learning_curves.png", order),
         final_test_error(records, root / "final_test_error.png", order),
         coefficients(records, coeffs, root / "coefficients.png", order),
+        phi_stages(coeffs, root / "coefficients_phi.png", order),
         quality_vs_budget(records, root / "quality_vs_budget.png", order),
     ]
     return [p for p in paths if p is not None]
+
+
+def diverged_marks(records: pd.DataFrame, budget: int | None = None) -> dict[str, str]:
+    """teacher -> " (k/n diverged)" for teachers with students whose loss went non-finite (at
+    `budget`, else over every budget): a diverged network's error must never look like a
+    result in a figure either."""
+    final = records[(records["phase"] == "final") & (records["metric"] == "diverged")]
+    if budget is not None:
+        final = final[final["budget"] == budget]
+    marks = {}
+    for teacher, g in final.groupby("teacher"):
+        k = int((g["value"] > 0).sum())
+        if k:
+            marks[teacher] = f" ({k}/{len(g)} diverged)"
+    return marks
+
+
+def _palette(teachers: Sequence[str]) -> dict[str, tuple]:
+    """A colour per teacher from seaborn's palette without its grey, which reads as the CE
+    reference band in the faceted curves."""
+    colours = [c for i, c in enumerate(sns.color_palette("deep", 10)) if i != 7]
+    return {t: colours[i % len(colours)] for i, t in enumerate(teachers)}
 
 
 def _largest_budget(frame: pd.DataFrame) -> pd.DataFrame:
@@ -70,6 +94,16 @@ def _present(order: Sequence[str] | None, frame: pd.DataFrame) -> list[str]:
     return [t for t in (order or []) if t in have] + [t for t in have if t not in (order or [])]
 
 
+FACET_ABOVE = 4
+"""with more teachers than this, the zoomed learning curves are split by kind of teacher (fixed
+losses, gradient, RL), each panel with CE for reference: nine bands in one panel are a wash"""
+KIND_TITLES = {
+    "baseline": "fixed losses",
+    "gradient": "gradient teachers",
+    "rl": "RL teachers",
+}
+
+
 def learning_curves(
     records: pd.DataFrame,
     path: Path,
@@ -78,23 +112,54 @@ def learning_curves(
 ) -> Path:
     """Left: the whole run. Right: the second half, zoomed (its y axis spans the teachers' means,
     not their bands) on the teachers that train at all, so a broken baseline (random) does not
-    flatten the differences that matter. Bands are 95% t-intervals clipped to [0, 1], the range
-    an accuracy can take."""
+    flatten the differences that matter; with more than FACET_ABOVE teachers, one zoomed panel
+    per kind of teacher, CE drawn in each. Bands are 95% t-intervals clipped to [0, 1], the range
+    an accuracy can take. A teacher with diverged students says so in the legend."""
     teach = _largest_budget(records[(records["phase"] == "teach") & (records["metric"] == metric)])
     curves = teach.groupby(["teacher", "seed", "step"], as_index=False, sort=False)["value"].mean()
     hue = _present(order, curves)
-    # one colour per teacher in both panels, whichever teachers the zoomed panel drops
-    palette = dict(zip(hue, sns.color_palette(n_colors=len(hue)), strict=True))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    # one colour per teacher in every panel, whichever teachers a zoomed panel drops
+    palette = _palette(hue)
     late = curves[curves["step"] >= curves["step"].max() / 2]
     finals = late.groupby("teacher")["value"].mean()
     kept = finals[finals >= finals.max() - ZOOM_POINTS].index
     dropped = [t for t in hue if t not in set(kept)]
+    kinds = list(dict.fromkeys(kind_of(t) for t in hue if t in set(kept)))
+    facets = len(hue) > FACET_ABOVE and len(kinds) > 1
+    if facets and BASELINE in palette:
+        palette[BASELINE] = (0.0, 0.0, 0.0)
+    groups = (
+        [(k, [t for t in hue if t in set(kept) and kind_of(t) == k]) for k in kinds]
+        if facets
+        else [(None, [t for t in hue if t in set(kept)])]
+    )
+    rows = 2 if len(groups) >= 3 else 1  # four panels as 2 x 2, not one strip 2,600 px wide
+    cols = math.ceil((1 + len(groups)) / rows)
+    fig, grid = plt.subplots(
+        rows,
+        cols,
+        figsize=(1.5 + 5.4 * cols, 4.3 * rows + 0.5),
+        layout="constrained",
+        squeeze=False,
+    )
+    axes = list(grid.ravel())
+    for ax in axes[1 + len(groups) :]:
+        ax.set_visible(False)
     zoom_title = f"second half, zoomed on teachers within {100 * ZOOM_POINTS:.0f} accuracy points of the best"
-    for ax, data, title in (
-        (axes[0], curves, "whole episode"),
-        (axes[1], late[late["teacher"].isin(kept)], zoom_title),
-    ):
+    panels = [(axes[0], curves, "whole episode")]
+    for ax, (name, teachers) in zip(axes[1:], groups, strict=True):
+        shown = teachers + (
+            [BASELINE] if facets and BASELINE not in teachers and BASELINE in set(kept) else []
+        )
+        title = (
+            zoom_title
+            if name is None
+            else f"second half, {KIND_TITLES[name]}: {', '.join(teachers)}"
+            + (f" ({BASELINE} dashed)" if BASELINE not in teachers else "")
+        )
+        panels.append((ax, late[late["teacher"].isin(shown)], title))
+    for ax, data, title in panels:
+        zoomed = ax is not axes[0]
         sns.lineplot(
             data,
             x="step",
@@ -103,31 +168,38 @@ def learning_curves(
             hue_order=[t for t in hue if t in set(data["teacher"])],
             palette=palette,
             errorbar=bounded_ci,
-            err_kws={"alpha": 0.12 if ax is axes[1] else 0.2},
+            err_kws={"alpha": 0.12 if zoomed else 0.2},
             marker="o",
-            markersize=4 if ax is axes[1] else 5,
+            markersize=4 if zoomed else 5,
             ax=ax,
             legend=ax is axes[0],
         )
+        if facets:  # CE, black and dashed, is the reference line of every kind's panel
+            for line in ax.lines:
+                if line.get_label() == BASELINE or line.get_color() == palette.get(BASELINE):
+                    line.set(linestyle="--", linewidth=1.2)
         ax.set(xlabel="student SGD step", ylabel=metric.replace("_", " ") + " (dev subset)")
         ax.set_title(title, fontsize=10)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        if zoomed:
+            means = data.groupby(["teacher", "step"])["value"].mean()
+            low, high = float(means.min()), float(means.max())
+            pad = max(0.15 * (high - low), 0.002)
+            ax.set_ylim(low - pad, min(high + pad, 1.0))
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     axes[0].set_ylim(-0.02, 1.02)
-    means = data.groupby(["teacher", "step"])["value"].mean()
-    low, high = float(means.min()), float(means.max())
-    pad = max(0.15 * (high - low), 0.002)
-    axes[1].set_ylim(low - pad, min(high + pad, 1.0))
-    axes[1].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     if dropped:
         axes[1].text(
             0.01, 0.01, f"not shown: {', '.join(dropped)}", transform=axes[1].transAxes, fontsize=8
         )
     handles, labels = axes[0].get_legend_handles_labels()
+    marks = diverged_marks(records, int(teach["budget"].max()))
+    labels = [label + marks.get(label, "") for label in labels]
     axes[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside right center", frameon=False, title="teacher")
     fig.suptitle(
         f"Learning curves (teacher budget {int(teach['budget'].max()):,}; mean and 95% CI over "
-        f"{teach['seed'].nunique()} seeds)"
+        f"{teach['seed'].nunique()} seeds)" + ("; CE dashed in each kind's panel" if facets else "")
     )
     return _save(fig, path)
 
@@ -145,7 +217,7 @@ def final_test_error(records: pd.DataFrame, path: Path, order: Sequence[str] | N
     seeds = _largest_budget(per_seed(records, order))
     teachers = list(dict.fromkeys(seeds["teacher"]))
     fig, ax = plt.subplots(figsize=(max(5.5, 1.1 * len(teachers) + 2), 4.8), layout="constrained")
-    colours = dict(zip(teachers, sns.color_palette(n_colors=len(teachers)), strict=True))
+    colours = _palette(teachers)
     stats = {t: mean_ci(seeds.loc[seeds["teacher"] == t, "test_error"]) for t in teachers}
     off = off_scale({t: iv.mean for t, iv in stats.items()})
     rng = np.random.default_rng(0)  # the same jitter every time the figure is rebuilt
@@ -195,7 +267,12 @@ def final_test_error(records: pd.DataFrame, path: Path, order: Sequence[str] | N
     low, high = min([*lows, shown.min()]), max([*highs, shown.max()])
     pad = max(0.08 * (high - low), 0.002)
     ax.set_ylim(max(low - pad, 0.0), high + pad * (4 if off else 1))
-    ax.set_xticks(range(len(teachers)), teachers, rotation=30, ha="right")
+    marks = diverged_marks(records, int(seeds["budget"].max()))
+    labels = [t + marks.get(t, "").replace(" (", "\n(") for t in teachers]
+    ax.set_xticks(range(len(teachers)), labels, rotation=30, ha="right")
+    for tick, t in zip(ax.get_xticklabels(), teachers, strict=True):
+        if t in marks:
+            tick.set_color("firebrick")
     ax.set_xlim(-0.6, len(teachers) - 0.4)
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=1))
     ax.set(
@@ -217,31 +294,161 @@ def off_scale(means: dict[str, float]) -> set[str]:
     return {t for t, m in means.items() if m > 3 * median and m > median + 0.10}
 
 
+KNOBS = {
+    "compact": (
+        ("τ: inverse temperature", 1.0),
+        ("ε: label smoothing", 0.0),
+        ("γ: focal exponent", 0.0),
+        ("m: logit margin", 0.0),
+        ("q: GCE exponent (0 = CE)", 0.0),
+    ),
+    "ce": (("τ: inverse temperature", 1.0),),
+    "label-smoothing": (("ε: label smoothing", 0.1),),
+    "gce": (("q: GCE exponent", 0.7),),
+    "large-margin": (("λ: margin weight", 1.0),),
+}
+"""each family's coefficients by name, with the value of its default (plain) loss"""
+BILINEAR_KNOBS = (
+    ("Φ diagonal: mean − 1", "diag"),
+    ("Φ off-diagonal: mean |Φ_yk|", "off"),
+    ("b: mean − log C", "bias"),
+)
+"""the bilinear family's C*C + C numbers as the state vector summarises them (envs/state.py)"""
+DLN_KNOBS = (
+    ("loss-network weights: mean", "coeff_mean"),
+    ("loss-network weights: std", "coeff_std"),
+)
+"""L2T-DLN's 5,000 numbers are recorded as their mean and std per env step"""
+
+
 def coefficients(
     records: pd.DataFrame, coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None = None
 ) -> Path | None:
+    """One panel per loss knob, with its name, vs student step: every learned teacher (gradient
+    and RL) in its family's row, 95% CI bands over seeds, the family's default as a dotted line.
+    Fixed losses (constant by construction) and `random` (uniform noise, its own figure scale)
+    are named, not drawn, unless no learned teacher ran. The bilinear Φ matrix itself is in
+    :func:`phi_stages`. None when no teacher's coefficients move."""
+    teach = _largest_budget(records[records["phase"] == "teach"]) if not records.empty else records
+    knobs = _knob_frames(
+        _largest_budget(coeffs) if not coeffs.empty else coeffs, teach, order
+    )  # family -> (teachers, [(knob name, default, per-seed frame)])
+    if not knobs:
+        return None
+    everyone = _present(order, pd.concat([f for _, _, kn in knobs.values() for *_, f in kn]))
+    learned = [t for t in everyone if kind_of(t) != "baseline"]
+    shown = learned or [t for t in everyone if t not in FIXED_LOSSES]
+    rows = [(fam, [t for t in ts if t in shown], kn) for fam, (ts, _, kn) in knobs.items()]
+    rows = [(fam, ts, kn) for fam, ts, kn in rows if ts]
+    if not rows:
+        return None
+    palette = _palette(shown)
+    cols = max(len(kn) for _, _, kn in rows)
+    fig, axes = plt.subplots(
+        len(rows),
+        cols,
+        figsize=(3.6 * cols + 1.8, 3.0 * len(rows) + 0.9),
+        squeeze=False,
+        layout="constrained",
+    )
+    for i, (family, teachers, kn) in enumerate(rows):
+        for j, (name, default, frame) in enumerate(kn):
+            ax = axes[i, j]
+            data = frame[frame["teacher"].isin(teachers)]
+            sns.lineplot(
+                data,
+                x="step",
+                y="value",
+                hue="teacher",
+                hue_order=teachers,
+                palette=palette,
+                errorbar=ci_bounds,
+                err_kws={"alpha": 0.2},
+                marker="o",
+                markersize=3,
+                ax=ax,
+                legend=False,
+            )
+            if default is not None:
+                ax.axhline(default, color="grey", ls=":", lw=1)
+            ax.set_title(name, fontsize=10)
+            ax.set(xlabel="student SGD step" if i == len(rows) - 1 else "", ylabel="")
+        axes[i, 0].set_ylabel(f"{family} family\n({', '.join(teachers)})", fontsize=9)
+        for ax in axes[i, len(kn) :]:
+            ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=palette[t], marker="o", ms=4, label=t) for t in shown]
+    handles.append(plt.Line2D([], [], color="grey", ls=":", label="the family's default"))
+    fig.legend(handles=handles, loc="outside right center", frameon=False, title="teacher")
+    hidden = [t for t in everyone if t not in shown]
+    note = (
+        f"\nnot drawn: {', '.join(hidden)} (fixed losses are constant; random is noise)"
+        if hidden
+        else ""
+    )
+    budget = int(teach["budget"].max()) if not teach.empty else int(coeffs["budget"].max())
+    fig.suptitle(
+        f"Loss coefficients the teachers chose over an episode (budget {budget:,}; mean and 95% "
+        f"CI over seeds){note}",
+        fontsize=11,
+    )
+    return _save(fig, path)
+
+
+FIXED_LOSSES = ("ce", "label-smoothing", "gce", "large-margin", "fixed")
+"""teachers whose coefficients are constant by construction (or follow a fixed annealing)"""
+
+
+def _knob_frames(
+    coeffs: pd.DataFrame, teach: pd.DataFrame, order: Sequence[str] | None
+) -> dict[str, tuple[list[str], None, list[tuple[str, float | None, pd.DataFrame]]]]:
+    """Per family: its teachers and, per knob, (name, default value, per (teacher, seed, step)
+    mean over students)."""
+    out: dict = {}
+    if not coeffs.empty:
+        for family, g in coeffs.groupby("loss", sort=False):
+            per = g.groupby(["teacher", "seed", "step", "index"], as_index=False)["value"].mean()
+            if family == "bilinear":
+                kn = _bilinear_knobs(per)
+            elif family in KNOBS:
+                kn = [
+                    (name, default, per[per["index"] == k].drop(columns="index"))
+                    for k, (name, default) in enumerate(KNOBS[family])
+                ]
+            else:
+                continue
+            out[family] = (_present(order, per), None, kn)
+    dln = teach[(teach["loss"] == "dln") & teach["metric"].isin(["coeff_mean", "coeff_std"])]
+    if not dln.empty:
+        per = dln.groupby(["teacher", "metric", "seed", "step"], as_index=False)["value"].mean()
+        kn = [(name, None, per[per["metric"] == m].drop(columns="metric")) for name, m in DLN_KNOBS]
+        out["dln"] = (_present(order, per), None, kn)
+    return out
+
+
+def _bilinear_knobs(per: pd.DataFrame) -> list[tuple[str, float | None, pd.DataFrame]]:
+    """The Φ diagonal's mean shift, the off-diagonal's mean magnitude and b's mean shift from
+    the default, per (teacher, seed, step)."""
+    dim = int(per["index"].max()) + 1
+    c = int(round((math.sqrt(1 + 4 * dim) - 1) / 2))  # dim = C*C + C
+    if c * c + c != dim:
+        raise ValueError(f"bilinear coefficients of length {dim} are not C*C + C")
+    default = make_loss("bilinear", c).default_coeffs(torch.float64).numpy()
+    idx = per["index"].to_numpy()
+    delta = per["value"].to_numpy() - default[idx]
+    part = np.where(idx >= c * c, "bias", np.where(idx // c == idx % c, "diag", "off"))
+    frame = per.assign(value=np.where(part == "off", np.abs(delta), delta), part=part)
+    keys = ["teacher", "seed", "step"]
+    return [
+        (name, 0.0, frame[frame["part"] == p].groupby(keys, as_index=False)["value"].mean())
+        for name, p in BILINEAR_KNOBS
+    ]
+
+
+def phi_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None = None) -> Path | None:
+    """The bilinear Φ matrices (:func:`_bilinear_stages`) of the largest budget; None without a
+    bilinear teacher that moves Φ."""
     bilinear = _largest_budget(coeffs[coeffs["loss"] == "bilinear"]) if not coeffs.empty else coeffs
-    if not bilinear.empty:
-        return _bilinear_stages(bilinear, path, order)
-    summ = _largest_budget(
-        records[(records["phase"] == "teach") & records["metric"].isin(["coeff_mean", "coeff_std"])]
-    )
-    per = summ.groupby(["teacher", "metric", "seed", "step"], as_index=False)["value"].mean()
-    grid = sns.relplot(
-        per,
-        x="step",
-        y="value",
-        hue="teacher",
-        col="metric",
-        kind="line",
-        errorbar=ci_bounds,
-        facet_kws={"sharey": False},
-        height=3.5,
-        aspect=1.3,
-    )
-    grid.set_axis_labels("student SGD step", "coefficient")
-    grid.figure.suptitle("Loss coefficients over training (95% CI over seeds)", y=1.03)
-    return _save(grid.figure, path)
+    return _bilinear_stages(bilinear, path, order) if not bilinear.empty else None
 
 
 def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None) -> Path | None:
@@ -291,14 +498,15 @@ def _bilinear_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | No
                 vmax=lim,
                 square=True,
                 cbar=False,
-                xticklabels=c <= 10,
-                yticklabels=c <= 10,
+                xticklabels=c <= 10 and i == len(teachers) - 1,  # tick labels on the bottom
+                yticklabels=c <= 10,  # row only, so no row's title sits on the one above
             )
             first = int(step_at.loc[t])
-            ax.set_title(f"{teacher}: student steps {first:,}-{first + width - 1:,}", fontsize=9)
+            if i == 0:
+                ax.set_title(f"student steps {first:,}-{first + width - 1:,}", fontsize=10)
             ax.set(
                 xlabel="class k (log p_k)" if i == len(teachers) - 1 else "",
-                ylabel="true class y" if j == 0 else "",
+                ylabel=f"{teacher}\ntrue class y" if j == 0 else "",
             )
         fig.colorbar(
             axes[i, -1].collections[0], ax=list(axes[i, :]), shrink=0.85, label="Φ − Φ_default"
@@ -325,7 +533,7 @@ def quality_vs_budget(
     if len(budgets) < 2:
         return None
     teachers = list(dict.fromkeys(seeds["teacher"]))
-    colours = dict(zip(teachers, sns.color_palette(n_colors=len(teachers)), strict=True))
+    colours = _palette(teachers)
     stats = {(t, b): mean_ci(g["test_error"]) for (t, b), g in seeds.groupby(["teacher", "budget"])}
     off = off_scale(
         {
@@ -356,10 +564,13 @@ def quality_vs_budget(
             marker=marker,
             ms=6,
             capsize=3,
-            label=f"{t} ({kind_of(t)})",
+            label=f"{t} ({kind_of(t)})" + diverged_marks(records).get(t, ""),
         )
     for t in off:
-        ax.plot([], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale)")
+        mark = diverged_marks(records).get(t, "")
+        ax.plot(
+            [], [], " ", label=f"{t}: {100 * stats[(t, budgets[-1])].mean:.0f}% (off scale){mark}"
+        )
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
     ax.minorticks_off()
@@ -380,3 +591,64 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plot_protocols(root: str | Path) -> Path:
+    """``final_test_error.png`` of a protocol run (``experiments/mnist_full.py``: ``per_seed.csv``
+    and ``summary.csv``, no tidy records): one panel per (protocol, student), each teacher's mean
+    and 95% CI beside its seeds, CE's mean dotted, the paper's reported number (unverified) as a
+    cross. Test error is in percent there."""
+    root = Path(root)
+    seeds = pd.read_csv(root / "per_seed.csv")
+    summary = pd.read_csv(root / "summary.csv") if (root / "summary.csv").exists() else None
+    sns.set_theme(style="whitegrid", context="notebook")
+    panels = sorted(  # the paper's protocol first, students small to large, as in the README
+        dict.fromkeys(zip(seeds["protocol"], seeds["student"], strict=True)),
+        key=lambda p: (p[0] != "paper", p[1] != "mlp"),
+    )
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.6 * len(panels) + 1, 4.6), layout="constrained", squeeze=False
+    )
+    fixed_first = [BASELINE, "label-smoothing", "large-margin"]
+    teachers = [t for t in fixed_first if t in set(seeds["teacher"])]
+    teachers += [t for t in dict.fromkeys(seeds["teacher"]) if t not in teachers]
+    colours = _palette(teachers)
+    for ax, (protocol, student) in zip(axes[0], panels, strict=True):
+        here = seeds[(seeds["protocol"] == protocol) & (seeds["student"] == student)]
+        names = [t for t in teachers if t in set(here["teacher"])]
+        for i, t in enumerate(names):
+            values = here.loc[here["teacher"] == t, "test_error"].to_numpy(float) / 100
+            iv = mean_ci(values)
+            half = 0.0 if math.isnan(iv.half) else iv.half
+            ax.errorbar(i - 0.12, iv.mean, yerr=half, fmt="o", color="black", capsize=4, ms=6)
+            jitter = np.random.default_rng(i).uniform(-0.05, 0.05, size=len(values))
+            ax.scatter(i + 0.15 + jitter, values, color=colours[t], s=22, alpha=0.85, zorder=3)
+            if summary is not None:
+                row = summary[
+                    (summary["protocol"] == protocol)
+                    & (summary["student"] == student)
+                    & (summary["teacher"] == t)
+                ]
+                reported = row["reported_unverified"].dropna()
+                if len(reported):
+                    ax.scatter(
+                        i, float(reported.iloc[0]) / 100, marker="x", color="grey", s=40, zorder=4
+                    )
+        if BASELINE in names:
+            base = here.loc[here["teacher"] == BASELINE, "test_error"].mean() / 100
+            ax.axhline(base, color="grey", ls=":", lw=1)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=2))
+        ax.set_title(f"{student} ({protocol} protocol)", fontsize=10)
+        ax.set(ylabel="final test error" if ax is axes[0, 0] else "")
+    reported = plt.Line2D(
+        [], [], marker="x", color="grey", ls="", label="reported in the paper (unverified)"
+    )
+    fig.legend(handles=[reported], loc="outside lower center", frameon=False, fontsize=9)
+    fig.suptitle(
+        "Full MNIST: final test error per protocol and student (black: mean and 95% CI over "
+        f"{seeds.groupby(['protocol', 'student', 'teacher'])['seed'].nunique().min()} seeds; dots: "
+        "each seed; dotted: ce's mean)",
+        fontsize=11,
+    )
+    return _save(fig, root / "final_test_error.png")

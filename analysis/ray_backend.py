@@ -142,7 +142,9 @@ def options_from_cli(
     if backend != "ray":
         named = [k for k, v in given.items() if v is not None]
         if named:
-            raise ValueError(f"{', '.join(named)} only apply to --backend ray")
+            which = ", ".join(named[:-1]) + " and " + named[-1] if len(named) > 1 else named[0]
+            verb = "applies" if len(named) == 1 else "apply"
+            raise ValueError(f"{which} {verb} only to --backend ray")
         return None
     options = RayOptions(
         address=address,

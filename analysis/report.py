@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.records import RecordStore
-from analysis.tables import BASELINE, to_markdown
+from analysis.tables import BASELINE, diverged_notes, to_markdown
 
 
 def write_report(
@@ -51,6 +51,8 @@ def write_report(
         "",
         to_markdown(table),
         "",
+        *[f"Diverged: {n}.  " for n in diverged_notes(table)],
+        *([""] if diverged_notes(table) else []),
         *(sections or []),
     ]
     for fig in figures:

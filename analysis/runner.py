@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -324,7 +326,7 @@ def run_pending(
         pool = ProcessPoolExecutor(
             workers,
             mp_context=spawn,
-            initializer=init_worker,  # the parent's threads and deterministic-kernel setting
+            initializer=_init_quiet_worker,  # the parent's threads and deterministic kernels
             initargs=(threads, torch.are_deterministic_algorithms_enabled()),
         )
         try:
@@ -333,10 +335,35 @@ def run_pending(
                 _named(future.result, unit=futures[future])
                 bar.set_postfix_str(unit_id(*futures[future]))
                 bar.update()
+        except KeyboardInterrupt:  # the parent alone hears Ctrl-C: it stops the units in flight
+            _stop_workers(pool)
+            bar.close()
+            raise
         finally:  # on an error or Ctrl-C, do not start the queued units
             pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     return store
+
+
+def _init_quiet_worker(threads: int, deterministic: bool) -> None:
+    """A worker ignores SIGINT: Ctrl-C reaches the whole process group, and N workers each
+    printing a KeyboardInterrupt traceback buried the one line that matters. The parent stops
+    them (:func:`_stop_workers`); a unit in flight is lost whole, never half written, because
+    records are written through a temporary name and a rename."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # tqdm's default lock is a multiprocessing semaphore, tracked in a spawned process: a worker
+    # stopped mid-unit would leave it behind ("leaked semaphore objects" at exit). Bars in a
+    # worker are drawn by its one thread, so a thread lock does.
+    tqdm.set_lock(threading.RLock())
+    init_worker(threads, deterministic)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes now rather than wait for their units to finish
+    (the executor has no public call for it)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 def complete_unit(

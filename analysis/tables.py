@@ -193,7 +193,7 @@ def display_rows(
                 f"{r.teacher}{mark}",
                 f"{r.budget:,}",
                 str(r.seeds),
-                _pct(Interval(r.test_error, r.test_error_ci, r.seeds)),
+                _pct(Interval(r.test_error, r.test_error_ci, r.seeds)) + _diverged_mark(d),
                 _pct(Interval(r.dev_error, r.dev_error_ci, r.seeds)),
                 "—" if r.teacher == baseline else _pct(diff, signed=True),
                 _p(d[f"diff_vs_{baseline}_p_holm"]),
@@ -228,6 +228,34 @@ def print_table(table: pd.DataFrame, baseline: str = BASELINE, title: str | None
         out.add_row(*row)
     # a pipe or a log file gets the full width rather than rich's 80 columns
     Console(width=None if sys.stdout.isatty() else 160).print(out)
+
+
+def diverged_students(row: dict) -> tuple[int, int]:
+    """(diverged, taught) students of a summary row: `diverged` is the mean over seeds of each
+    seed's fraction of students whose loss went non-finite."""
+    taught = int(row["seeds"]) * int(row.get("students_per_seed", 1))
+    fraction = row.get("diverged", math.nan)
+    return (0 if fraction != fraction else round(float(fraction) * taught)), taught
+
+
+def diverged_notes(table: pd.DataFrame) -> list[str]:
+    """One line per (teacher, budget) with diverged students, for report.md: an error rate of a
+    diverged network reads like a result, so it must never appear without the word."""
+    notes = []
+    for r in table.to_dict("records"):
+        k, n = diverged_students(r)
+        if k:
+            notes.append(
+                f"**{r['teacher']}** at budget {int(r['budget']):,}: {k} of {n} student(s) "
+                f"diverged (non-finite loss; training stopped there), so its test error "
+                f"{100 * r['test_error']:.2f} % is that of a broken network, not a loss's result"
+            )
+    return notes
+
+
+def _diverged_mark(row: dict) -> str:
+    k, n = diverged_students(row)
+    return f" ({k}/{n} diverged)" if k else ""
 
 
 def _pct(iv: Interval, signed: bool = False) -> str:

@@ -468,7 +468,73 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 f"dataset file {str(path)!r} lacks arrays {missing}; it has {z.files}, and an "
                 f".npz dataset needs {list(NPZ_KEYS)} (numpy.savez(path, x_train=..., ...))"
             )
-        return {k: z[k] for k in NPZ_KEYS}
+        try:
+            arrays = {k: z[k] for k in NPZ_KEYS}
+        except ValueError as err:  # object arrays: numpy refuses to unpickle them
+            raise ValueError(
+                f"dataset file {str(path)!r} holds Python objects ({err}); save x as numbers and "
+                f"y as integer labels 0..C-1"
+            ) from None
+    check_labels(arrays["y_train"], arrays["y_test"], where=f"dataset file {str(path)!r}")
+    return arrays
+
+
+def check_labels(y_train: np.ndarray, y_test: np.ndarray, *, where: str) -> None:
+    """Refuse (never remap) labels that are not the integers 0..C-1, every class in y_train.
+
+    Remapping silently would change what a class number means between the user's file and the
+    records; labels 1..10 read as 0..10 would train an 11-way student with an empty class 0,
+    which is what an unchecked file used to do. The message names the labels and the one-line fix.
+    """
+    fix = "map y_train and y_test together with numpy.unique(..., return_inverse=True)"
+    for split, y in (("y_train", y_train), ("y_test", y_test)):
+        y = np.asarray(y)
+        if y.dtype.kind not in "iub":  # strings, objects, floats, ...
+            shown = _labels_text(np.unique(y.ravel())) if y.size else "none"
+            kind = {"U": "strings", "S": "byte strings", "O": "objects", "f": "floats"}.get(
+                y.dtype.kind, f"dtype {y.dtype}"
+            )
+            raise ValueError(
+                f"{where}: {split} holds {kind} ({shown}), not integer class labels 0..C-1; {fix}"
+            )
+    train = np.unique(np.asarray(y_train).ravel())
+    test = np.unique(np.asarray(y_test).ravel())
+    if train.size == 0:
+        return  # an empty split is reported by the split itself
+    expected = np.arange(int(train.max()) + 1)
+    if train.min() < 0 or not np.array_equal(train, expected):
+        if train.min() < 0:
+            why = f"negative labels ({_labels_text(train[train < 0])})"
+        else:
+            why = f"class(es) {_labels_text(np.setdiff1d(expected, train))} would have no example"
+        run = np.array_equal(train, np.arange(train.min(), train.max() + 1))
+        shift = (
+            f"; if they count from {train.min()}, use y - {train.min()}"
+            if run and train.min() > 0
+            else ""
+        )
+        raise ValueError(
+            f"{where}: y_train's labels are {_labels_text(train)}, not 0..C-1 ({why}){shift}; "
+            f"or {fix}"
+        )
+    extra = np.setdiff1d(test, train)
+    if extra.size:
+        raise ValueError(
+            f"{where}: y_test has label(s) {_labels_text(extra)} that no y_train example has "
+            f"(y_train's labels are {_labels_text(train)}): a student cannot learn a class it "
+            f"never sees"
+        )
+
+
+def _labels_text(values: np.ndarray, most: int = 8) -> str:
+    """`1..10` for a run of consecutive integers, else the first few values, with the count."""
+    values = np.asarray(values).ravel()
+    run = values.dtype.kind in "iu" and values.size > 2
+    if run and np.array_equal(values, np.arange(values[0], values[0] + values.size)):
+        return f"{values[0]}..{values[-1]}"
+    shown = ", ".join(repr(v.item()) if hasattr(v, "item") else repr(v) for v in values[:most])
+    more = f", ... ({values.size} distinct)" if values.size > most else ""
+    return f"{shown}{more}"
 
 
 @functools.lru_cache(maxsize=4)

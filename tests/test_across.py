@@ -89,12 +89,24 @@ def test_table_and_plot_across_two_result_directories(tmp_path, capsys):
         dirs.append(str(run_grid(grid, tmp_path / name, progress=False).root))
     summary = tmp_path / "across"
     assert main(["table", *dirs, "--across-out", str(summary)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "across settings:" not in err  # nothing dropped: nothing said
     assert "across 2 settings (clean, noisy)" in out and "P(> ce)" in out
     table = pd.read_csv(summary / "across_settings.csv")
     assert set(table["teacher"]) == {"ce", "gce"} and (table["settings"] == 2).all()
     assert main(["plot", *dirs, "--across-out", str(summary)]) == 0
     assert (summary / "across_settings.png").stat().st_size > 0
+    # a teacher only one setting ran is named as dropped, by `table` and by `plot`
+    extra = Grid(["ce", "gce", "label-smoothing"], 2, [5], spec)
+    run_grid(extra, tmp_path / "clean3", progress=False)
+    both = [str(tmp_path / "clean3"), dirs[1]]
+    for command in ("table", "plot"):
+        assert main([command, *both, "--across-out", str(summary)]) == 0
+        err = capsys.readouterr().err
+        assert (
+            "l2t " + command + ": across settings: label-smoothing at budget 5: dropped, no "
+            "rows in noisy" in err
+        )
     with pytest.raises(SystemExit) as exit_:
         main(["plot", *dirs])
     assert exit_.value.code == 2 and "--across-out" in capsys.readouterr().err
@@ -121,3 +133,35 @@ def test_a_far_off_teacher_does_not_squash_the_iqm_panel(tmp_path, monkeypatch):
     iqm_axis = captured["fig"].axes[0]
     assert iqm_axis.get_xlim()[0] > across.OFF_SCALE_SCORE
     assert any("off scale" in t.get_text() for t in iqm_axis.texts)
+
+
+def test_what_the_summary_drops_is_said_and_the_figure_names_the_settings(tmp_path, monkeypatch):
+    """`l2t table/plot A B --across-out` used to drop a teacher missing from one setting and cut
+    seeds to the smallest count (3 -> 2) without a word."""
+    rows = synthetic(seeds=3)
+    rows = rows[~((rows["setting"] == "noisy") & (rows["seed"] == 2))]  # noisy: 2 seeds
+    rows = rows[~((rows["setting"] == "clean") & (rows["teacher"] == "same"))]  # clean lacks it
+    notes = across.coverage_notes(rows)
+    assert (
+        "same at budget 100: dropped, no rows in clean (the summary pools every setting)" in notes
+    )
+    cut = [n for n in notes if n.startswith("half at budget 100: seeds cut to the first 2")]
+    assert cut and "clean 3, noisy 2, imbalanced 3" in cut[0]
+    table = across_settings(rows, reps=50)
+    assert "same" not in set(table["teacher"]) and (table["runs_per_setting"] == 2).all()
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    real_savefig = plt.Figure.savefig
+
+    def keep(fig, *args, **kw):
+        captured["fig"] = fig
+        return real_savefig(fig, *args, **kw)
+
+    monkeypatch.setattr(plt.Figure, "savefig", keep)
+    across.plot_across(
+        table, tmp_path / "a.png", settings=["clean", "noisy", "imbalanced"], notes=notes
+    )
+    fig = captured["fig"]
+    assert "(clean, noisy, imbalanced)" in fig.get_suptitle()
+    assert any("dropped, no rows in clean" in t.get_text() for t in fig.texts)

@@ -250,6 +250,7 @@ def test_plots_are_non_empty_pngs(tiny_run):
         "learning_curves.png",
         "final_test_error.png",
         "coefficients.png",
+        "coefficients_phi.png",  # a bilinear teacher that moves Phi ran
     }
     assert not (out / "quality_vs_budget.png").exists()
     for p in paths:

@@ -16,6 +16,8 @@ from analysis.runner import Grid, run_grid
 from teachers.base import EnvSpec
 
 FILE = "<an existing file>"
+LABELS_1_TO_10 = "<an .npz whose labels are 1..10>"
+STRING_LABELS = "<an .npz whose labels are strings>"
 # option -> a malformed value (None: a flag, given a value it does not take)
 MALFORMED = {
     "--teachers": "ce,rnadom",
@@ -68,7 +70,19 @@ MORE = [
     ("compare", "--loss-kwargs", '{"bogus": 1}'),
     ("compare", "--lr", "nan"),
     ("demo", "--device", "gpu"),
+    ("compare", "--dataset", LABELS_1_TO_10),
+    ("compare", "--dataset", STRING_LABELS),
 ]
+
+
+def _npz(path, labels):
+    """A small .npz dataset with the given label values (cycled over 40 + 20 rows)."""
+    import numpy as np
+
+    y = np.resize(np.asarray(labels), 60)
+    x = np.arange(60 * 4, dtype=np.float32).reshape(60, 4)
+    np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    return str(path)
 
 
 def _options(command: str) -> list[str]:
@@ -94,6 +108,11 @@ def test_every_malformed_value_is_a_one_line_error_with_status_2(
         out = tmp_path / "a-file"
         out.write_text("not a directory")
         value = str(out)
+    says = None
+    if value == LABELS_1_TO_10:  # used to train 11 classes, class 0 empty, exit 0
+        value, says = _npz(tmp_path / "labels.npz", range(1, 11)), "labels are 1..10, not 0..C-1"
+    elif value == STRING_LABELS:  # used to blame --student-kwargs
+        value, says = _npz(tmp_path / "labels.npz", ["cat", "dog"]), "strings ('cat', 'dog')"
     argv = [command, "--quiet"] + ([] if option == "--out" else ["--out", str(out)])
     if command == "compare":
         argv += ["--teachers", "ce", "--device", "cpu"]
@@ -107,6 +126,8 @@ def test_every_malformed_value_is_a_one_line_error_with_status_2(
     assert re.match(rf"l2t( {command})?: error: ", last), err
     assert option.lstrip("-").split("-")[0].rstrip("s") in err.lower() or "keyword" in err, err
     assert out.is_file() or not out.exists()  # nothing written before the arguments were checked
+    if says is not None:
+        assert says in last and "--student-kwargs" not in last, last
 
 
 def test_missing_dataset_message_uses_the_flags(tmp_path, capsys):
@@ -197,3 +218,128 @@ def test_reference_comparison_reports_matches_and_differences(tmp_path):
     other = Grid(["ce"], 1, [20], spec.replace(horizon=3))
     run_grid(other, tmp_path / "c", progress=False)
     assert reference.compare(tmp_path / "a", tmp_path / "c")[1] is None  # not comparable
+
+
+def test_capitalised_names_get_a_did_you_mean(tmp_path, capsys):
+    for option, value, meant in (("--teachers", "CE", "ce"), ("--loss", "CE", "ce")):
+        with pytest.raises(SystemExit):
+            argv = ["compare", "--teachers", "ce", option, value, "--out", str(tmp_path / "o")]
+            main(argv)
+        assert f"Did you mean {meant!r}?" in capsys.readouterr().err
+
+
+def test_the_npz_path_is_named_where_datasets_are(capsys):
+    assert main(["datasets"]) == 0
+    assert ".npz" in capsys.readouterr().out
+    compare = build_parser()._subparsers._group_actions[0].choices["compare"]
+    dataset = next(a for a in compare._actions if "--dataset" in a.option_strings)
+    assert ".npz" in dataset.help
+
+
+def test_a_diverged_teacher_says_so_in_the_table_and_the_report(tmp_path, capsys):
+    """`--lr 1000` used to show a plain '90 %' in the terminal and report.md; `diverged` was only
+    in summary.csv."""
+    out = tmp_path / "run"
+    lr = ["--lr", "1000", "--interval", "25"]  # 50 steps: enough for the loss to go non-finite
+    assert main(["compare", "--teachers", "ce", *TINY, *lr, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "(1/1 diverged)" in printed
+    report = (out / "report.md").read_text()
+    assert "(1/1 diverged)" in report and "Diverged: **ce** at budget 20: 1 of 1" in report
+
+
+CTRL_C_GRID = [
+    "--teachers",
+    "ce,label-smoothing",
+    "--seeds",
+    "2",
+    "--budget",
+    "7",
+    "--horizon",
+    "4",
+    "--interval",
+    "25",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--no-plots",
+]
+
+
+def _compare(out, extra):
+    """`python -m analysis.cli compare` in its own process group with SIGINT at its default
+    (a shell's background job ignores it, which a child would inherit)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "analysis.cli", "compare", *CTRL_C_GRID, "--out", str(out), *extra],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--workers", "2"],
+        # a Ray of its own, as a user's first `--backend ray` starts: ~2 min on 2 loaded cores
+        pytest.param(["--backend", "ray"], marks=pytest.mark.slow),
+    ],
+    ids=["local", "workers2", "ray"],
+)
+def test_ctrl_c_is_one_line_exit_130_and_a_rerun_resumes(tmp_path, extra):
+    """Ctrl-C used to print 45 traceback lines (86 and three tracebacks with --workers 2) and no
+    word on resuming. A terminal's Ctrl-C reaches the whole process group: so does this one."""
+    import os
+    import signal
+    import time
+
+    if "ray" in extra:
+        pytest.importorskip("ray")
+    out = tmp_path / "run"
+    proc = _compare(out, extra)
+    records = out / "records"
+    deadline = time.monotonic() + 600  # a hang guard for a loaded 2-core machine
+    while not list(records.glob("*.parquet")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no unit finished in 600 s"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    kept = len(list(records.glob("*.parquet")))
+    assert proc.returncode == 130, err
+    for noise in ("Traceback", "KeyboardInterrupt", "leaked"):
+        assert noise not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert re.fullmatch(
+        rf"l2t compare: interrupted; {kept} of 4 unit\(s\) are kept in \S+ \({kept} computed by "
+        r"this run; .*\): re-run the same command to resume",
+        lines[-1],
+    ), err
+    if "ray" not in extra:  # Ray may log its own start-up warnings before
+        assert len(lines) == 1, err
+    assert 1 <= kept < 4, "the interrupt should land after the first unit, before the last"
+
+    resumed = _compare(out, extra)
+    _, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err
+    assert len(list(records.glob("*.parquet"))) == 4
+    meta = RecordStore(out).read_unit_meta()
+    assert (
+        len(meta) == 4
+        and not RecordStore(out)
+        .read()
+        .duplicated(
+            ["teacher", "budget", "seed", "student_seed", "phase", "episode", "step", "metric"]
+        )
+        .any()
+    )

@@ -155,9 +155,117 @@ def test_coefficients_skip_a_constant_teacher_and_label_colour_bars(figures, tmp
                     for i, v in enumerate(values)
                 ]
     coeffs = tidy(rows, COEFF_COLUMNS)
-    plots.coefficients(tidy([], COLUMNS), coeffs, tmp_path / "c.png")
+    plots.phi_stages(coeffs, tmp_path / "c.png")
     fig = figures[0]
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-    assert titles and all(t.startswith("random: student steps") for t in titles)
+    assert titles and all(t.startswith("student steps") for t in titles)
+    assert [ax.get_ylabel() for ax in fig.axes if "true class" in ax.get_ylabel()] == [
+        "random\ntrue class y"  # the one drawn row, named at its left, not in titles that
+    ]  # used to overlap the tick labels of the row above
     assert "fixed: equal to the default throughout" in fig.get_suptitle()
     assert any(ax.get_ylabel() == "Φ − Φ_default" for ax in fig.axes)  # the colour bar's label
+
+
+def _coeff_rows(teacher, loss, values_at, seeds=2, steps=(0, 50, 100)):
+    """Coefficient rows of one teacher: values_at(step) -> the family's coefficient vector."""
+    return [
+        dict(
+            teacher=teacher,
+            student="mlp",
+            dataset="mnist5k",
+            loss=loss,
+            budget=100,
+            seed=seed,
+            student_seed=5,
+            episode=0,
+            t=t + 1,
+            step=step,
+            index=i,
+            value=float(v),
+        )
+        for seed in range(seeds)
+        for t, step in enumerate(steps)
+        for i, v in enumerate(values_at(step))
+    ]
+
+
+def test_coefficients_show_every_learned_teacher_one_panel_per_named_knob(figures, tmp_path):
+    """The figure used to show only bilinear teachers (L2T-DLF, random): the RL teachers and
+    L2T-DLN, the ones the README discusses, had no panel, and knobs of different meaning shared
+    one 'coefficient' axis."""
+    bilinear = make_loss("bilinear", 3).default_coeffs(torch.float64).numpy()
+    rows = (
+        _coeff_rows("l2t-dlf", "bilinear", lambda s: bilinear + 0.001 * s)
+        + _coeff_rows("reinforce", "compact", lambda s: [1.0, 0.1, 1.5, 0.5, 0.5 + s / 400])
+        + _coeff_rows("ppo", "compact", lambda s: [1.0, 0.15, 1.5, 0.5, 0.5])
+        + _coeff_rows("ce", "ce", lambda s: [1.0])
+    )
+    coeffs = tidy(rows, COEFF_COLUMNS)
+    records = _records({"ce": 0.9, "l2t-dlf": 0.9, "l2t-dln": 0.9, "reinforce": 0.9, "ppo": 0.9})
+    dln = records[(records["teacher"] == "l2t-dln") & (records["metric"] == "dev_accuracy")]
+    dln = pd.concat([dln.assign(metric=m, loss="dln") for m in ("coeff_mean", "coeff_std")])
+    plots.coefficients(pd.concat([records, dln], ignore_index=True), coeffs, tmp_path / "c.png")
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert "q: GCE exponent (0 = CE)" in titles and "τ: inverse temperature" in titles
+    assert "Φ diagonal: mean − 1" in titles and "loss-network weights: mean" in titles
+    assert len(titles) == len(set(titles)) == 5 + 3 + 2  # one panel per knob
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert {"l2t-dlf", "l2t-dln", "reinforce", "ppo"} <= set(legend) and "ce" not in legend
+    assert "not drawn: ce" in fig.get_suptitle()
+    q = next(ax for ax in fig.axes if ax.get_title().startswith("q:"))
+    reinforce = max(
+        q.lines, key=lambda line: np.ptp(line.get_ydata()) if len(line.get_ydata()) else 0
+    )
+    assert np.allclose(reinforce.get_ydata(), [0.5, 0.625, 0.75])  # the knob's own values
+
+
+def test_many_teachers_are_faceted_by_kind_with_ce_in_each_panel(figures, tmp_path):
+    teachers = {"ce": 0.9, "gce": 0.92, "label-smoothing": 0.9, "l2t-dlf": 0.88, "l2t-dln": 0.91}
+    teachers |= {"reinforce": 0.905, "ppo": 0.89, "random": 0.1}
+    plots.learning_curves(_records(teachers), tmp_path / "lc.png")
+    panels = [ax for ax in figures[0].axes if ax.get_visible()]
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0] == "whole episode" and len(panels) == 4
+    assert any("fixed losses" in t for t in titles) and any("RL teachers" in t for t in titles)
+    for ax in panels[1:]:  # CE, dashed, in every kind's panel
+        assert any(line.get_linestyle() == "--" and len(line.get_xdata()) > 1 for line in ax.lines)
+
+
+def test_diverged_students_are_named_in_the_figures(figures, tmp_path):
+    records = _records({"ce": 0.9, "label-smoothing": 0.9, "gce": 0.1}, budgets=(100, 400))
+    final = records[(records["phase"] == "final") & (records["metric"] == "test_error")]
+    flag = final.assign(metric="diverged", value=(final["teacher"] == "gce").astype(float))
+    records = pd.concat([records, flag], ignore_index=True)
+    plots.final_test_error(records, tmp_path / "f.png")
+    ticks = [t.get_text() for t in figures[-1].axes[0].get_xticklabels()]
+    assert "gce\n(2/2 diverged)" in ticks and "ce" in ticks
+    plots.quality_vs_budget(records, tmp_path / "q.png")
+    legend = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert any("gce" in t and "(4/4 diverged)" in t for t in legend)
+    plots.learning_curves(records, tmp_path / "lc.png")
+    assert any("diverged" in t.get_text() for t in figures[-1].legends[0].get_texts())
+
+
+def test_a_protocol_run_gets_its_figure_from_l2t_plot(figures, tmp_path, capsys):
+    """results/mnist_full (experiments/mnist_full.py: per_seed.csv, no tidy records) had no figure."""
+    from analysis.cli import main
+
+    rows = [
+        dict(protocol=p, student=s, teacher=t, seed=k, test_error=e + 0.1 * k)
+        for p, s in (("paper", "mlp"), ("demo", "lenet-demo"))
+        for t, e in (("l2t-dlf", 2.6), ("ce", 1.9))
+        for k in range(3)
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "per_seed.csv", index=False)
+    summary = pd.DataFrame(
+        [dict(protocol="paper", student="mlp", teacher="ce", reported_unverified=1.94)]
+    )
+    summary.to_csv(tmp_path / "summary.csv", index=False)
+    assert main(["plot", str(tmp_path)]) == 0
+    assert "final_test_error.png" in capsys.readouterr().out
+    axes = figures[-1].axes
+    assert [ax.get_title() for ax in axes] == ["mlp (paper protocol)", "lenet-demo (demo protocol)"]
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["ce", "l2t-dlf"]
+    means = sorted(bar.lines[0].get_ydata()[0] for bar in axes[0].containers)
+    assert means == pytest.approx([0.020, 0.027])  # percent in the file, a fraction on the axis

@@ -232,7 +232,7 @@ def test_ray_options_need_the_ray_backend(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["compare", *GRID_ARGS, "--out", str(tmp_path / "o"), "--gpus-per-unit", "1"])
     assert exit_.value.code == 2
-    assert "--gpus-per-unit only apply to --backend ray" in capsys.readouterr().err
+    assert "--gpus-per-unit applies only to --backend ray" in capsys.readouterr().err
 
 
 def test_unreachable_address_exits_2(tmp_path, capsys):

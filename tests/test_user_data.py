@@ -89,6 +89,45 @@ def test_bad_npz_files_are_clear_errors(tmp_path):
         load_npz(junk)
 
 
+@pytest.mark.parametrize(
+    "y_train, y_test, says",
+    [
+        (
+            np.arange(1, 5),
+            np.arange(1, 5),
+            r"labels are 1\.\.4, not 0\.\.C-1 .*class\(es\) 0.*y - 1",
+        ),
+        (
+            np.array(["cat", "dog", "cat", "emu"]),
+            np.array(["dog"] * 4),
+            r"strings \('cat', 'dog', 'emu'\)",
+        ),
+        (np.array([0.0, 1.0, 1.0, 0.0]), np.array([0.0] * 4), r"floats \(0\.0, 1\.0\)"),
+        (
+            np.array([0, 1, 3, 3]),
+            np.array([0] * 4),
+            r"labels are 0, 1, 3.*class\(es\) 2 would have no",
+        ),
+        (
+            np.array([0, 1, 1, 0]),
+            np.array([0, 2, 1, 0]),
+            r"y_test has label\(s\) 2 that no y_train",
+        ),
+        (np.array([-1, 0, 1, 1]), np.array([0] * 4), r"negative labels \(-1\)"),
+    ],
+)
+def test_labels_other_than_0_to_c_minus_1_are_refused_naming_them(tmp_path, y_train, y_test, says):
+    """Labels 1..10 used to train an 11-way student with an empty class 0, string labels to fail
+    as 'a keyword was not accepted'; neither is remapped behind the user's back."""
+    path = tmp_path / "labels.npz"
+    x = np.zeros((4, 3), np.float32)
+    np.savez(path, x_train=x, y_train=y_train, x_test=x, y_test=y_test)
+    with pytest.raises(ValueError, match=says) as err:
+        load_npz(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert "numpy.unique" in str(err.value) or "y_test" in str(err.value)
+
+
 def test_runner_on_splits_records_name_and_hash(tmp_path):
     splits = from_tensors(**arrays(), name="mine")
     store = run_grid(Grid(["ce", "gce"], 2, [5], spec(splits)), tmp_path / "run", progress=False)
