@@ -127,7 +127,7 @@ NPZ_LINE = (
     "integer labels 0..C-1 (README, 'Your own data')",
     "",
 )
-"""not a registered name, but accepted wherever one is (--dataset, EnvSpec.dataset)"""
+"""not a registered name, but accepted wherever one is (--dataset, TeachingSpec.dataset)"""
 
 
 def print_listing(kind: str) -> None:

@@ -42,7 +42,7 @@ from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli,
 from analysis.records import RecordStore, unit_id
 from analysis.reference import DEMO_REFERENCE
 from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
-from teachers.base import CHECKPOINTS, EnvSpec
+from teachers.base import CHECKPOINTS, TeachingSpec
 
 DEMO_TEACHERS = (
     "ce",
@@ -376,10 +376,10 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
                 teachers=teachers,
                 seeds=DEMO_SEEDS,
                 budgets=list(DEMO_BUDGETS),
-                spec=EnvSpec(device=args.device, label_noise=DEMO_LABEL_NOISE),
+                spec=TeachingSpec(device=args.device, label_noise=DEMO_LABEL_NOISE),
                 teacher_configs={k: v for k, v in DEMO_TEACHER_CONFIGS.items() if k in teachers},
             ), notes
-        spec = EnvSpec(**config_args(args))
+        spec = TeachingSpec(**config_args(args))
         return Grid(
             teachers=args.teachers,
             seeds=args.seeds,

@@ -58,7 +58,7 @@ class Protocol:
     name: str
     version: str
     kind: str
-    """"episode": every run is a fresh student (EnvSpec + Teacher.teach);
+    """"episode": every run is a fresh student (TeachingSpec + Teacher.teach);
     "pretrain-window": the demo's pre-trained student and windows"""
     dataset: str
     students: dict[str, StudentPlan]

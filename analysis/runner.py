@@ -33,7 +33,14 @@ from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_met
 from analysis.repro import init_worker
 from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
-from teachers.base import CHECKPOINTS, EnvSpec, EpisodeResult, FitReport, Teacher, check_options
+from teachers.base import (
+    CHECKPOINTS,
+    EpisodeResult,
+    FitReport,
+    Teacher,
+    TeachingSpec,
+    check_options,
+)
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
@@ -55,7 +62,7 @@ class Grid:
     """fitting seeds 0..seeds-1; each fits its own teacher (the unit of replication)"""
     budgets: list[int] = field(default_factory=lambda: [6000])
     """student SGD steps each teacher may spend fitting; several give quality-vs-budget"""
-    spec: EnvSpec = field(default_factory=EnvSpec)
+    spec: TeachingSpec = field(default_factory=TeachingSpec)
     """the environment every teacher is fitted and evaluated on"""
     students_per_seed: int = 1
     """fresh students each fitted teacher teaches"""
@@ -80,7 +87,7 @@ class Grid:
     def to_config(self) -> dict[str, Any]:
         """JSON-ready: user data appear by name (path) in the spec, and in full (file, sha256)
         under "data"."""
-        out = asdict(replace(self, spec=EnvSpec()))
+        out = asdict(replace(self, spec=TeachingSpec()))
         out["spec"] = {**self.spec.to_dict(), "dataset": dataset_label(self.spec.dataset)}
         out["data"] = describe_dataset(self.spec.dataset)
         return out

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from envs.losses import BILINEAR_STARTS
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 from teachers.fixed import FixedTeacher
 
 SELECTION_SPLIT = "select"
@@ -67,7 +67,7 @@ class Selection:
     def __post_init__(self) -> None:
         object.__setattr__(self, "student_steps", sum(t.student_steps for t in self.trials))
 
-    def apply(self, spec: EnvSpec) -> EnvSpec:
+    def apply(self, spec: TeachingSpec) -> TeachingSpec:
         """`spec` with the chosen values."""
         return apply(spec, self.chosen)
 
@@ -85,7 +85,7 @@ class Selection:
         ]
 
 
-def apply(spec: EnvSpec, changes: Mapping[str, Any]) -> EnvSpec:
+def apply(spec: TeachingSpec, changes: Mapping[str, Any]) -> TeachingSpec:
     """`spec` with a candidate's changes: ``lr`` the student lr, ``start`` the bilinear start
     (into ``loss_kwargs``, so that it is recorded with the spec)."""
     unknown = set(changes) - set(CHOICES)
@@ -99,7 +99,7 @@ def apply(spec: EnvSpec, changes: Mapping[str, Any]) -> EnvSpec:
 
 
 def held_out_errors(
-    teacher: Teacher, spec: EnvSpec, seeds: Sequence[int], split: str | None = None
+    teacher: Teacher, spec: TeachingSpec, seeds: Sequence[int], split: str | None = None
 ) -> tuple[list[float], int]:
     """Train one fresh student per seed with `teacher` frozen; their whole-`split` errors (1.0
     when a student diverged) and what training them cost, in student-step equivalents from the
@@ -116,19 +116,19 @@ def held_out_errors(
 
 
 def evaluate_trial(
-    teacher: Teacher, spec: EnvSpec, changes: dict[str, Any], seeds: Sequence[int]
+    teacher: Teacher, spec: TeachingSpec, changes: dict[str, Any], seeds: Sequence[int]
 ) -> Trial:
     """Score one candidate on :data:`SELECTION_SPLIT`."""
     errors, steps = held_out_errors(teacher, apply(spec, changes), seeds)
     return Trial(dict(changes), tuple(errors), steps)
 
 
-TrialFn = Callable[[Teacher, EnvSpec, dict, Sequence[int]], Trial]
+TrialFn = Callable[[Teacher, TeachingSpec, dict, Sequence[int]], Trial]
 
 
 def select(
     teacher: Teacher,
-    spec: EnvSpec,
+    spec: TeachingSpec,
     candidates: Sequence[dict[str, Any]],
     seeds: Sequence[int] = SELECTION_SEEDS,
     *,
@@ -147,7 +147,7 @@ def select(
 
 def search_lr(
     teacher: Teacher,
-    spec: EnvSpec,
+    spec: TeachingSpec,
     lrs: Sequence[float],
     seeds: Sequence[int] = SELECTION_SEEDS,
     *,
@@ -159,7 +159,7 @@ def search_lr(
 
 
 def choose_start_and_lr(
-    spec: EnvSpec,
+    spec: TeachingSpec,
     grid: Mapping[str, Sequence[Any]] | None = None,
     seeds: Sequence[int] = SELECTION_SEEDS,
     *,
@@ -193,7 +193,7 @@ def choose_start_and_lr(
     return select(teacher, spec, candidates, seeds, trial=trial)
 
 
-def acts_on_bilinear(teacher: Teacher, spec: EnvSpec) -> bool:
+def acts_on_bilinear(teacher: Teacher, spec: TeachingSpec) -> bool:
     """Whether `teacher` trains its students on the bilinear family under `spec`."""
     return teacher.spec_for(spec).loss == "bilinear"
 

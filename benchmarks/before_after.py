@@ -23,9 +23,9 @@ import sys
 import numpy as np
 import torch
 
-from teachers import EnvSpec, Teacher, make_teacher
+from teachers import Teacher, TeachingSpec, make_teacher
 
-SPEC = EnvSpec(
+SPEC = TeachingSpec(
     horizon=4,
     interval=10,
     batch_size=32,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 
 from envs.cost import price
-from teachers import EnvSpec
+from teachers import TeachingSpec
 from teachers.l2t_dlf import L2TDLFTeacher
 from teachers.l2t_dln import L2TDLNTeacher
 
@@ -44,7 +44,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budgets", default="1000,4000,16000,64000")
     args = ap.parse_args()
-    spec = EnvSpec()
+    spec = TeachingSpec()
     dln = L2TDLNTeacher()
     process = dln.spec_for(spec).make_env().unwrapped.process
     k, n = dln.cfg.lookahead, process.dev_subset / process.batch_size

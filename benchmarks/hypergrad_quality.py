@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from teachers import estimators as E
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 
 
 def subspace(family) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -91,7 +91,7 @@ def run_sum(estimator, theta) -> tuple[torch.Tensor, list[float], list[float], b
 
 
 def measure(args, noise: float) -> tuple[list[dict], dict]:
-    spec = EnvSpec(
+    spec = TeachingSpec(
         horizon=args.horizon,
         interval=args.interval,
         device="cpu",

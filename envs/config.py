@@ -8,7 +8,7 @@ Everything else is generated from that one declaration:
   suggestion), and their signatures list them (:func:`keywords`);
 * :data:`PROCESS_FIELDS` / :data:`OPTIM_FIELDS` / :data:`ENV_FIELDS` say which component keeps
   each field (the optimiser's become a ``students.optim.SGDConfig``);
-* ``teachers.base.EnvSpec`` (the unit of equal comparison, recorded in results' config.json) is
+* ``teachers.base.TeachingSpec`` (the unit of equal comparison, recorded in results' config.json) is
   this dataclass plus methods;
 * ``l2t compare`` has one flag per field, ``--batch-size`` for ``batch_size``
   (``analysis.cli_checks.add_config_options``), whose text is read by :attr:`Check.parse` and

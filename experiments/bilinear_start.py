@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.runner import MAX_STUDENTS_PER_SEED, STUDENT_SEED_OFFSET  # noqa: E402
 from analysis.stats import mean_ci, paired_difference  # noqa: E402
 from envs.losses import BILINEAR_STARTS  # noqa: E402
-from teachers.base import EnvSpec  # noqa: E402
+from teachers.base import TeachingSpec  # noqa: E402
 from teachers.fixed import FixedTeacher  # noqa: E402
 
 SETTINGS = {"clean": 0.0, "noise-0.4": 0.4}
@@ -39,7 +39,7 @@ def measure(seeds: int, settings: dict[str, float], starts=BILINEAR_STARTS) -> p
     teacher = FixedTeacher()  # the family's default action (0): the untrained start
     for setting, noise in settings.items():
         for start in starts:
-            spec = EnvSpec(device="cpu", label_noise=noise, loss_kwargs={"start": start})
+            spec = TeachingSpec(device="cpu", label_noise=noise, loss_kwargs={"start": start})
             for s in range(seeds):
                 t0 = time.perf_counter()
                 final = teacher.teach(spec, STUDENT_SEED_OFFSET + MAX_STUDENTS_PER_SEED * s).final

@@ -36,7 +36,7 @@ import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from teachers.base import EnvSpec, Teacher  # noqa: E402
+from teachers.base import Teacher, TeachingSpec  # noqa: E402
 from teachers.l2t_dlf import L2TDLFTeacher  # noqa: E402
 from teachers.registry import make_teacher  # noqa: E402
 
@@ -65,7 +65,7 @@ def ci95(x: np.ndarray) -> tuple[float, float]:
     return float(x.mean()), float(half)
 
 
-def dev_error(teacher: Teacher, spec: EnvSpec, seeds) -> float:
+def dev_error(teacher: Teacher, spec: TeachingSpec, seeds) -> float:
     """Mean whole-dev-split error of fresh students (the dev half of teach(); test not read)."""
     env = teacher.spec_for(spec).make_env()
     errors = []
@@ -80,14 +80,14 @@ def cross_entropy() -> Teacher:
     return make_teacher("fixed", family="ce")
 
 
-def untrained(spec: EnvSpec, **config) -> L2TDLFTeacher:
+def untrained(spec: TeachingSpec, **config) -> L2TDLFTeacher:
     teacher = L2TDLFTeacher(**config)
     env = teacher.spec_for(spec).make_env()
     teacher.build(env.observation_space.shape[0], env.family.dim)
     return teacher
 
 
-def select_lr(spec: EnvSpec, out: Path) -> dict[str, float]:
+def select_lr(spec: TeachingSpec, out: Path) -> dict[str, float]:
     rows = []
     for name, factory in (("ce", lambda s: cross_entropy()), ("bilinear-init", untrained)):
         for lr in LRS:
@@ -154,7 +154,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    spec = EnvSpec(device="cpu")  # mnist5k, mlp 784-256-10, 12 x 50 steps, batch 64, cosine
+    spec = TeachingSpec(device="cpu")  # mnist5k, mlp 784-256-10, 12 x 50 steps, batch 64, cosine
 
     if args.reuse_fit:  # stages 1-2 from an earlier run in --out; stages 3-4 again
         lr_df = pd.read_csv(out / "lr_selection.csv")
@@ -170,7 +170,7 @@ def main() -> None:
     print(f"total wall time {time.perf_counter() - start:.0f} s")
 
 
-def fit_stage(spec: EnvSpec, args, out: Path):
+def fit_stage(spec: TeachingSpec, args, out: Path):
     """Stages 1-2: learning rates on dev, then the teacher variants, the best kept on dev."""
     lrs = select_lr(spec, out)
     print("selected learning rates (dev):", lrs, flush=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.fixed import FixedTeacher
 
 DIAGS = (1.0, 1.5, 2.0)
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="default results/l2t_dlf/static_probe_lr<lr>.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    env = EnvSpec(device="cpu", lr=args.lr).make_env()
+    env = TeachingSpec(device="cpu", lr=args.lr).make_env()
     family = env.family
     C = family.num_classes
     center, half = family.center_and_half_range()

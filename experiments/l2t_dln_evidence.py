@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from analysis.stats import mean_ci, paired_difference
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.l2t_dln import L2TDLNTeacher
 from teachers.registry import make_teacher
 
@@ -36,7 +36,12 @@ EVAL_SEED = 1000
 
 
 def run_seed(
-    spec: EnvSpec, seed: int, budget: int, with_dlf: bool, variants: dict[str, dict], fixed: bool
+    spec: TeachingSpec,
+    seed: int,
+    budget: int,
+    with_dlf: bool,
+    variants: dict[str, dict],
+    fixed: bool,
 ) -> tuple[list, list, list]:
     """Fit and teach every method for one seed; rows for per_seed, fit log and curves."""
     student = EVAL_SEED + seed
@@ -118,7 +123,7 @@ def main() -> None:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    spec = EnvSpec(device="cpu")
+    spec = TeachingSpec(device="cpu")
     with_dlf = not args.no_dlf
     if with_dlf:
         try:

@@ -21,7 +21,7 @@ import torch
 
 from envs.process import TeachingProcess
 from students.optim import SGDConfig
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.l2t_dln import L2TDLNTeacher, bce_warm_start
 
 
@@ -64,7 +64,7 @@ def main() -> None:
                     "dev_accuracy": acc,
                 }
             )
-    spec = EnvSpec(device="cpu")
+    spec = TeachingSpec(device="cpu")
     for step in (1e-2, 1e-3):
         teacher = L2TDLNTeacher(dln_step=step)
         teacher.fit(spec, 2400, seed=0)

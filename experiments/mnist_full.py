@@ -52,7 +52,7 @@ from envs.process import TeachingProcess  # noqa: E402
 from students.optim import SGDConfig  # noqa: E402
 from teachers import l2t_dlf as l2t_dlf_module  # noqa: E402
 from teachers import rmd  # noqa: E402
-from teachers.base import EnvSpec, Teacher  # noqa: E402
+from teachers.base import Teacher, TeachingSpec  # noqa: E402
 from teachers.l2t_dlf import L2TDLFTeacher  # noqa: E402
 from teachers.large_margin import LargeMarginTeacher  # noqa: E402
 from teachers.registry import make_teacher  # noqa: E402
@@ -105,8 +105,8 @@ class Units:
 # ------------------------------------------------------------------------- paper protocol
 
 
-def paper_spec(p: Protocol, student: str, plan: StudentPlan, data_root: str) -> EnvSpec:
-    return EnvSpec(
+def paper_spec(p: Protocol, student: str, plan: StudentPlan, data_root: str) -> TeachingSpec:
+    return TeachingSpec(
         dataset=p.dataset,
         student=student,
         horizon=plan.horizon,
@@ -120,7 +120,7 @@ def paper_spec(p: Protocol, student: str, plan: StudentPlan, data_root: str) -> 
     )
 
 
-def paper_teacher(p: Protocol, name: str, spec: EnvSpec) -> Teacher:
+def paper_teacher(p: Protocol, name: str, spec: TeachingSpec) -> Teacher:
     """A fresh teacher; "bilinear-init" is L2T-DLF's untrained teacher."""
     if name == "bilinear-init":
         t = L2TDLFTeacher(**p.teachers["l2t-dlf"])
@@ -135,7 +135,7 @@ def stored_trials(units: Units, loss: str):
     read back, so an interrupted selection resumes. Units: ``lr_<loss>_<lr>`` and, for the
     bilinear start, ``lr_<loss>_<start>_<lr>``."""
 
-    def trial(teacher: Teacher, spec: EnvSpec, changes: dict, seeds) -> Trial:
+    def trial(teacher: Teacher, spec: TeachingSpec, changes: dict, seeds) -> Trial:
         start = f"_{changes['start']}" if "start" in changes else ""
         unit = f"lr_{loss}{start}_{changes['lr']:g}"
         row = units.get(unit)

@@ -34,7 +34,7 @@ from analysis.selection import (  # noqa: E402
     search_lr,
 )
 from envs.losses import BILINEAR_STARTS  # noqa: E402
-from teachers.base import EnvSpec  # noqa: E402
+from teachers.base import TeachingSpec  # noqa: E402
 from teachers.registry import make_teacher  # noqa: E402
 
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
-    spec = EnvSpec(
+    spec = TeachingSpec(
         dataset=args.dataset,
         student=args.student,
         label_noise=args.label_noise,

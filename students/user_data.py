@@ -3,7 +3,7 @@
 An ``.npz`` file holds four arrays (``numpy.savez(path, x_train=..., y_train=..., x_test=...,
 y_test=...)``): x as (N, C, H, W) images or (N, D) features, y as integer labels in [0, C).
 It is split and normalised exactly like a named dataset (dev carved from x_train, see
-``students.data.from_tensors``). Anywhere a dataset name is accepted (``EnvSpec.dataset``,
+``students.data.from_tensors``). Anywhere a dataset name is accepted (``TeachingSpec.dataset``,
 ``TeachingProcess``, ``load_dataset``, ``l2t compare --dataset``) a path ending in ``.npz`` works.
 
 The file is read by ``students.data.load_npz``, the one loader; this module says what a run was

@@ -1,11 +1,11 @@
 """Teachers: agents that choose the student's loss coefficients, under one interface."""
 
-from teachers.base import EnvSpec, EpisodeResult, FitReport, Teacher
+from teachers.base import EpisodeResult, FitReport, Teacher, TeachingSpec
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 __all__ = [
     "TEACHERS",
-    "EnvSpec",
+    "TeachingSpec",
     "EpisodeResult",
     "FitReport",
     "Teacher",

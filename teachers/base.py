@@ -1,6 +1,6 @@
 """One interface for every teacher: fit within a budget, act on observations, save and load.
 
-A teacher is fitted on an :class:`EnvSpec` (how to build the environment) within a budget counted
+A teacher is fitted on an :class:`TeachingSpec` (how to build the environment) within a budget counted
 in student-step equivalents, charged by the :class:`~envs.process.TeachingProcess` for every pass
 it runs (``envs.cost``); wall time is recorded beside it. The fit loop and the episode loop live
 here, once (:meth:`Teacher.fit`, :meth:`Teacher.rollout`); teachers write their decision and
@@ -32,16 +32,17 @@ from envs.losses import unknown_name_error
 
 
 @dataclass
-class EnvSpec(EnvConfig):
+class TeachingSpec(EnvConfig):
     """Everything needed to build a :class:`LossTeachingEnv`; the unit of equal comparison. Its
-    fields and their defaults are :class:`envs.config.EnvConfig`'s (defined there, once)."""
+    fields and their defaults are :class:`envs.config.EnvConfig`'s (defined there, once). Not
+    called EnvSpec: that is Gymnasium's registration record of an env id, a different thing."""
 
     @property
     def episode_steps(self) -> int:
         """Student SGD steps in one full episode."""
         return self.horizon * self.interval
 
-    def replace(self, **changes: Any) -> EnvSpec:
+    def replace(self, **changes: Any) -> TeachingSpec:
         return dataclasses.replace(self, **changes)
 
     def make_env(self, **overrides: Any) -> LossTeachingEnv:
@@ -58,11 +59,13 @@ class EnvSpec(EnvConfig):
         return out
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EnvSpec:
+    def from_dict(cls, d: dict[str, Any]) -> TeachingSpec:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
-            raise ValueError(f"unknown EnvSpec fields {sorted(unknown)}; known: {sorted(names)}")
+            raise ValueError(
+                f"unknown TeachingSpec fields {sorted(unknown)}; known: {sorted(names)}"
+            )
         return cls(**d)
 
 
@@ -173,7 +176,7 @@ class FitRun:
 
     def __init__(
         self,
-        spec: EnvSpec,
+        spec: TeachingSpec,
         budget: int,
         seeds: SeedPlan,
         callback: Callable[[dict], bool | None] | None,
@@ -287,7 +290,7 @@ class Teacher(ABC):
         """the options as a dict: saved with the teacher, rebuilt by :meth:`load`"""
 
     # -- the interface ------------------------------------------------------------------------
-    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+    def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         """The spec this teacher runs on: the given one, with its own loss family if it has one
         (the spec's ``loss_kwargs`` belong to the spec's family and are dropped on a switch)."""
         family = self.config.get("family", self.family)
@@ -297,7 +300,7 @@ class Teacher(ABC):
 
     def fit(
         self,
-        spec: EnvSpec,
+        spec: TeachingSpec,
         budget: int,
         *,
         seed: int = 0,
@@ -421,7 +424,7 @@ class Teacher(ABC):
 
     def teach(
         self,
-        spec: EnvSpec,
+        spec: TeachingSpec,
         seed: int,
         *,
         env: LossTeachingEnv | None = None,

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from envs.vector import LossTeachingVectorEnv, unbatch_info
-from teachers.base import REPORTED_SPLITS, EnvSpec, EpisodeResult, Teacher, teaching_cost
+from teachers.base import REPORTED_SPLITS, EpisodeResult, Teacher, TeachingSpec, teaching_cost
 
 
-def teach_batch(teacher: Teacher, spec: EnvSpec, seeds: Sequence[int]) -> list[EpisodeResult]:
+def teach_batch(teacher: Teacher, spec: TeachingSpec, seeds: Sequence[int]) -> list[EpisodeResult]:
     """One fresh student per seed, all taught at once; see the module docstring."""
     if not teacher.acts_on_observation:
         raise ValueError(

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 
 
 def _check_lr(lr: float | None) -> None:
@@ -105,7 +105,7 @@ class FixedTeacher(Teacher):
         """The action this teacher takes at every step; None = the family's default."""
         return self.cfg.action
 
-    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+    def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         """A fixed loss may bring its own student lr (tuned on dev, per loss, as baselines
         should be); None keeps the spec's."""
         spec = super().spec_for(spec)

@@ -69,7 +69,7 @@ from envs.losses import DynamicLossNetwork
 from envs.process import TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
-from teachers.base import EnvSpec, FitRun, Teacher
+from teachers.base import FitRun, Teacher, TeachingSpec
 
 WARM_STARTS = ("bce", "none")
 
@@ -280,7 +280,7 @@ class L2TDLNTeacher(Teacher):
         self._process: TeachingProcess | None = None
 
     # -- spec and episode state ---------------------------------------------------------------
-    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+    def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         """The spec with the ``dln`` family (its Kaiming seed and our wider action box) and an
         env step of K student steps: the teacher decides once per iteration. The episode keeps
         its length, so the student's schedule and data order are the spec's."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 
 
 @dataclass
@@ -53,7 +53,7 @@ class LargeMarginTeacher(Teacher):
         super().__init__(config, **options)
         self._process = None
 
-    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+    def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         own = spec.loss_kwargs if spec.loss == "large-margin" else {}  # not another family's
         kwargs = {**own, "margin": self.config["margin"]}
         return spec.replace(loss="large-margin", loss_kwargs=kwargs)

@@ -41,7 +41,7 @@ from torch import nn
 
 from envs.process import StudentState, TeachingProcess
 from students.optim import sgd_step
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 from teachers.fixed import _check_lr
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -214,7 +214,7 @@ class ReweightTeacher(Teacher):
         self.lr = self.cfg.lr
         self._weigh: Callable[..., torch.Tensor] | None = None
 
-    def spec_for(self, spec: EnvSpec) -> EnvSpec:
+    def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         """CE, and the student lr given (if any), as for the fixed losses."""
         spec = spec.replace(loss="ce")
         return spec if self.lr is None else spec.replace(lr=self.lr)

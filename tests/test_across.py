@@ -12,7 +12,7 @@ from analysis.across import across_settings, probability_of_improvement, stratif
 from analysis.cli import main
 from analysis.runner import Grid, run_grid
 from students.data import from_tensors
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 
 
 def synthetic(seeds: int = 8) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def test_table_and_plot_across_two_result_directories(tmp_path, capsys):
     y = rng.integers(0, 3, 300)
     x = rng.normal(size=(300, 12)).astype(np.float32) + y[:, None]
     data = from_tensors(x[:240], y[:240], x[240:], y[240:], name="blobs")
-    spec = EnvSpec(data, horizon=2, interval=10, batch_size=16, device="cpu")
+    spec = TeachingSpec(data, horizon=2, interval=10, batch_size=16, device="cpu")
     spec = spec.replace(student_kwargs={"hidden": 16})
     dirs = []
     for name, noise in (("clean", 0.0), ("noisy", 0.4)):

@@ -12,9 +12,9 @@ from analysis.records import COEFF_COLUMNS, COLUMNS, RecordStore, tidy, unit_id
 from analysis.runner import STUDENT_SEED_OFFSET, Grid, run_grid, run_unit
 from analysis.stats import ci_bounds, mean_ci, paired_difference
 from analysis.tables import per_seed, summary, to_markdown
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 
-TINY = EnvSpec(horizon=2, interval=5, dev_subset=64, device="cpu")
+TINY = TeachingSpec(horizon=2, interval=5, dev_subset=64, device="cpu")
 # t quantiles from a printed table (not from scipy, which the code uses)
 T975 = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776}
 
@@ -269,9 +269,9 @@ def test_plots_are_non_empty_pngs(tiny_run):
         ({"budgets": [0]}, "budget .* positive integer"),
         ({"budgets": []}, "no budgets"),
         ({"students_per_seed": -1}, "students per seed"),
-        ({"spec": EnvSpec(dataset="mnist6k")}, "unknown dataset 'mnist6k'.*known"),
-        ({"spec": EnvSpec(student="resnet9")}, "unknown student 'resnet9'.*known"),
-        ({"spec": EnvSpec(loss="bilin")}, "unknown loss 'bilin'.*known"),
+        ({"spec": TeachingSpec(dataset="mnist6k")}, "unknown dataset 'mnist6k'.*known"),
+        ({"spec": TeachingSpec(student="resnet9")}, "unknown student 'resnet9'.*known"),
+        ({"spec": TeachingSpec(loss="bilin")}, "unknown loss 'bilin'.*known"),
         ({"teacher_configs": {"ppo": {}}}, "not among the teachers"),
     ],
 )
@@ -315,7 +315,7 @@ def test_a_directory_made_before_a_setting_existed_resumes_at_its_default(tmp_pa
     old_spec = {k: v for k, v in TINY.to_dict().items() if k != "meta_size"}
     old = {"spec": old_spec, "students_per_seed": 1, "teacher_configs": {}, "teachers": ["ce"]}
     store.open(old)
-    defaults = {"spec": EnvSpec().to_dict(), "checkpoint": "last", "checks": 10}
+    defaults = {"spec": TeachingSpec().to_dict(), "checkpoint": "last", "checks": 10}
     new = {**old, "spec": TINY.to_dict(), "checkpoint": "last", "checks": 10}
     store.open(new, defaults=defaults)  # resumes
     with pytest.raises(ValueError, match="checkpoint: 'last' on disk vs 'best-select' now"):

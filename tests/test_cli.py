@@ -15,7 +15,7 @@ import pytest
 from analysis.cli import DEMO_TEACHERS, main
 from analysis.records import COLUMNS, RecordStore
 from analysis.runner import Grid, run_grid
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.registry import TEACHERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, capsys):
     assert not got.duplicated(KEY).any()
 
     # the same grid, uninterrupted, in-process: identical rows except for timings
-    spec = EnvSpec(horizon=4, interval=25, device="cpu")
+    spec = TeachingSpec(horizon=4, interval=25, device="cpu")
     ref_dir = tmp_path / "ref"
     run_grid(Grid(["ce", "label-smoothing"], 3, [7], spec), ref_dir, progress=False)
     ref = RecordStore(ref_dir).read()
@@ -150,7 +150,7 @@ def test_killed_run_resumes_without_lost_or_duplicated_rows(tmp_path, capsys):
 
 
 def test_table_and_plot_rebuild_from_records(tmp_path, capsys):
-    spec = EnvSpec(horizon=2, interval=5, dev_subset=64, device="cpu")
+    spec = TeachingSpec(horizon=2, interval=5, dev_subset=64, device="cpu")
     run_grid(Grid(["ce", "random"], 2, [5], spec), tmp_path, progress=False)
     assert main(["table", str(tmp_path)]) == 0
     printed = capsys.readouterr().out

@@ -13,7 +13,7 @@ from analysis.catalog import listing
 from analysis.cli import build_parser, main
 from analysis.records import RecordStore
 from analysis.runner import Grid, run_grid
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 
 FILE = "<an existing file>"
 LABELS_1_TO_10 = "<an .npz whose labels are 1..10>"
@@ -199,7 +199,7 @@ def test_a_budget_below_one_episode_is_warned_about(tmp_path, capsys):
 
 
 def test_reference_comparison_reports_matches_and_differences(tmp_path):
-    spec = EnvSpec(horizon=2, interval=5, dev_subset=32, device="cpu")
+    spec = TeachingSpec(horizon=2, interval=5, dev_subset=32, device="cpu")
     grid = Grid(["ce", "label-smoothing"], 2, [20], spec)
     run_grid(grid, tmp_path / "a", progress=False)
     run_grid(grid, tmp_path / "b", progress=False)

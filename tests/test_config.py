@@ -1,4 +1,4 @@
-"""One place defines the env's configuration (envs/config.py): the env, the process, EnvSpec and
+"""One place defines the env's configuration (envs/config.py): the env, the process, TeachingSpec and
 the command line's flags are generated from EnvConfig's fields, each with its check."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from envs.process import TeachingProcess
 from envs.rewards import REWARDS
 from students.data import load_dataset
 from students.optim import SGDConfig
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def test_each_flag_sets_its_own_field(name):
     assert {k: v for k, v in got.items() if k != name} == {
         k: default_of(k) for k in FIELDS if k != name
     }
-    EnvSpec(**got).validate()  # the value the flag reads is one the library accepts
+    TeachingSpec(**got).validate()  # the value the flag reads is one the library accepts
 
 
 @pytest.mark.parametrize("name", sorted(FIELDS))
@@ -183,9 +183,9 @@ def test_the_env_forwards_every_field_to_the_part_that_keeps_it():
 
 
 def test_envspec_is_the_config_and_records_the_same_dict():
-    """config.json files under results/ hold EnvSpec.to_dict(): same keys, values and order."""
-    assert [f.name for f in dataclasses.fields(EnvSpec)] == list(FIELDS)
-    assert EnvSpec().to_dict() == {
+    """config.json files under results/ hold TeachingSpec.to_dict(): same keys, values and order."""
+    assert [f.name for f in dataclasses.fields(TeachingSpec)] == list(FIELDS)
+    assert TeachingSpec().to_dict() == {
         "dataset": "mnist5k",
         "student": "mlp",
         "loss": "bilinear",
@@ -210,20 +210,20 @@ def test_envspec_is_the_config_and_records_the_same_dict():
         "imbalance": 1.0,
         "lr_action": False,
     }
-    assert list(EnvSpec().to_dict()) == list(FIELDS)
-    spec = EnvSpec(horizon=3, student_kwargs={"hidden": 8})
+    assert list(TeachingSpec().to_dict()) == list(FIELDS)
+    spec = TeachingSpec(horizon=3, student_kwargs={"hidden": 8})
     assert pickle.loads(pickle.dumps(spec)) == spec
-    assert EnvSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ValueError, match="unknown EnvSpec fields"):
-        EnvSpec.from_dict({"dev_subet": 3})
+    assert TeachingSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown TeachingSpec fields"):
+        TeachingSpec.from_dict({"dev_subet": 3})
 
 
 @pytest.mark.parametrize("config", sorted(ROOT.glob("results/*/config.json")), ids=str)
 def test_committed_results_specs_still_load_and_validate(config):
     spec = json.loads(config.read_text())["spec"]
-    loaded = EnvSpec.from_dict(spec).validate().to_dict()
+    loaded = TeachingSpec.from_dict(spec).validate().to_dict()
     # fields added since the run read as their defaults, the rest as recorded
-    assert loaded == {**EnvSpec().to_dict(), **spec}
+    assert loaded == {**TeachingSpec().to_dict(), **spec}
 
 
 # -- teacher options: one dataclass per teacher, `--teacher-config` checked against it ----------

@@ -9,7 +9,7 @@ import pytest
 from analysis.runner import Grid, run_grid
 from analysis.tables import display_rows, summary
 from envs.cost import KINDS, Meter, price
-from teachers import EnvSpec
+from teachers import TeachingSpec
 
 
 def test_meter_sums_by_kind_and_refuses_bad_charges():
@@ -32,7 +32,7 @@ def test_records_and_the_summary_carry_the_teaching_cost(tmp_path):
     """Every taught student's record has its cost from the process's counter; the summary shows
     it per teacher with its ratio to plain CE: 1 for CE, more for L2T-DLN, whose look-ahead
     every K steps is charged while it teaches."""
-    spec = EnvSpec(
+    spec = TeachingSpec(
         horizon=2, interval=10, batch_size=32, dev_subset=64, device="cpu",
         student_kwargs={"hidden": 16},
     )  # fmt: skip

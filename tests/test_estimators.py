@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from teachers import estimators as E
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.l2t_dlf import L2TDLFTeacher
 from tests.test_rmd import tiny_data
 
 DATA = tiny_data(shape=(1, 1, 12), classes=3, n=160)
 # float64, a 12-input MLP with 6 hidden units, 3 classes: microseconds per step
-TINY = EnvSpec(
+TINY = TeachingSpec(
     dataset=DATA,
     horizon=4,
     interval=5,

@@ -19,7 +19,7 @@ import torch
 
 from envs.process import TeachingProcess
 from students.data import DEV_PARTS, load_dataset, meta_count
-from teachers import TEACHERS, EnvSpec, make_teacher, teacher_class
+from teachers import TEACHERS, TeachingSpec, make_teacher, teacher_class
 
 META = 200
 CLEAN = load_dataset("mnist5k")
@@ -90,7 +90,7 @@ def same(a, b) -> bool:
 
 
 def fit_and_teach(name: str, data) -> tuple[dict, dict, list]:
-    spec = EnvSpec(dataset=data, **TINY)
+    spec = TeachingSpec(dataset=data, **TINY)
     teacher = make_teacher(name, **CONFIGS.get(name, {}))
     report = teacher.fit(spec, BUDGET, seed=0)
     env = teacher.spec_for(spec).make_env()
@@ -168,13 +168,13 @@ def test_meta_size_leaves_select_examples_and_rejects_nonsense():
 
 
 def test_the_records_carry_meta_size():
-    assert EnvSpec().to_dict()["meta_size"] == 256
-    env = EnvSpec(device="cpu", meta_size=100, dev_subset=300).make_env()
+    assert TeachingSpec().to_dict()["meta_size"] == 256
+    env = TeachingSpec(device="cpu", meta_size=100, dev_subset=300).make_env()
     assert (env.process.meta_size, env.process.dev_subset) == (100, 100)
 
 
 def test_best_select_reports_the_best_of_k_evenly_spaced_select_checks():
-    spec = EnvSpec(**{**TINY, "horizon": 6, "lr": 0.5})  # a high lr: the error is not monotone
+    spec = TeachingSpec(**{**TINY, "horizon": 6, "lr": 0.5})  # a high lr: the error is not monotone
     teacher = make_teacher("ce")
     env = teacher.spec_for(spec).make_env()
     by_hand = {}

@@ -13,12 +13,12 @@ import envs.process
 from envs.cost import KINDS
 from envs.process import TeachingProcess
 from students.data import load_dataset
-from teachers.base import EnvSpec, SeedPlan, Teacher
+from teachers.base import SeedPlan, Teacher, TeachingSpec
 from teachers.l2t_dlf import L2TDLFTeacher
 from teachers.registry import make_teacher
 
 # a small student so that an episode (3 x 5 steps) takes milliseconds; real data, real env
-SPEC = EnvSpec(horizon=3, interval=5, device="cpu", student_kwargs={"hidden": 16})
+SPEC = TeachingSpec(horizon=3, interval=5, device="cpu", student_kwargs={"hidden": 16})
 
 
 def fresh(form="attention", **kw) -> tuple[L2TDLFTeacher, object]:
@@ -176,7 +176,7 @@ def test_teaches_resnet8_on_generated_cifar(tmp_path, monkeypatch):
     accept_fake_cifar(monkeypatch)
     # the CIFAR default dev split (5,000) exceeds the fake data; a small one, same code path
     monkeypatch.setattr(envs.process, "load_dataset", functools.partial(load_dataset, dev_size=40))
-    spec = EnvSpec(
+    spec = TeachingSpec(
         dataset="cifar10",
         student="resnet8",
         data_root=str(tmp_path),
@@ -233,7 +233,7 @@ def test_teacher_parameter_gradient_matches_finite_differences(objective):
     it (RMD reverse pass -> d coeffs -> d a -> autograd into theta), against central differences
     of the whole episode re-run at theta +- eps d. One env step, so the observation the teacher
     reads does not itself depend on theta (later ones do, and RMD treats them as constants)."""
-    spec = EnvSpec(
+    spec = TeachingSpec(
         horizon=1,
         interval=12,
         batch_size=32,

@@ -14,7 +14,7 @@ from envs.losses import make_loss
 from envs.process import TeachingProcess
 from students.data import from_tensors
 from students.optim import SGDConfig
-from teachers.base import EnvSpec, Teacher
+from teachers.base import Teacher, TeachingSpec
 from teachers.l2t_dln import (
     CoordinateLSTM,
     L2TDLNTeacher,
@@ -25,7 +25,7 @@ from teachers.l2t_dln import (
 from teachers.registry import make_teacher
 
 
-def tiny_spec(**kw) -> EnvSpec:
+def tiny_spec(**kw) -> TeachingSpec:
     base = dict(
         student_kwargs={"hidden": 16},
         horizon=2,
@@ -34,7 +34,7 @@ def tiny_spec(**kw) -> EnvSpec:
         dev_subset=64,
         device="cpu",
     )
-    return EnvSpec(**{**base, **kw})
+    return TeachingSpec(**{**base, **kw})
 
 
 def lstm_size(n_in: int, hidden: int = 64) -> int:

@@ -15,10 +15,10 @@ from envs.losses import LOSSES, LR_ACTION_OCTAVES, LearningRateAction
 from envs.process import TeachingProcess
 from students.optim import SGDConfig
 from teachers import rmd
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from tests.test_rmd import DATA, INTERVAL, SEGMENTS, STEPS, coeff_schedule, rel_err, tiny_data
 
-SPEC = EnvSpec(
+SPEC = TeachingSpec(
     dataset=tiny_data(),
     horizon=2,
     interval=5,
@@ -238,7 +238,7 @@ def test_results_made_before_the_option_resume_and_a_real_change_still_clashes(t
 
     from analysis.records import RecordStore
 
-    spec = EnvSpec().to_dict()
+    spec = TeachingSpec().to_dict()
     old = {"spec": {k: v for k, v in spec.items() if k != "lr_action"}, "teachers": ["ce"]}
     (tmp_path / "config.json").write_text(json.dumps(old))
     defaults = {"spec": spec}  # what the runner hands the store: the settings' defaults

@@ -24,7 +24,7 @@ from envs.losses import make_loss
 from envs.process import TeachingProcess
 from students.data import load_dataset
 from students.mnist_pkl import check_real_file, read_mnist_pkl
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.registry import make_teacher
 from tests.fake_datasets import write_fake_mnist
 
@@ -202,7 +202,7 @@ def test_large_margin_in_the_process_is_ce_at_lambda_zero():
 def test_large_margin_teacher_anneals_beta():
     t = make_teacher("large-margin")
     assert t.beta(0) == 1000.0 and t.beta(10_000) < 1.0
-    spec = EnvSpec(device="cpu", horizon=3, interval=20)
+    spec = TeachingSpec(device="cpu", horizon=3, interval=20)
     result = t.teach(spec, seed=0)
     lam = [float(c[0]) for c in result.coeffs]
     assert lam == sorted(lam) and lam[0] == pytest.approx(1 / 1001, rel=1e-4)

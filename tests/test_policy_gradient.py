@@ -3,7 +3,7 @@ on the action, with a known best action a*, fitting must raise the episode retur
 teacher's deterministic action towards a*.
 
 The env is the real one (a student is trained, budgets are charged in its student steps) with the
-reward replaced, built through an EnvSpec subclass, so ``fit`` runs its ordinary code path.
+reward replaced, built through an TeachingSpec subclass, so ``fit`` runs its ordinary code path.
 Seeds 0-3 measured (first -> last fifth of the fit's returns; mean |a - a*| at a reset observation):
 REINFORCE -0.89 -> -0.44, 0.03 ... -0.96 -> -0.40, 0.07; PPO -0.85 -> -0.40, 0.12 ... -0.97 -> -0.46,
 0.09. (PPO's deterministic action drifts from a* on some later observations, which differ from
@@ -22,7 +22,7 @@ import gymnasium
 import numpy as np
 import pytest
 
-from teachers import EnvSpec, make_teacher
+from teachers import TeachingSpec, make_teacher
 
 TARGET = np.array([0.4, -0.4, 0.2, -0.2, 0.3], np.float32)
 """a* for the compact family (5 knobs)"""
@@ -37,7 +37,7 @@ class ActionReward(gymnasium.Wrapper):
         return obs, -float(np.mean((a - TARGET) ** 2)), terminated, truncated, info
 
 
-class ActionRewardSpec(EnvSpec):
+class ActionRewardSpec(TeachingSpec):
     def make_env(self, **overrides):
         return ActionReward(super().make_env(**overrides))
 

@@ -32,11 +32,11 @@ from analysis.ray_backend import (
 )
 from analysis.records import COEFF_COLUMNS, COLUMNS, RecordStore
 from analysis.runner import Grid, prepare, run_grid
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = ["teacher", "budget", "seed", "student_seed", "phase", "episode", "step", "metric"]
-SPEC = EnvSpec(horizon=3, interval=10, dev_subset=64, device="cpu")
+SPEC = TeachingSpec(horizon=3, interval=10, dev_subset=64, device="cpu")
 GRID_ARGS = [
     "--teachers",
     "ce,random",
@@ -189,7 +189,7 @@ def test_killed_driver_resumes_without_lost_or_duplicated_rows(ray_address, tmp_
     assert not list(out.glob("*/.*.tmp")) and not list(out.glob(".ray-probe-*"))
 
     ref_dir = tmp_path / "ref"
-    spec = EnvSpec(horizon=3, interval=10, device="cpu")  # what GRID_ARGS ask for
+    spec = TeachingSpec(horizon=3, interval=10, device="cpu")  # what GRID_ARGS ask for
     run_grid(Grid(["ce", "random"], 2, [5], spec), ref_dir, progress=False)
     pd.testing.assert_frame_equal(_canon(got, KEY), _canon(RecordStore(ref_dir).read(), KEY))
     assert set(got.columns) == set(COLUMNS)

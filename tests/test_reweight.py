@@ -231,7 +231,7 @@ def test_oracle_trains_on_exactly_the_unflipped_examples():
 def test_a_reweighting_teachers_student_lr_reaches_its_spec(name):
     """The lr a user (or the lr search) gives these teachers is the lr their students train at."""
     from teachers import make_teacher
-    from teachers.base import EnvSpec
+    from teachers.base import TeachingSpec
 
-    assert make_teacher(name, lr=0.02).spec_for(EnvSpec(lr=0.1)).lr == 0.02
-    assert make_teacher(name).spec_for(EnvSpec(lr=0.1)).lr == 0.1
+    assert make_teacher(name, lr=0.02).spec_for(TeachingSpec(lr=0.1)).lr == 0.02
+    assert make_teacher(name).spec_for(TeachingSpec(lr=0.1)).lr == 0.1

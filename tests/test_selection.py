@@ -8,7 +8,7 @@ import pytest
 from analysis import selection
 from analysis.selection import apply, choose_start_and_lr, search_lr
 from envs.process import TeachingProcess
-from teachers.base import EnvSpec
+from teachers.base import TeachingSpec
 from teachers.fixed import FixedTeacher
 from teachers.registry import make_teacher
 
@@ -16,7 +16,7 @@ SEEDS = (2**31 - 1, 2**31 - 2)
 # 4 x 50 = 200 steps of mnist5k / mlp at lr 0.1. Measured (dev error, the two seeds above): under
 # 40% symmetric noise b = 0 gives 11.5 / 10.6 %, b = log C 13.0 / 12.4 %; clean, b = log C gives
 # 8.0 / 8.1 %, b = 0 8.9 / 9.0 %. The better start differs between the two settings.
-TINY = EnvSpec(device="cpu", horizon=4, interval=50)
+TINY = TeachingSpec(device="cpu", horizon=4, interval=50)
 
 
 @pytest.mark.parametrize(("noise", "better"), [(0.4, "zero"), (0.0, "log-c")])

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from teachers import TEACHERS, EnvSpec, Teacher, make_teacher, teacher_class
+from teachers import TEACHERS, Teacher, TeachingSpec, make_teacher, teacher_class
 
 
-class RecordingSpec(EnvSpec):
-    """An EnvSpec that keeps every env it builds, so the test reads the processes' own
+class RecordingSpec(TeachingSpec):
+    """An TeachingSpec that keeps every env it builds, so the test reads the processes' own
     counters (``process.cost``) instead of trusting the teacher's report."""
 
     built: list = []

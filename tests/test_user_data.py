@@ -1,4 +1,4 @@
-"""Your own data end to end: in-memory Splits and .npz files through EnvSpec, every teacher, the
+"""Your own data end to end: in-memory Splits and .npz files through TeachingSpec, every teacher, the
 runner and `l2t compare`, with the data named and hashed in config.json."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from analysis.records import RecordStore
 from analysis.runner import Grid, run_grid
 from students.data import from_tensors, load_dataset, load_npz
 from students.user_data import NPZ_KEYS, file_sha256, splits_sha256
-from teachers import TEACHERS, EnvSpec, make_teacher
+from teachers import TEACHERS, TeachingSpec, make_teacher
 
 SMALL = {  # per-teacher configs that keep the networks tiny
     "reinforce": {"hidden": 16},
@@ -32,8 +32,8 @@ def arrays(n_train: int = 240, n_test: int = 60, seed: int = 0) -> dict[str, np.
     return out
 
 
-def spec(dataset) -> EnvSpec:
-    return EnvSpec(
+def spec(dataset) -> TeachingSpec:
+    return TeachingSpec(
         dataset=dataset,
         horizon=2,
         interval=5,
