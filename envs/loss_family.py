@@ -79,6 +79,15 @@ class LossFamily:
     def __call__(self, logits: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         return self.loss(logits, y, coeffs)
 
+    def per_example(
+        self, logits: torch.Tensor, y: torch.Tensor, coeffs: torch.Tensor
+    ) -> torch.Tensor:
+        """The (B,) per-example terms l_i whose mean is :meth:`loss`, for per-example weighting
+        (L2RW, Meta-Weight-Net weight cross-entropy's terms); families without them refuse."""
+        raise ValueError(
+            f"loss {self.name!r} has no per-example terms to weight; reweighting teachers use 'ce'"
+        )
+
     def lr_multiplier(self, coeffs: torch.Tensor) -> torch.Tensor | None:
         """The factor the student's step multiplies eta_t by, or None: a plain family leaves the
         lr alone (``envs.losses.LearningRateAction`` overrides this)."""

@@ -232,6 +232,9 @@ class CrossEntropy(LossFamily):
     def loss(self, logits, y, coeffs):
         return F.cross_entropy(coeffs.to(logits.dtype)[0] * logits, y)
 
+    def per_example(self, logits, y, coeffs):
+        return F.cross_entropy(coeffs.to(logits.dtype)[0] * logits, y, reduction="none")
+
 
 class LabelSmoothing(_AffineFamily):
     """Cross-entropy against (1 - eps) one-hot + eps uniform; eps in [0, 0.5], default 0.1."""
@@ -405,6 +408,9 @@ class LearningRateAction(LossFamily):
 
     def loss(self, logits, y, coeffs):
         return self.base.loss(logits, y, coeffs[..., :-1])
+
+    def per_example(self, logits, y, coeffs):
+        return self.base.per_example(logits, y, coeffs[..., :-1])
 
     def head_loss(self, logits, y, coeffs, features, weight, bias):
         return self.base.head_loss(logits, y, coeffs[..., :-1], features, weight, bias)

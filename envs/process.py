@@ -74,6 +74,11 @@ class StudentState(NamedTuple):
         return StudentState(c(self.params), c(self.velocity), c(self.buffers), self.step)
 
 
+ExampleWeights = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+"""per-example weights eps of a minibatch's loss terms: a (B,) tensor, or a function of the
+detached terms (Meta-Weight-Net's weighting net)"""
+
+
 class StepStats(NamedTuple):
     """Per-step scalars, left on the device: the family loss, batch cross-entropy, #correct."""
 
@@ -227,14 +232,28 @@ class TeachingProcess(StateViews):
 
     # -- the pure student step ----------------------------------------------------------------
     def student_loss(
-        self, params: Tensors, buffers: Tensors, x: torch.Tensor, y: torch.Tensor, coeffs
+        self,
+        params: Tensors,
+        buffers: Tensors,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        coeffs,
+        example_weights: ExampleWeights | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_Phi(w; x, y), logits) in training mode. BatchNorm updates `buffers` in place:
-        callers pass a copy."""
+        callers pass a copy.
+
+        With `example_weights` the loss is sum_i eps_i l_i(w) over the family's per-example terms
+        (``family.per_example``; reweighting teachers, L2RW and Meta-Weight-Net): eps a (B,)
+        tensor, or a function of the detached terms (Meta-Weight-Net's net of each loss)."""
         if self.family.needs_head:  # e.g. large-margin: the last Linear layer's input too
             return self._head_loss(params, buffers, x, y, coeffs)
         logits = functional_call(self.model, (params, buffers), (x,))
-        return self.family(logits, y, coeffs), logits
+        if example_weights is None:
+            return self.family(logits, y, coeffs), logits
+        terms = self.family.per_example(logits, y, coeffs)
+        eps = example_weights(terms.detach()) if callable(example_weights) else example_weights
+        return (eps * terms).sum(), logits
 
     def _head_loss(self, params, buffers, x, y, coeffs) -> tuple[torch.Tensor, torch.Tensor]:
         """A ``needs_head`` family's loss: the classifier's (the last nn.Linear's) input is
@@ -258,8 +277,10 @@ class TeachingProcess(StateViews):
         differentiable: bool = False,
         inplace: bool = False,
         with_stats: bool = True,
+        example_weights: ExampleWeights | None = None,
     ) -> tuple[StudentState, StepStats | None]:
-        """One momentum-SGD step on L_Phi: state_t -> state_{t+1}.
+        """One momentum-SGD step on L_Phi: state_t -> state_{t+1} (on the per-example weighted
+        loss with `example_weights`, :meth:`student_loss`).
 
         Pure by default: the inputs are not modified. With ``differentiable=True`` the outputs
         are functions of `state.params`, `state.velocity` and `coeffs` in the autograd graph.
@@ -281,7 +302,7 @@ class TeachingProcess(StateViews):
             inputs = {k: p.detach().requires_grad_(True) for k, p in params.items()}
             coeffs = coeffs.detach()
         with torch.enable_grad():
-            loss, logits = self.student_loss(inputs, buffers, x, y, coeffs)
+            loss, logits = self.student_loss(inputs, buffers, x, y, coeffs, example_weights)
             grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=differentiable)
         grads = dict(zip(inputs, grads, strict=True))
         lr = self.optim.lr_at(state.step)
@@ -673,7 +694,7 @@ class TeachingProcess(StateViews):
         student, the step's training minibatch and a minibatch of dev's ``meta`` part (never
         ``select``): `meta_batch` examples (default B), a seeded draw per (seed, step). The
         family must be ``ce`` (tau = `coeffs`, default 1), whose per-example terms both papers
-        weight. ``weigh.cost`` (kind -> passes per step of its look-ahead, in the units of
+        weight; each step is :meth:`student_step` with ``example_weights=eps``. ``weigh.cost`` (kind -> passes per step of its look-ahead, in the units of
         ``envs.cost.KINDS``) is charged to :attr:`cost` at their prices with the step itself. Bookkeeping as
         :meth:`advance` (through :meth:`adopt`); no host sync."""
         self._require_reset()
@@ -691,33 +712,12 @@ class TeachingProcess(StateViews):
         x_meta, y_meta = self.data.split("meta", self.meta_size)
         state, stats = self.state, []
         for _ in range(steps):
-            x, y = batch = self.batch(state.step)
+            batch = self.batch(state.step)
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + state.step + 17)
             pick = torch.randperm(self.meta_size, generator=gen)[:m].to(self.device)
             eps = weigh(self, state, batch, (x_meta[pick], y_meta[pick]), coeffs).detach()
-            params = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
-            buffers = {k: b.clone() for k, b in state.buffers.items()}
-            with torch.enable_grad():
-                _, logits = self.student_loss(params, buffers, x, y, coeffs)
-                per_example = F.cross_entropy(coeffs[0] * logits, y, reduction="none")
-                loss = (eps * per_example).sum()
-                grads = torch.autograd.grad(loss, list(params.values()))
-            with torch.no_grad():
-                new, velocity = sgd_step(
-                    {k: p.detach() for k, p in params.items()},
-                    state.velocity,
-                    dict(zip(params, grads, strict=True)),
-                    self.optim.lr_at(state.step),
-                    self.optim.momentum,
-                    self.optim.weight_decay,
-                )
-                detached = logits.detach()
-                stats.append(
-                    StepStats(
-                        loss.detach(), per_example.detach().mean(), (detached.argmax(-1) == y).sum()
-                    )
-                )
-            state = StudentState(new, velocity, buffers, state.step + 1)
+            state, step_stats = self.student_step(state, batch, coeffs, example_weights=eps)
+            stats.append(step_stats)
             self.cost.charge("train", 1)
             for kind, units in getattr(weigh, "cost", {}).items():
                 self.cost.charge(kind, units)

@@ -40,7 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from envs.process import StudentState, TeachingProcess
-from students.optim import sgd_step
 from teachers.base import Teacher, TeachingSpec
 from teachers.fixed import _check_lr
 
@@ -55,30 +54,31 @@ def virtual_meta_loss(
     coeffs: torch.Tensor,
     weights_of: Callable[[torch.Tensor], torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_meta(theta'), l(theta)): the meta minibatch's cross-entropy after one virtual
-    momentum-SGD step of the student on sum_i eps_i l_i(theta), eps = ``weights_of(l.detach())``
-    (a function of whatever the caller differentiates: L2RW's eps, MW-Net's psi), and the
-    per-example losses l_i(theta) (detached). The process's state is not changed."""
-    x, y = batch
-    params = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
-    buffers = {k: b.clone() for k, b in state.buffers.items()}
+    """(L_meta(theta'), l(theta)): the meta minibatch's cross-entropy after one virtual step of
+    the student (the process's own differentiable ``student_step``, not committed) on
+    sum_i eps_i l_i(theta), eps = ``weights_of(l.detach())`` (a function of whatever the caller
+    differentiates: L2RW's eps, MW-Net's psi), and the per-example losses l_i(theta) (detached).
+    The process's state is not changed."""
+    seen: list[torch.Tensor] = []
+
+    def weights(terms: torch.Tensor) -> torch.Tensor:
+        seen.append(terms)
+        return weights_of(terms)
+
+    start = StudentState(
+        {k: p.detach() for k, p in state.params.items()},
+        {k: v.detach() for k, v in state.velocity.items()},
+        state.buffers,
+        state.step,
+    )
     with torch.enable_grad():
-        _, logits = process.student_loss(params, buffers, x, y, coeffs)
-        losses = F.cross_entropy(coeffs[0] * logits, y, reduction="none")
-        eps = weights_of(losses.detach())
-        grads = torch.autograd.grad((eps * losses).sum(), list(params.values()), create_graph=True)
-        velocity = {k: v.detach() for k, v in state.velocity.items()}
-        virtual, _ = sgd_step(
-            params,
-            velocity,
-            dict(zip(params, grads, strict=True)),
-            process.optim.lr_at(state.step),
-            process.optim.momentum,
-            process.optim.weight_decay,
+        virtual, _ = process.student_step(
+            start, batch, coeffs, differentiable=True, with_stats=False, example_weights=weights
         )
         xm, ym = meta_batch
-        _, meta_logits = process.student_loss(virtual, buffers, xm, ym, coeffs)
-        return F.cross_entropy(meta_logits, ym), losses.detach()
+        buffers = {k: b.clone() for k, b in virtual.buffers.items()}
+        _, meta_logits = process.student_loss(virtual.params, buffers, xm, ym, coeffs)
+        return F.cross_entropy(meta_logits, ym), seen[0]
 
 
 def _lookahead_cost(process: TeachingProcess, meta_batch: Batch) -> dict[str, float]:
