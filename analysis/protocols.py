@@ -345,3 +345,31 @@ def get_compare_protocol(version: str) -> CompareProtocol:
     if version not in COMPARE_PROTOCOLS:
         raise unknown_name_error("protocol", version, COMPARE_PROTOCOLS)
     return COMPARE_PROTOCOLS[version]
+
+
+def validate_compare(protocol: CompareProtocol) -> None:
+    """Check a comparison protocol against the code it names; ValueError naming the problem."""
+    from dataclasses import fields as dataclass_fields
+
+    from envs.losses import bilinear_bias
+    from teachers.base import CHECKPOINTS, TeachingSpec
+    from teachers.registry import TEACHERS as REGISTERED
+
+    known = {f.name for f in dataclass_fields(TeachingSpec)}
+    if set(protocol.spec) - known:
+        raise ValueError(
+            f"{protocol.version}: not spec fields: {sorted(set(protocol.spec) - known)}"
+        )
+    TeachingSpec(**protocol.spec).validate()
+    if protocol.checkpoint not in CHECKPOINTS or protocol.checks < 1:
+        raise ValueError(f"{protocol.version}: bad checkpoint rule {protocol.checkpoint!r}")
+    for name in (*protocol.baselines, *protocol.limit, *protocol.lr_grids):
+        if name not in REGISTERED:
+            raise ValueError(f"{protocol.version}: unknown teacher {name!r}")
+    for grid in (protocol.lrs, *protocol.lr_grids.values()):
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"{protocol.version}: bad lr grid {grid}")
+    for start in protocol.starts:
+        bilinear_bias(start, 10)
+    if protocol.selection_students < 1 or not protocol.version.startswith(protocol.name + "-"):
+        raise ValueError(f"{protocol.version}: bad selection students or version")

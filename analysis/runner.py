@@ -525,6 +525,8 @@ def complete_unit(
     start = time.perf_counter()
     records, coeffs, teacher = run_unit(grid, *unit, progress=progress)
     meta = unit_meta(time.perf_counter() - start)
+    if grid.protocol:  # who made the unit, under which protocol and at which lr
+        meta.update(protocol=grid.protocol, tuned=grid.tuned.get(unit[0], {}))
     teacher.save(store.teacher_path(uid))
     store.write_unit(uid, records, coeffs, meta)
     return uid

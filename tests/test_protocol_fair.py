@@ -4,13 +4,20 @@ repeats no trial), and ``--protocol`` checks its name and the flags that conflic
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from analysis import cli, selection
-from analysis.protocols import COMPARE_PROTOCOLS, FAIR_1, FAIR_LRS, get_compare_protocol
+from analysis.protocols import (
+    COMPARE_PROTOCOLS,
+    FAIR_1,
+    FAIR_LRS,
+    get_compare_protocol,
+    validate_compare,
+)
 from analysis.runner import Grid, choose_lrs, learns, run_unit
 from teachers.base import TeachingSpec
 from teachers.fixed import FixedTeacher
@@ -49,6 +56,15 @@ def test_the_protocols_fields_reach_the_grid_and_its_config():
         "selection",
         "statistics",
     }
+
+
+def test_every_comparison_protocol_names_real_teachers_fields_and_rules():
+    for protocol in COMPARE_PROTOCOLS.values():
+        validate_compare(protocol)
+    with pytest.raises(ValueError, match="unknown teacher 'cee'"):
+        validate_compare(dataclasses.replace(FAIR_1, baselines=("cee",)))
+    with pytest.raises(ValueError, match="not spec fields"):
+        validate_compare(dataclasses.replace(FAIR_1, spec={"horizn": 30}))
 
 
 def test_a_flag_that_changes_the_protocol_is_applied_and_recorded(capsys):
