@@ -154,7 +154,7 @@ def validate_grid(grid: Grid) -> None:
             raise ValueError(f"an lr grid is given for {name!r}, not among {grid.teachers}")
         if not lrs or any(isinstance(v, bool) or not float(v) > 0 for v in lrs):
             raise ValueError(f"{name}'s lr grid must be positive numbers, got {lrs!r}")
-        if not learns(name) and "lr" in grid.teacher_configs.get(name, {}):
+        if "lr" in grid.teacher_configs.get(name, {}) and not learns(name):
             raise ValueError(
                 f"teacher {name!r}: its student lr is chosen on select from {list(lrs)}; drop "
                 f"'lr' from its config (or run without the lr search)"
