@@ -41,7 +41,7 @@ from analysis.cli_checks import (
 from analysis.ray_backend import RayBackendError, UnitsFailed, options_from_cli, run_pending_ray
 from analysis.records import RecordStore, unit_id
 from analysis.reference import DEMO_REFERENCE
-from analysis.runner import Grid, check_teachers_importable, prepare, run_pending
+from analysis.runner import Grid, check_teachers_importable, choose_lrs, prepare, run_pending
 from teachers.base import CHECKPOINTS, TeachingSpec
 
 DEMO_TEACHERS = (
@@ -161,6 +161,13 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             type=_positive_int,
             default=10,
             help="K, evenly spaced select checks of --checkpoint best-select (default 10)",
+        )
+        p.add_argument(
+            "--protocol",
+            default=None,
+            help="a named, versioned protocol (analysis/protocols.py: fair-1): dev parts, "
+            "episode length, each teacher's lr chosen on select, checkpoint rule; a flag that "
+            "changes one of its values is applied and recorded, --lr is refused",
         )
         p.add_argument(
             "--teacher-config",
@@ -298,6 +305,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
     check_paths(parser, args)
     check_device_here(parser, args)
     grid, notes = _grid(parser, args)
+    if getattr(args, "protocol", None):
+        grid, more = apply_protocol(parser, grid, args.protocol, explicit_flags(argv))
+        notes += more
     import torch
 
     torch.set_num_threads(args.threads)
@@ -315,6 +325,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo" and not set(map(lambda u: unit_id(*u), grid.units())) - before:
         print(f"l2t demo: every unit is already in {args.out}; remove it to recompute")
     try:
+        grid = choose_lrs(grid, store.root, progress=not args.quiet)  # once per teacher, cached
         if ray is not None:
             run_pending_ray(grid, store, ray, progress=not args.quiet)
         else:
@@ -393,6 +404,79 @@ def _grid(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[Gr
     except ValueError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+
+
+def explicit_flags(argv: Sequence[str] | None) -> set[str]:
+    """The `compare` options the user typed (argparse fills the others with defaults): parsed
+    again with every default suppressed."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices["compare"]._actions:
+        action.default = argparse.SUPPRESS
+    words = list(sys.argv[1:] if argv is None else argv)
+    return set(vars(parser.parse_args(words))) - {"command"}
+
+
+def apply_protocol(
+    parser: argparse.ArgumentParser, grid: Grid, version: str, explicit: set[str]
+) -> tuple[Grid, list[str]]:
+    """`grid` under the protocol `version`: its spec fields, checkpoint rule, lr grids and
+    selection students. A protocol value the user's flag changes is applied, printed and
+    recorded (``protocol_overrides``); ``--lr`` is refused (the protocol chooses every lr)."""
+    from dataclasses import replace
+
+    from analysis.protocols import get_compare_protocol
+
+    try:
+        protocol = get_compare_protocol(version)
+    except ValueError as err:
+        parser.error(f"argument --protocol: {err}")
+    if "lr" in explicit:
+        parser.error(
+            f"argument --lr: --protocol {version} chooses each teacher's student lr on select "
+            f"from {list(protocol.lrs)}; drop --lr"
+        )
+    spec_changes, overrides = {}, {}
+    for key, value in protocol.spec.items():
+        used = getattr(grid.spec, key) if key in explicit else value
+        spec_changes[key] = used
+        if used != value:
+            overrides[key] = [value, used]
+    rule = {}
+    for key in ("checkpoint", "checks"):
+        value = getattr(protocol, key)
+        rule[key] = getattr(grid, key) if key in explicit else value
+        if rule[key] != value:
+            overrides[key] = [value, rule[key]]
+    for key, (theirs, used) in overrides.items():
+        print(
+            f"l2t compare: --{key.replace('_', '-')} {used} overrides {version}'s {theirs} "
+            f"(recorded as protocol_overrides)",
+            file=sys.stderr,
+        )
+    try:
+        grid = replace(
+            grid,
+            spec=grid.spec.replace(**spec_changes),
+            **rule,
+            protocol=protocol.version,
+            protocol_overrides=overrides,
+            lr_grids={t: list(protocol.lr_grid(t)) for t in grid.teachers},
+            starts=list(protocol.starts),
+            selection_students=protocol.selection_students,
+        )
+    except ValueError as err:
+        parser.error(str(err))
+    notes = [
+        f"protocol `{protocol.version}` (analysis/protocols.py): every teacher's student lr "
+        f"chosen on select from {list(protocol.lrs)} ({protocol.selection_students} students a "
+        f"candidate), checkpoint {grid.checkpoint} of K = {grid.checks}, episode "
+        f"{grid.spec.horizon} x {grid.spec.interval} steps, meta {grid.spec.meta_size}"
+    ]
+    if overrides:
+        changed = ", ".join(f"{k} {u} (protocol: {t})" for k, (t, u) in overrides.items())
+        notes.append(f"the user's flags changed {protocol.version}'s {changed}")
+    return grid, notes
 
 
 def finish(

@@ -101,6 +101,8 @@ KIND_TITLES = {
     "baseline": "fixed losses",
     "gradient": "gradient teachers",
     "rl": "RL teachers",
+    "reweight": "reweighting peers",
+    "oracle": "the oracle (limit)",
 }
 
 

@@ -232,3 +232,144 @@ def validate(protocol: Protocol) -> None:
         raise ValueError(f"protocol {protocol.name}: needs >= 2 test seeds disjoint from dev seeds")
     if not protocol.version.startswith(protocol.name + "-"):
         raise ValueError(f"protocol {protocol.name}: version {protocol.version!r} must be name-N")
+
+
+# -- protocols of `l2t compare` ----------------------------------------------------------------
+
+FAIR_LRS = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+"""fair-1's student-lr grid, the same six values for every teacher. The dev-only pilot
+(results/fair_pilot: CE, 3,000 steps, 40% symmetric noise) found CE's last-step select error
+lowest at 0.001, the smallest lr it ran, so the grid reaches one step below it; it keeps the env's
+0.1 that learned teachers used before"""
+
+
+@dataclass(frozen=True)
+class CompareProtocol:
+    """Everything `l2t compare --protocol NAME` fixes, written down (issue 19). The setting
+    (dataset, student, noise) and the budget are the user's: they are what is compared across;
+    the rest is the protocol's, the same for every teacher. Its ``version`` (``name-N``) is the
+    name users select and what every results directory records; change it whenever a value
+    changes."""
+
+    name: str
+    version: str
+    spec: dict[str, Any]
+    """TeachingSpec fields the protocol sets (dev parts, episode length)"""
+    checkpoint: str
+    checks: int
+    """K, the evenly spaced select checks of the checkpoint rule"""
+    lrs: tuple[float, ...]
+    """the student-lr grid searched for every teacher, on select, before any unit"""
+    lr_grids: dict[str, tuple[float, ...]]
+    """per-teacher grids where one differs from `lrs` (none in fair-1: one grid for all)"""
+    starts: tuple[str | float, ...]
+    """bilinear starts chosen jointly with the lr for teachers that learn on the bilinear
+    family (l2t-dlf), as analysis.selection.choose_start_and_lr does"""
+    selection_students: int
+    """fresh students per lr candidate (seeds analysis.selection.SELECTION_SEEDS...)"""
+    baselines: tuple[str, ...]
+    """the fair baselines: what a user with noisy labels and a small clean set would pick"""
+    limit: tuple[str, ...]
+    """rows that mark the setting's limit, not teachers (the oracle)"""
+    statistics: str
+    choices: dict[str, str]
+    """every choice, in words: what README's "How we compare" explains"""
+
+    def lr_grid(self, teacher: str) -> tuple[float, ...]:
+        return self.lr_grids.get(teacher, self.lrs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FAIR_1 = CompareProtocol(
+    name="fair",
+    version="fair-1",
+    spec={"meta_size": 256, "horizon": 30, "interval": 100},
+    checkpoint="best-select",
+    checks=10,
+    lrs=FAIR_LRS,
+    lr_grids={},
+    starts=("log-c", "zero"),
+    selection_students=2,
+    baselines=("ce", "label-smoothing", "gce", "ce+meta", "l2rw", "mw-net"),
+    limit=("oracle",),
+    statistics="paired t-tests over fitting seeds (the same taught students for every "
+    "teacher), Holm-adjusted within each column ('vs ce', 'vs best baseline'); a teacher beats "
+    "another only where the adjusted p < 0.05",
+    choices={
+        "information": "dev is split into meta (its first 256 clean examples: what any teacher "
+        "may learn from, while fitting and teaching: RL rewards, hypergradients, L2T-DLN's "
+        "validation gradient, L2RW / MW-Net's meta batches, ce+meta's extra data) and select "
+        "(the rest: only for choosing lrs, checkpoints and fitted teachers, and the dev error "
+        "reported); test is read once per taught student, at the reported state.",
+        "episode": "30 teacher decisions x 100 student SGD steps = 3,000 steps, cosine schedule "
+        "over the whole run: long enough for CE's last-step select error to rise under 40% "
+        "symmetric noise at every lr the pilot ran (results/fair_pilot, 2 seeds: lr 0.003, "
+        "tuned for 600 steps, 14.4% at 600 steps, 20.3% at 3,000; lr 0.1 23.5% at 100, 37.4% "
+        "at 3,000; even lr 0.001 12.7% at 1,000, 13.6% at 3,000).",
+        "student_lr": "chosen on select for every teacher from one grid (FAIR_LRS), once per "
+        "teacher before any unit, by the mean select error of `selection_students` fresh "
+        "students trained for one episode: fixed losses and per-example weighting (ce, "
+        "label-smoothing, gce, ce+meta, oracle, l2rw, mw-net) at their own loss; learned "
+        "teachers at their family's starting action: l2t-dlf's bilinear start and lr jointly "
+        "(starts x lrs), reinforce / ppo / a2c / l2t-dln / random at their family's default "
+        "action (a FixedTeacher on that family). Cached in the results directory "
+        "(selection/), recorded with its cost in student-step equivalents.",
+        "compute": "every teacher fits within the same --budget of student-step equivalents "
+        "(envs.cost: reverse passes, look-aheads and dev gradients priced as measured); the lr "
+        "search's cost is counted the same way and reported beside the table, not taken from "
+        "the budget (every teacher pays for its own grid of the same size).",
+        "selection": "every taught student reports its best of K = 10 evenly spaced select "
+        "checks (checkpoint best-select); learned teachers are chosen among snapshots of their "
+        "fit on select with the same number of selection students, where the teacher's fit "
+        "supports it.",
+        "statistics": "Holm-adjusted paired p-values for every 'vs ce' and 'vs best baseline' "
+        "column; the best baseline of a setting is a named row; the oracle (CE on only the "
+        "training examples whose labels were not flipped) is the setting's limit, not a "
+        "teacher.",
+        "user": "the setting (dataset, student, noise), the budget, the seeds and the teachers "
+        "are the user's; a flag that changes a protocol value is applied, printed and recorded "
+        "(config.json: protocol_overrides); --lr and a teacher config's lr are refused.",
+    },
+)
+
+COMPARE_PROTOCOLS: dict[str, CompareProtocol] = {p.version: p for p in (FAIR_1,)}
+"""`l2t compare --protocol` names, by version"""
+
+
+def get_compare_protocol(version: str) -> CompareProtocol:
+    """The protocol `version`; an unknown name gets the known ones and a did-you-mean."""
+    from students.names import unknown_name_error
+
+    if version not in COMPARE_PROTOCOLS:
+        raise unknown_name_error("protocol", version, COMPARE_PROTOCOLS)
+    return COMPARE_PROTOCOLS[version]
+
+
+def validate_compare(protocol: CompareProtocol) -> None:
+    """Check a comparison protocol against the code it names; ValueError naming the problem."""
+    from dataclasses import fields as dataclass_fields
+
+    from envs.losses import bilinear_bias
+    from teachers.base import CHECKPOINTS, TeachingSpec
+    from teachers.registry import TEACHERS as REGISTERED
+
+    known = {f.name for f in dataclass_fields(TeachingSpec)}
+    if set(protocol.spec) - known:
+        raise ValueError(
+            f"{protocol.version}: not spec fields: {sorted(set(protocol.spec) - known)}"
+        )
+    TeachingSpec(**protocol.spec).validate()
+    if protocol.checkpoint not in CHECKPOINTS or protocol.checks < 1:
+        raise ValueError(f"{protocol.version}: bad checkpoint rule {protocol.checkpoint!r}")
+    for name in (*protocol.baselines, *protocol.limit, *protocol.lr_grids):
+        if name not in REGISTERED:
+            raise ValueError(f"{protocol.version}: unknown teacher {name!r}")
+    for grid in (protocol.lrs, *protocol.lr_grids.values()):
+        if not grid or min(grid) <= 0:
+            raise ValueError(f"{protocol.version}: bad lr grid {grid}")
+    for start in protocol.starts:
+        bilinear_bias(start, 10)
+    if protocol.selection_students < 1 or not protocol.version.startswith(protocol.name + "-"):
+        raise ValueError(f"{protocol.version}: bad selection students or version")

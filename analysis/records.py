@@ -82,6 +82,11 @@ FIXED_KEYS = (
     "student_seed_offset",
     "checkpoint",
     "checks",
+    "protocol",
+    "protocol_overrides",
+    "lr_grids",
+    "starts",
+    "selection_students",
 )
 
 

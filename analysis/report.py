@@ -43,7 +43,7 @@ def write_report(
         f"{config['students_per_seed']} fresh student(s) per seed (seeds disjoint from fitting; the "
         f"same students for every teacher, so differences against `{BASELINE}` are paired). An "
         f"episode is {spec['horizon']} teacher decisions x {spec['interval']} SGD steps "
-        f"(lr {spec['lr']}, momentum {spec['momentum']}, {spec['schedule']} schedule, batch "
+        f"({_lr_words(spec, config)}, momentum {spec['momentum']}, {spec['schedule']} schedule, batch "
         f"{spec['batch_size']}). {_dev_parts(spec)} CIs are 95% t-intervals over seeds, each "
         f"alone; p-values are paired t-tests, Holm-adjusted within each column, and a teacher "
         f"beats another only where that p is below 0.05. Test numbers are reported only, never "
@@ -51,6 +51,7 @@ def write_report(
         "",
         to_markdown(table),
         "",
+        *protocol_section(root, config),
         *[f"Diverged: {n}.  " for n in diverged_notes(table)],
         *([""] if diverged_notes(table) else []),
         *(sections or []),
@@ -67,6 +68,65 @@ def write_report(
     path = root / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def protocol_section(root: Path, config: dict) -> list[str]:
+    """The protocol followed and each teacher's lr search (``selection/<teacher>.json``, written
+    by analysis.runner.choose_lrs): the grid, the choice, its select error and its cost."""
+    lines = []
+    if config.get("protocol"):
+        lines.append(f"Protocol: **{config['protocol']}** (analysis/protocols.py)")
+        overrides = config.get("protocol_overrides") or {}
+        if overrides:
+            changed = ", ".join(f"{k} {u} (protocol: {t})" for k, (t, u) in overrides.items())
+            lines[-1] += f", with the user's changes: {changed}"
+        lines[-1] += "."
+        lines.append("")
+    found = sorted((root / "selection").glob("*.json")) if (root / "selection").is_dir() else []
+    if not found:
+        return lines
+    rows = [
+        "| teacher | grid | chosen | select error (chosen) | search cost (student steps) |",
+        "|---|---|---|---:|---:|",
+    ]
+    total = 0
+    for path in found:
+        body = json.loads(path.read_text())
+        chosen = body["chosen"]
+        trials = body["trials"]
+        grid = sorted({t["lr"] for t in trials})
+        starts = sorted({str(t["start"]) for t in trials if "start" in t})
+        shown = f"lr {grid}" + (f" x start {starts}" if starts else "")
+        error = next(t[f"{body['split']}_error"] for t in trials if t["chosen"])
+        total += int(body["student_steps"])
+        what = ", ".join(f"{k} {v}" for k, v in chosen.items())
+        rows.append(
+            f"| {body['teacher']} | {shown} | {what} | {100 * error:.2f}% | "
+            f"{int(body['student_steps']):,} |"
+        )
+    lines += [
+        f"### Student lr chosen on `{body['split']}`",
+        "",
+        f"Each candidate trains {len(body['seeds'])} fresh student(s) for one episode (frozen "
+        "teacher: fixed losses as themselves, learned teachers at their family's starting "
+        "action); the lowest mean select error is chosen. The cost is in student-step "
+        f"equivalents from the process counter, paid once per teacher and not taken from the "
+        f"fit budget; {total:,} in all.",
+        "",
+        *rows,
+        "",
+    ]
+    return lines
+
+
+def _lr_words(spec: dict, config: dict) -> str:
+    """The student lr: the spec's, or each teacher's own chosen on select (its table below)."""
+    tuned = config.get("tuned") or {}
+    if not tuned:
+        return f"lr {spec['lr']}"
+    rest = [t for t in config["teachers"] if t not in tuned]
+    also = f"; the others lr {spec['lr']}" if rest else ""
+    return f"student lr chosen on select per teacher (table below){also}"
 
 
 def _dev_parts(spec: dict) -> str:

@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 
 from analysis.records import COEFF_COLUMNS, RecordStore, tidy, unit_id, unit_meta
 from analysis.repro import init_worker
+from analysis.selection import CHOICES, Selection, Trial, choose_start_and_lr, search_lr
+from analysis.selection import apply as apply_changes
 from students.names import unknown_name_error
 from students.user_data import check_dataset, dataset_label, describe_dataset
 from teachers.base import (
@@ -41,6 +43,7 @@ from teachers.base import (
     TeachingSpec,
     check_options,
 )
+from teachers.fixed import FixedTeacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
@@ -74,12 +77,38 @@ class Grid:
     "best-select" (the best of `checks` evenly spaced states on dev's select error)"""
     checks: int = 10
     """K, the evenly spaced select checks of "best-select" (recorded with the results)"""
+    protocol: str = ""
+    """the named protocol the grid follows (analysis.protocols.COMPARE_PROTOCOLS, e.g.
+    "fair-1"), recorded in config.json; "" = none"""
+    protocol_overrides: dict[str, Any] = field(default_factory=dict)
+    """protocol values the user's flags changed: {field: [protocol's, used]}"""
+    lr_grids: dict[str, list[float]] = field(default_factory=dict)
+    """teacher -> the student-lr grid searched on select before any unit (:func:`choose_lrs`);
+    teachers not listed keep the spec's lr (or their config's)"""
+    starts: list[str | float] = field(default_factory=list)
+    """bilinear starts searched jointly with the lr for a learned teacher on the bilinear
+    family (l2t-dlf); empty: the lr alone"""
+    selection_students: int = 2
+    """fresh students per lr candidate"""
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """teacher -> what the search chose ({"lr": ..., "start": ...}); filled by choose_lrs"""
+    search_cost: dict[str, int] = field(default_factory=dict)
+    """teacher -> its search's cost, student-step equivalents from the process counter"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
 
     def units(self) -> list[tuple[str, int, int]]:
         return [(t, b, s) for b in self.budgets for s in range(self.seeds) for t in self.teachers]
+
+    def spec_of(self, teacher: str) -> TeachingSpec:
+        """The spec `teacher` is fitted and teaches on: the grid's with what the lr search chose
+        for it (a bilinear start moves the spec onto the bilinear family, where it belongs)."""
+        changes = self.tuned.get(teacher, {})
+        spec = self.spec
+        if "start" in changes and spec.loss != "bilinear":
+            spec = spec.replace(loss="bilinear", loss_kwargs={})
+        return apply_changes(spec, changes)
 
     def student_seed(self, seed: int, j: int) -> int:
         return self.student_seed_offset + MAX_STUDENTS_PER_SEED * seed + j
@@ -119,6 +148,20 @@ def validate_grid(grid: Grid) -> None:
     if grid.checkpoint not in CHECKPOINTS:
         raise unknown_name_error("checkpoint", grid.checkpoint, CHECKPOINTS)
     _positive("select checks", grid.checks)
+    _positive("selection students", grid.selection_students)
+    for name, lrs in grid.lr_grids.items():
+        if name not in grid.teachers:
+            raise ValueError(f"an lr grid is given for {name!r}, not among {grid.teachers}")
+        if not lrs or any(isinstance(v, bool) or not float(v) > 0 for v in lrs):
+            raise ValueError(f"{name}'s lr grid must be positive numbers, got {lrs!r}")
+        if "lr" in grid.teacher_configs.get(name, {}) and not learns(name):
+            raise ValueError(
+                f"teacher {name!r}: its student lr is chosen on select from {list(lrs)}; drop "
+                f"'lr' from its config (or run without the lr search)"
+            )
+    for name, changes in grid.tuned.items():
+        if name not in grid.teachers or set(changes) - set(CHOICES):
+            raise ValueError(f"tuned choices {changes!r} for {name!r}: bad teacher or key")
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
@@ -153,6 +196,7 @@ def run_unit(
 ) -> tuple[pd.DataFrame, pd.DataFrame, Teacher]:
     """Fit one teacher and teach its students; returns (records, coeffs, fitted teacher)."""
     teacher = build_teacher(teacher_name, grid.teacher_configs.get(teacher_name, {}), seed)
+    spec = grid.spec_of(teacher_name)
     start = time.perf_counter()
     with tqdm(
         total=budget, desc=f"fit {teacher_name}", unit="step", leave=False, disable=not progress
@@ -164,11 +208,11 @@ def run_unit(
             if spent is not None:
                 bar.update(min(spent, budget) - bar.n)
 
-        report = teacher.fit(grid.spec, budget, seed=seed, callback=advance)
+        report = teacher.fit(spec, budget, seed=seed, callback=advance)
     fit_wall = time.perf_counter() - start
     results = [
         teacher.teach(
-            grid.spec,
+            spec,
             seed=grid.student_seed(seed, j),
             checkpoint=grid.checkpoint,
             checks=grid.checks,
@@ -179,19 +223,118 @@ def run_unit(
         "teacher": teacher_name,
         "student": grid.spec.student,
         "dataset": dataset_label(grid.spec.dataset),
-        "loss": teacher.spec_for(grid.spec).loss,
+        "loss": teacher.spec_for(spec).loss,
         "budget": budget,
         "seed": seed,
     }
-    rows = fit_rows(report, fit_wall) + [
-        r for j, res in enumerate(results) for r in episode_rows(res, j)
-    ]
+    rows = fit_rows(report, fit_wall) + search_rows(grid, teacher_name, teacher, spec)
+    rows += [r for j, res in enumerate(results) for r in episode_rows(res, j)]
     for r in rows:
         r.update(meta, budget_used=report.student_steps)
     coeff_rows = [r for j, res in enumerate(results) for r in coefficient_rows(res, j)]
     for r in coeff_rows:
         r.update(meta)
     return tidy(rows), tidy(coeff_rows, COEFF_COLUMNS), teacher
+
+
+def search_rows(
+    grid: Grid, name: str, teacher: Teacher, spec: TeachingSpec
+) -> list[dict[str, Any]]:
+    """The student lr the unit's students trained at and, when it was searched, the search's
+    cost (student-step equivalents; the same number in every unit of the teacher: it is paid
+    once per teacher, not per unit)."""
+    lr = teacher.spec_for(spec).lr
+    rows = [_row("fit", -1, None, "student_lr", lr, None)]
+    if name in grid.search_cost:
+        rows.append(_row("fit", -1, None, "lr_search_student_steps", grid.search_cost[name], None))
+    return rows
+
+
+def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
+    """The protocol step before any unit: each teacher in ``grid.lr_grids`` gets its student lr
+    (and, learning on the bilinear family, its start) chosen on select, once per teacher, each
+    trial cached under ``root/selection/<teacher>/`` so a resumed run repeats none. Returns the
+    grid with ``tuned`` and ``search_cost`` filled, and rewrites config.json with them."""
+    if not grid.lr_grids:
+        return grid
+    root = Path(root)
+    tuned, cost = {}, {}
+    for name in grid.teachers:
+        if name not in grid.lr_grids:
+            continue
+        chosen = search_teacher(grid, name, root / "selection" / name)
+        tuned[name], cost[name] = chosen.chosen, chosen.student_steps
+        _write_selection(root / "selection" / f"{name}.json", name, chosen)
+        if progress:
+            tqdm.write(f"{name}: chose {chosen.chosen} on select ({chosen.student_steps:,} steps)")
+    grid = replace(grid, tuned=tuned, search_cost=cost)
+    RecordStore(root).open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
+    return grid
+
+
+def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
+    """One teacher's search on select. A teacher that learns nothing in its fit (fixed losses,
+    ce+meta, oracle, l2rw, mw-net, random) is scored as it teaches; a learned teacher at its family's
+    starting action: on the bilinear family (l2t-dlf) the start and lr jointly over
+    ``grid.starts`` x its grid, otherwise its family's default action (a FixedTeacher)."""
+    lrs = grid.lr_grids[name]
+    seeds = tuple(2**31 - 1 - i for i in range(grid.selection_students))
+    trial = cached_trial(cache)
+    teacher = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0)
+    if not learns(name):
+        return search_lr(teacher, grid.spec, lrs, seeds, trial=trial)
+    own = teacher.spec_for(grid.spec)
+    if own.loss == "bilinear" and grid.starts:
+        base = grid.spec.replace(loss="bilinear", loss_kwargs={})
+        return choose_start_and_lr(
+            base, {"start": list(grid.starts), "lr": list(lrs)}, seeds, trial=trial
+        )
+    return search_lr(FixedTeacher(family=own.loss), own, lrs, seeds, trial=trial)
+
+
+def learns(name: str) -> bool:
+    """Whether teacher `name` learns in its fit (declares updates); one that does not is
+    scored as itself in the lr search, and its ``lr`` option is the student's."""
+    return teacher_class(name).next_update is not Teacher.next_update
+
+
+def cached_trial(folder: Path) -> Callable[..., Trial]:
+    """analysis.selection's trial, stored once per candidate in `folder` (written through a
+    rename, so a kill leaves it whole or absent) and read back on a resumed run."""
+    import json
+
+    from analysis import selection
+
+    def trial(teacher: Teacher, spec: TeachingSpec, changes: dict, seeds: Sequence[int]) -> Trial:
+        key = "_".join(f"{k}={changes[k]}" for k in sorted(changes))
+        path = folder / f"{key}.json"
+        if path.exists():
+            d = json.loads(path.read_text())
+            if d["seeds"] == list(seeds):
+                return Trial(d["changes"], tuple(d["errors"]), d["student_steps"])
+        t = selection.evaluate_trial(teacher, spec, changes, seeds)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        body = {**asdict(t), "seeds": list(seeds)}
+        tmp.write_text(json.dumps(body, default=float))
+        tmp.replace(path)
+        return t
+
+    return trial
+
+
+def _write_selection(path: Path, name: str, chosen: Selection) -> None:
+    import json
+
+    body = {
+        "teacher": name,
+        "chosen": chosen.chosen,
+        "split": chosen.split,
+        "seeds": list(chosen.seeds),
+        "student_steps": chosen.student_steps,
+        "trials": chosen.rows(),
+    }
+    path.write_text(json.dumps(body, indent=1, default=float))
 
 
 def fit_rows(report: FitReport, wall_time: float) -> list[dict[str, Any]]:
@@ -382,6 +525,8 @@ def complete_unit(
     start = time.perf_counter()
     records, coeffs, teacher = run_unit(grid, *unit, progress=progress)
     meta = unit_meta(time.perf_counter() - start)
+    if grid.protocol:  # who made the unit, under which protocol and at which lr
+        meta.update(protocol=grid.protocol, tuned=grid.tuned.get(unit[0], {}))
     teacher.save(store.teacher_path(uid))
     store.write_unit(uid, records, coeffs, meta)
     return uid
@@ -401,8 +546,11 @@ def _named(fn: Callable, *args: Any, unit: tuple[str, int, int], **kw: Any) -> A
 def run_grid(
     grid: Grid, out: str | Path, *, progress: bool = True, workers: int = 1
 ) -> RecordStore:
-    """:func:`prepare` then :func:`run_pending`: the whole comparison, resumable."""
-    return run_pending(grid, prepare(grid, out), progress=progress, workers=workers)
+    """:func:`prepare`, :func:`choose_lrs`, then :func:`run_pending`: the whole comparison,
+    resumable."""
+    store = prepare(grid, out)
+    grid = choose_lrs(grid, store.root, progress=progress)
+    return run_pending(grid, store, progress=progress, workers=workers)
 
 
 def _positive(what: str, value: Any) -> None:

@@ -61,6 +61,7 @@ MALFORMED = {
     "--gpus-per-unit": "nan",
     "--reward": "dev-acc",
     "--dtype": "float16",
+    "--protocol": "fair1",
 }
 # more values a user could plausibly type, each also an error
 MORE = [
