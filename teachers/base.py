@@ -275,7 +275,8 @@ class SelectOptions:
     """instead: a candidate every this many updates (L2T-DLF's old rule: 5 episodes)"""
     select_seeds: int = 2
     """held-out students (``SeedPlan.held_out``) taught by each candidate, frozen, and scored
-    by their mean error on dev's ``select`` part (a diverged student scores 1.0)"""
+    by their mean error on dev's ``select`` part (a diverged student scores 1.0); 0 = no
+    selection: the fit keeps its last state and spends nothing on candidates"""
 
 
 def check_select_options(options: SelectOptions) -> None:
@@ -293,8 +294,8 @@ def check_select_options(options: SelectOptions) -> None:
         isinstance(updates, bool) or not isinstance(updates, int) or updates < 1
     ):
         raise ValueError(f"select_every_updates must be None or an int >= 1, got {updates!r}")
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"select_seeds must be an int >= 1, got {seeds!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
+        raise ValueError(f"select_seeds must be an int >= 0 (0: no selection), got {seeds!r}")
 
 
 class Selection:
@@ -327,7 +328,8 @@ class Selection:
 
     @classmethod
     def of(cls, teacher: Teacher, run: FitRun) -> Selection | None:
-        return cls(teacher, run) if isinstance(teacher.cfg, SelectOptions) else None
+        selects = isinstance(teacher.cfg, SelectOptions) and teacher.cfg.select_seeds > 0
+        return cls(teacher, run) if selects else None
 
     def options(self) -> dict[str, Any]:
         return {
