@@ -306,8 +306,9 @@ class Selection:
     teaches the plan's held-out students with a fresh teacher loaded from the snapshot (the fit's
     own state is not touched: L2T-DLN's bound student and memory, an optimiser, a vector env),
     and scores them on dev's ``select`` part, never test. A candidate is scored only if its
-    declared cost (``select_seeds`` x :meth:`Teacher.student_cost`) fits in what is left; the
-    selection students are charged like every pass, by the process of the selection env. At
+    declared cost (``select_seeds`` x :meth:`Teacher.student_cost`) fits in what is left, and
+    updates stop early enough for the last one (:meth:`reserve`); the selection students are
+    charged like every pass, by the process of the selection env. At
     the end the best snapshot (lowest mean select error, then loss; the earliest on ties) is
     loaded into the teacher; with no candidate scored (a budget below one selection) the
     teacher stays as its fit left it."""
@@ -337,6 +338,13 @@ class Selection:
             "select_every_updates": self.every_updates,
             "select_seeds": len(self.seeds),
         }
+
+    def reserve(self) -> float:
+        """Budget an update must leave for the last candidate: with ``select_every``, once a
+        candidate has been scored (so one fits), the teacher as its last update leaves it is
+        always scored; with ``select_every_updates`` (L2T-DLF's old rule) nothing is reserved
+        and the last candidate is scored only if it still fits."""
+        return self.cost if self.every_updates is None and self.candidates else 0.0
 
     def after_update(self) -> None:
         """Count the update; score the teacher if a selection point was reached."""
@@ -496,7 +504,8 @@ class Teacher(ABC):
             selection.score()  # the untrained teacher is a candidate
         while not run.stopped:
             cost = self.next_update(run)
-            if cost is None or cost > run.left():
+            reserve = 0.0 if selection is None else selection.reserve()
+            if cost is None or cost + reserve > run.left():
                 break
             for row in self.update(run):
                 run.log(row)
