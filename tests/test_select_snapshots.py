@@ -272,5 +272,7 @@ def test_a_teacher_wrecked_by_a_huge_lr_is_its_best_snapshot(name):
     keys = [(r["select_error"], r["select_loss"]) for r in selects]
     best = min(range(len(keys)), key=lambda i: (keys[i], i))
     assert len(selects) == len(snaps) >= 3
+    assert best < len(selects) - 1  # measured: the untrained teacher (the fit's last is worse)
     assert same(teacher.state_dict(), snaps[best])
+    assert not same(teacher.state_dict(), snaps[-1])
     assert teacher.best_dev_error == selects[best]["select_error"]
