@@ -361,28 +361,21 @@ class Selection:
         run = self.run
         if run.stopped or self.cost > run.left():
             return
-        while self.next_point <= run.spent + run.slack:  # points passed in one update: one
-            self.next_point += self.every * run.budget
         snapshot = copy.deepcopy(self.teacher.state_dict())
         candidate = type(self.teacher)(self.teacher.cfg)
         candidate.load_state_dict(copy.deepcopy(snapshot))
         if self.env is None:
             self.env = run.make_env()  # watched: the selection students are charged
-        proc = self.env.unwrapped.process
         before = run.spent
-        errors, losses = [], []
-        for seed in self.seeds:
-            for step in candidate.rollout(self.env, seed):
-                info = step.info
-            m = proc.evaluate("select")  # dev's held-out part; never test
-            errors.append(1.0 if info["diverged"] else m["error"])
-            losses.append(math.inf if info["diverged"] else m["loss"])
+        errors, losses = self.students(candidate)
         spent = run.spent - before
         if spent > self.cost + run.slack:  # a teacher's bug: student_cost under-declares
             raise RuntimeError(
                 f"{type(self.teacher).__name__}'s selection students cost {spent:g} student-step "
                 f"equivalents, over the {self.cost:g} it declared (Teacher.student_cost)"
             )
+        while self.next_point <= run.spent + run.slack:  # points passed (by the update or by
+            self.next_point += self.every * run.budget  # these students): the next one ahead
         self.spent += spent
         self.candidates += 1
         self.scored_updates = self.updates
@@ -403,6 +396,20 @@ class Selection:
             row["best"] = True
         row["best_select_error"] = self.best[0][0]
         run.log(row)
+
+    def students(self, candidate: Teacher) -> tuple[list[float], list[float]]:
+        """(select error, select loss) of each held-out student `candidate` teaches, frozen,
+        through the episode loop (:meth:`Teacher.rollout`: a teacher that reads its bound
+        student, L2T-DLN, is bound by ``begin_episode``); a diverged student scores 1.0."""
+        proc = self.env.unwrapped.process
+        errors, losses = [], []
+        for seed in self.seeds:
+            for step in candidate.rollout(self.env, seed):
+                info = step.info
+            m = proc.evaluate("select")  # dev's held-out part; never test
+            errors.append(1.0 if info["diverged"] else m["error"])
+            losses.append(math.inf if info["diverged"] else m["loss"])
+        return errors, losses
 
     def last(self) -> None:
         """Score the teacher as its last update left it, unless it was scored already."""
@@ -543,6 +550,17 @@ class Teacher(ABC):
     def finish(self, run: FitRun) -> None:
         """After the last update and the last selection candidate (e.g. drop the fit's envs);
         the skeleton then loads the best candidate (:class:`Selection`)."""
+
+    def selection_budget(self, run: FitRun) -> float:
+        """What the skeleton's selection is expected to spend on this fit: the untrained
+        candidate, one per ``select_every`` of the budget and the last (with
+        ``select_every_updates``, the first only), each ``select_seeds`` students; for a teacher
+        that sizes its updates from the budget (SB3's rollouts)."""
+        cfg = self.cfg
+        if not isinstance(cfg, SelectOptions) or cfg.select_seeds == 0:
+            return 0.0
+        candidates = 1 if cfg.select_every_updates else math.ceil(1 / cfg.select_every - 1e-9) + 1
+        return candidates * cfg.select_seeds * self.student_cost(run)
 
     def student_cost(self, run: FitRun) -> float:
         """What teaching one student with this teacher frozen is charged, in student-step

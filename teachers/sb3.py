@@ -143,7 +143,8 @@ class SB3Teacher(Teacher):
         self._venv = VecNormalize(
             inner, norm_obs=True, norm_reward=False, gamma=cfg["algo_kwargs"].get("gamma", 0.99)
         )
-        n_steps = self.rollout_steps(run.budget, spec.interval)
+        # the rollouts share the budget with the selection's candidates (teachers.base.Selection)
+        n_steps = self.rollout_steps(max(0, run.budget - self.selection_budget(run)), spec.interval)
         self._rollout = n_steps * cfg["n_envs"]
         kwargs = {
             "n_steps": n_steps,

@@ -186,7 +186,7 @@ def test_teaches_resnet8_on_generated_cifar(tmp_path, monkeypatch):
         dev_subset=32,
         device="cpu",
     )
-    teacher = make_teacher("l2t-dlf", select_seeds=1, checkpoint_every=2)
+    teacher = make_teacher("l2t-dlf", select_seeds=1, select_every_updates=100, checkpoint_every=2)
     env = teacher.spec_for(spec).make_env()
     episode = teacher.episode_cost(env.unwrapped.process, teacher.spec_for(spec))
     report = teacher.fit(spec, int(spec.episode_steps + episode) + 1)

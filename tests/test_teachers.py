@@ -26,7 +26,7 @@ class RecordingSpec(TeachingSpec):
 TINY = RecordingSpec(
     horizon=2, interval=5, batch_size=32, dev_subset=64, device="cpu", student_kwargs={"hidden": 32}
 )
-BUDGET = 10 * TINY.episode_steps + 7  # not a multiple of anything a teacher rounds to; holds
+BUDGET = 20 * TINY.episode_steps + 7  # not a multiple of anything a teacher rounds to; holds
 # the untrained candidate (2 students), an update and another candidate of every learning teacher
 LEARNERS = ("reinforce", "ppo", "a2c")  # teachers of this issue that must spend their budget
 TINY_CONFIGS = {  # small networks: the interface is under test here, not the learning
@@ -192,7 +192,8 @@ def test_ppo_rollouts_are_derived_from_the_budget():
     assert ppo.rollout_steps(10**9, 50) == 2048
     assert make_teacher("ppo", n_steps=7).rollout_steps(10**9, 50) == 7
     _, report, _ = fitted("ppo")
-    assert len(report.log) >= ppo.config["min_updates"]
+    rollouts = [r for r in report.log if r.get("kind") != "select"]  # beside the candidates
+    assert len(rollouts) >= ppo.config["min_updates"]
 
 
 def test_fixed_teachers_act_on_their_own_families():
