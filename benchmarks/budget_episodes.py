@@ -58,7 +58,7 @@ class Dry(Teacher):
 
 
 class DrySelection(Selection):
-    def students(self, candidate):
+    def score_students(self, candidate):
         self.env.unwrapped.process.cost.add("train", self.cost)
         return [0.5] * len(self.seeds), [1.0] * len(self.seeds)
 

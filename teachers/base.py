@@ -367,7 +367,7 @@ class Selection:
         if self.env is None:
             self.env = run.make_env()  # watched: the selection students are charged
         before = run.spent
-        errors, losses = self.students(candidate)
+        errors, losses = self.score_students(candidate)
         spent = run.spent - before
         if spent > self.cost + run.slack:  # a teacher's bug: student_cost under-declares
             raise RuntimeError(
@@ -397,7 +397,7 @@ class Selection:
         row["best_select_error"] = self.best[0][0]
         run.log(row)
 
-    def students(self, candidate: Teacher) -> tuple[list[float], list[float]]:
+    def score_students(self, candidate: Teacher) -> tuple[list[float], list[float]]:
         """(select error, select loss) of each held-out student `candidate` teaches, frozen,
         through the episode loop (:meth:`Teacher.rollout`: a teacher that reads its bound
         student, L2T-DLN, is bound by ``begin_episode``); a diverged student scores 1.0."""
