@@ -195,7 +195,7 @@ class L2TDLFTeacher(Teacher):
         if not self.params:
             self.build(env.observation_space.shape[0], env.family.dim)
         self._opt = torch.optim.Adam(list(self.params.values()), lr=self.config["teacher_lr"])
-        self._updates = self._episodes = 0
+        self._episodes = 0
         self._train_cost = self.episode_cost(env.unwrapped.process, run.spec)
 
     def episode_cost(self, process, spec) -> float:
@@ -221,7 +221,6 @@ class L2TDLFTeacher(Teacher):
         rows = self.train_episode(self._env, run.seeds.nth(self._episodes), self._opt)
         self._episodes += 1
         run.report.episodes = self._episodes
-        self._updates += sum(r["updated"] for r in rows)
         for r in rows:
             r.update(
                 kind="train",
