@@ -705,7 +705,12 @@ class Teacher(ABC):
         from teachers.registry import make_teacher
 
         blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-        teacher = make_teacher(blob["name"], **blob["config"])
+        config = dict(blob["config"])
+        if "select_every" in config and "select_every_updates" not in config:
+            # saved before the common selection (SelectOptions): L2T-DLF's select_every counted
+            # episodes, which is select_every_updates now
+            config["select_every_updates"] = config.pop("select_every")
+        teacher = make_teacher(blob["name"], **config)
         teacher.load_state_dict(blob["state"])
         return teacher
 

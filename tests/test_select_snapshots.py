@@ -276,3 +276,17 @@ def test_a_teacher_wrecked_by_a_huge_lr_is_its_best_snapshot(name):
     assert same(teacher.state_dict(), snaps[best])
     assert not same(teacher.state_dict(), snaps[-1])
     assert teacher.best_dev_error == selects[best]["select_error"]
+
+
+def test_an_l2t_dlf_saved_before_the_common_selection_loads(tmp_path):
+    """Its select_every counted episodes: it becomes select_every_updates."""
+    teacher = make_teacher("l2t-dlf")
+    env = teacher.spec_for(TINY).make_env()
+    teacher.build(env.observation_space.shape[0], env.family.dim)
+    old = {k: v for k, v in teacher.config.items() if k not in ("select_every_updates",)}
+    old["select_every"] = 5
+    torch.save({"name": "l2t-dlf", "config": old, "state": teacher.state_dict()}, tmp_path / "t.pt")
+    loaded = Teacher.load(tmp_path / "t.pt")
+    assert loaded.config["select_every_updates"] == 5 and loaded.config["select_every"] == 0.2
+    obs = np.zeros(env.observation_space.shape, np.float32)
+    np.testing.assert_array_equal(loaded.act(obs), teacher.act(obs))
