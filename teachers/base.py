@@ -387,7 +387,7 @@ class Selection:
             "select_loss": key[1],
             "dev_error": key[0],  # the older name of the same numbers (dev = its select part)
             "dev_loss": key[1],
-            "diverged": sum(e == 1.0 for e in errors),
+            "diverged_students": sum(math.isinf(loss) for loss in losses),
             "select_cost": spent,
             **self.options(),
         }
