@@ -45,7 +45,7 @@ DEV_SEEDS = (900, 901, 902)
 TEST_SEEDS = (0, 1, 2, 3, 4)
 EPISODES = 32
 """teacher updates per variant"""
-SELECT = {"select_every": 4, "select_seeds": 2}
+SELECT = {"select_every_updates": 4, "select_seeds": 2}
 VARIANTS: dict[str, dict] = {
     "full-ce": {},  # the default: full-episode RMD on dev cross-entropy, Adam 2e-3, init 0.01
     "window-150": {"window": 3},  # truncated: an update per 3 env steps = 150 student steps
@@ -177,7 +177,7 @@ def fit_stage(spec: TeachingSpec, args, out: Path):
     tspec = spec.replace(lr=lrs["bilinear-init"])
 
     # 2. teacher variants, selected on dev
-    selects = 1 + -(-args.episodes // SELECT["select_every"])
+    selects = 1 + -(-args.episodes // SELECT["select_every_updates"])
     budget = (args.episodes + selects * SELECT["select_seeds"]) * spec.episode_steps
     logs, variants, teachers = [], [], {}
     specs = {}

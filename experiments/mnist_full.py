@@ -232,7 +232,7 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
 
     # 2. the L2T-DLF teacher, fitted on dev from its chosen start at its chosen lr
     dlf_spec = chosen["l2t-dlf"].apply(spec)
-    cfg = dict(p.teachers["l2t-dlf"], select_every=plan.select_every)
+    cfg = dict(p.teachers["l2t-dlf"], select_every_updates=plan.select_every)
     teacher_path = units.dir / "teacher_l2t-dlf.pt"
     fitted = units.get("fit_l2t-dlf")
     if fitted is not None and (fitted["lr"], fitted.get("start", "log-c")) != (

@@ -11,6 +11,7 @@ exposes and nothing else; the analysis suite builds on this module and nothing h
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from envs.config import EnvConfig
-from envs.cost import Meter
+from envs.cost import Meter, price
 from envs.loss_teaching import LossTeachingEnv
 from envs.losses import unknown_name_error
 
@@ -82,7 +83,11 @@ class FitReport:
     """seconds"""
     episodes: int = 0
     log: list[dict] = field(default_factory=list)
-    """one row per teacher update (episode return, dev objective, ...), for the records"""
+    """one row per teacher update (episode return, dev objective, ...) and one per selection
+    candidate (``kind="select"``), for the records"""
+    selection: dict = field(default_factory=dict)
+    """the selection rule's options, candidates scored, their cost and the one kept
+    (:class:`Selection`); empty for a teacher that does not select"""
 
 
 @dataclass
@@ -254,6 +259,181 @@ def check_options(cls: type[Teacher], options: dict[str, Any]) -> None:
             )
 
 
+@dataclass
+class SelectOptions:
+    """How every learning teacher is chosen among snapshots of its own fit, on dev's ``select``
+    part (:class:`Selection`): a teacher's Config inherits these fields, so the defaults are the
+    same for every teacher and ``--teacher-config`` sets them like any option. Why: a fit can
+    make a teacher worse (L2T-DLN fits whose own dev loss flagged them ended at >= 14 % error),
+    and a fair contest gives every teacher the same chance to keep its best state."""
+
+    select_every: float = 0.2
+    """a candidate each time the fit has spent another this fraction of its budget (selections
+    included), so every teacher gets about the same candidates whatever its update costs; plus
+    the untrained teacher before the first update and the last one after the last"""
+    select_every_updates: int | None = None
+    """instead: a candidate every this many updates (L2T-DLF's old rule: 5 episodes)"""
+    select_seeds: int = 2
+    """held-out students (``SeedPlan.held_out``) taught by each candidate, frozen, and scored
+    by their mean error on dev's ``select`` part (a diverged student scores 1.0); 0 = no
+    selection: the fit keeps its last state and spends nothing on candidates"""
+
+
+def check_select_options(options: SelectOptions) -> None:
+    every, updates, seeds = (
+        options.select_every,
+        options.select_every_updates,
+        options.select_seeds,
+    )
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every <= 1:
+        raise ValueError(
+            f"select_every is a fraction of the budget in (0, 1], got {every!r} (a candidate "
+            f"every N updates: select_every_updates=N)"
+        )
+    if updates is not None and (
+        isinstance(updates, bool) or not isinstance(updates, int) or updates < 1
+    ):
+        raise ValueError(f"select_every_updates must be None or an int >= 1, got {updates!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 0:
+        raise ValueError(f"select_seeds must be an int >= 0 (0: no selection), got {seeds!r}")
+
+
+class Selection:
+    """The selection rule of :meth:`Teacher.fit`, one for every learning teacher (a teacher
+    whose Config is a :class:`SelectOptions`). Before the first update and then every
+    ``select_every`` of the budget (or ``select_every_updates`` updates), and once more after
+    the last update if it was not scored, it snapshots the teacher (``state_dict``, deep-copied),
+    teaches the plan's held-out students with a fresh teacher loaded from the snapshot (the fit's
+    own state is not touched: L2T-DLN's bound student and memory, an optimiser, a vector env),
+    and scores them on dev's ``select`` part, never test. A candidate is scored only if its
+    declared cost (``select_seeds`` x :meth:`Teacher.student_cost`) fits in what is left, and
+    updates stop early enough for the last one (:meth:`reserve`); the selection students are
+    charged like every pass, by the process of the selection env. At
+    the end the best snapshot (lowest mean select error, then loss; the earliest on ties) is
+    loaded into the teacher; with no candidate scored (a budget below one selection) the
+    teacher stays as its fit left it."""
+
+    def __init__(self, teacher: Teacher, run: FitRun) -> None:
+        opts: SelectOptions = teacher.cfg
+        self.teacher, self.run = teacher, run
+        self.every, self.every_updates = float(opts.select_every), opts.select_every_updates
+        self.seeds = [run.seeds.held_out(j) for j in range(opts.select_seeds)]
+        self.cost = len(self.seeds) * teacher.student_cost(run)
+        self.updates = 0
+        self.scored_updates: int | None = None
+        self.next_point = self.every * run.budget
+        self.best: tuple[tuple[float, float], dict, dict] | None = None
+        self.candidates = 0
+        self.spent = 0.0
+        self.env = None
+
+    @classmethod
+    def of(cls, teacher: Teacher, run: FitRun) -> Selection | None:
+        selects = isinstance(teacher.cfg, SelectOptions) and teacher.cfg.select_seeds > 0
+        return cls(teacher, run) if selects else None
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "select_every": self.every,
+            "select_every_updates": self.every_updates,
+            "select_seeds": len(self.seeds),
+        }
+
+    def reserve(self) -> float:
+        """Budget an update must leave for the last candidate: with ``select_every``, once a
+        candidate has been scored (so one fits), the teacher as its last update leaves it is
+        always scored; with ``select_every_updates`` (L2T-DLF's old rule) nothing is reserved
+        and the last candidate is scored only if it still fits."""
+        return self.cost if self.every_updates is None and self.candidates else 0.0
+
+    def after_update(self) -> None:
+        """Count the update; score the teacher if a selection point was reached."""
+        self.updates += 1
+        if self.every_updates is not None:
+            due = self.updates % self.every_updates == 0
+        else:
+            due = self.run.spent >= self.next_point
+        if due:
+            self.score()
+
+    def score(self) -> None:
+        """Snapshot the teacher and score it, if its selection students fit in the budget."""
+        run = self.run
+        if run.stopped or self.cost > run.left():
+            return
+        snapshot = copy.deepcopy(self.teacher.state_dict())
+        candidate = type(self.teacher)(self.teacher.cfg)
+        candidate.load_state_dict(copy.deepcopy(snapshot))
+        if self.env is None:
+            self.env = run.make_env()  # watched: the selection students are charged
+        before = run.spent
+        errors, losses = self.score_students(candidate)
+        spent = run.spent - before
+        if spent > self.cost + run.slack:  # a teacher's bug: student_cost under-declares
+            raise RuntimeError(
+                f"{type(self.teacher).__name__}'s selection students cost {spent:g} student-step "
+                f"equivalents, over the {self.cost:g} it declared (Teacher.student_cost)"
+            )
+        while self.next_point <= run.spent + run.slack:  # points passed (by the update or by
+            self.next_point += self.every * run.budget  # these students): the next one ahead
+        self.spent += spent
+        self.candidates += 1
+        self.scored_updates = self.updates
+        key = (float(np.mean(errors)), float(np.mean(losses)))
+        row = {
+            "kind": "select",
+            "updates": self.updates,
+            "select_error": key[0],
+            "select_loss": key[1],
+            "dev_error": key[0],  # the older name of the same numbers (dev = its select part)
+            "dev_loss": key[1],
+            "diverged_students": sum(math.isinf(loss) for loss in losses),
+            "select_cost": spent,
+            **self.options(),
+        }
+        if self.best is None or key < self.best[0]:
+            self.best = (key, snapshot, row)
+            row["best"] = True
+        row["best_select_error"] = self.best[0][0]
+        run.log(row)
+
+    def score_students(self, candidate: Teacher) -> tuple[list[float], list[float]]:
+        """(select error, select loss) of each held-out student `candidate` teaches, frozen,
+        through the episode loop (:meth:`Teacher.rollout`: a teacher that reads its bound
+        student, L2T-DLN, is bound by ``begin_episode``); a diverged student scores 1.0."""
+        proc = self.env.unwrapped.process
+        errors, losses = [], []
+        for seed in self.seeds:
+            for step in candidate.rollout(self.env, seed):
+                info = step.info
+            m = proc.evaluate("select")  # dev's held-out part; never test
+            errors.append(1.0 if info["diverged"] else m["error"])
+            losses.append(math.inf if info["diverged"] else m["loss"])
+        return errors, losses
+
+    def last(self) -> None:
+        """Score the teacher as its last update left it, unless it was scored already."""
+        if self.updates and self.scored_updates != self.updates:
+            self.score()
+
+    def keep_best(self) -> None:
+        """Load the best snapshot into the teacher; record the rule in the report."""
+        teacher, run = self.teacher, self.run
+        kept = None
+        if self.best is not None:
+            teacher.load_state_dict(copy.deepcopy(self.best[1]))
+            kept = self.best[2]
+        teacher.best_dev_error = None if kept is None else kept["select_error"]
+        self.env = None
+        run.report.selection = {
+            **self.options(),
+            "candidates": self.candidates,
+            "cost": self.spent,
+            "best_updates": None if kept is None else kept["updates"],
+            "best_select_error": teacher.best_dev_error,
+        }
+
+
 class Teacher(ABC):
     """Base class. Subclasses set ``name`` and ``Config`` and implement :meth:`act`; learning
     teachers implement the hooks of :meth:`fit` (:meth:`setup`, :meth:`next_update`, :meth:`update`,
@@ -265,6 +445,9 @@ class Teacher(ABC):
     is_oracle: ClassVar[bool] = False
     """a limit of the setting that reads what no teacher may (e.g. which labels were flipped),
     shown as such in tables, never as a teacher or a baseline"""
+    best_dev_error: float | None = None
+    """the kept candidate's mean error on dev's ``select`` part (:class:`Selection`); None when
+    no candidate was scored"""
     acts_on_observation: ClassVar[bool] = True
     """:meth:`act` reads only the observation, so one teacher can act for a batch of students
     (``teachers.batch_eval``); False for a teacher that reads the student it was bound to"""
@@ -285,6 +468,8 @@ class Teacher(ABC):
                 f"{type(self).__name__} takes a {self.Config.__name__} or keyword options, "
                 f"got {config!r} and {options}"
             )
+        if isinstance(config, SelectOptions):
+            check_select_options(config)
         self.cfg = config
         self.config: dict[str, Any] = dataclasses.asdict(config)
         """the options as a dict: saved with the teacher, rebuilt by :meth:`load`"""
@@ -314,16 +499,30 @@ class Teacher(ABC):
         The loop every teacher runs (SB3's ``learn``): :meth:`setup`, then while the teacher
         declares a next update (:meth:`next_update`: its cost) that fits in what is left of the
         budget, :meth:`update` and log its rows; then :meth:`finish`. A teacher decides and
-        learns; the loop, the budget, the seeds, the timing and the logging are here."""
+        learns; the loop, the budget, the seeds, the timing and the logging are here, and so is
+        the choice of the fitted teacher among snapshots of its fit on dev's ``select`` part
+        (:class:`Selection`, for a teacher whose Config is a :class:`SelectOptions`): its
+        candidates are scored between updates, charged to the same budget, and the best one is
+        what the fit returns."""
         run = FitRun(self.spec_for(spec), check_budget(budget), SeedPlan(seed), callback)
         self.setup(run)
+        selection = Selection.of(self, run)
+        if selection is not None:
+            selection.score()  # the untrained teacher is a candidate
         while not run.stopped:
             cost = self.next_update(run)
-            if cost is None or cost > run.left():
+            reserve = 0.0 if selection is None else selection.reserve()
+            if cost is None or cost + reserve > run.left():
                 break
             for row in self.update(run):
                 run.log(row)
+            if selection is not None:
+                selection.after_update()
+        if selection is not None:
+            selection.last()
         self.finish(run)
+        if selection is not None:
+            selection.keep_best()
         report = run.report
         report.student_steps, report.cost = run.spent, run.by_kind()
         if report.student_steps > run.budget + run.slack:  # a teacher's bug: it under-declared
@@ -349,7 +548,25 @@ class Teacher(ABC):
         raise NotImplementedError(f"{type(self).__name__} declares an update it does not define")
 
     def finish(self, run: FitRun) -> None:
-        """After the last update (e.g. keep the best candidate)."""
+        """After the last update and the last selection candidate (e.g. drop the fit's envs);
+        the skeleton then loads the best candidate (:class:`Selection`)."""
+
+    def selection_budget(self, run: FitRun) -> float:
+        """What the skeleton's selection is expected to spend on this fit: the untrained
+        candidate, one per ``select_every`` of the budget and the last (with
+        ``select_every_updates``, the first only), each ``select_seeds`` students; for a teacher
+        that sizes its updates from the budget (SB3's rollouts)."""
+        cfg = self.cfg
+        if not isinstance(cfg, SelectOptions) or cfg.select_seeds == 0:
+            return 0.0
+        candidates = 1 if cfg.select_every_updates else math.ceil(1 / cfg.select_every - 1e-9) + 1
+        return candidates * cfg.select_seeds * self.student_cost(run)
+
+    def student_cost(self, run: FitRun) -> float:
+        """What teaching one student with this teacher frozen is charged, in student-step
+        equivalents: the declared cost of a selection student (:class:`Selection`). An
+        episode's training steps, unless :meth:`act` runs passes of its own (L2T-DLN)."""
+        return price("train", run.spec.episode_steps)
 
     @abstractmethod
     def act(self, observation: np.ndarray) -> np.ndarray:
@@ -488,7 +705,12 @@ class Teacher(ABC):
         from teachers.registry import make_teacher
 
         blob = torch.load(Path(path), map_location="cpu", weights_only=False)
-        teacher = make_teacher(blob["name"], **blob["config"])
+        config = dict(blob["config"])
+        if "select_every" in config and "select_every_updates" not in config:
+            # saved before the common selection (SelectOptions): L2T-DLF's select_every counted
+            # episodes, which is select_every_updates now
+            config["select_every_updates"] = config.pop("select_every")
+        teacher = make_teacher(blob["name"], **config)
         teacher.load_state_dict(blob["state"])
         return teacher
 

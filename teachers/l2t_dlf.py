@@ -23,9 +23,11 @@ one autograd call carries them into theta, the gradient is clipped to norm ``cli
 gradient of a 600-step run at a large student learning rate measured 1e2-1e3), and
 Adam updates theta. M is a smooth dev objective (``objective``: dev cross-entropy by default,
 the demo's sigmoid-smoothed error, or the expected error) on the env's fixed dev subset; test data
-is never touched. Selection: every ``select_every`` episodes (and before the first) the current
-teacher teaches ``select_seeds`` held-out students (``SeedPlan.held_out``), scored by their error on
-dev's ``select`` part; the best candidate, the untrained teacher included, is kept.
+is never touched. Selection is the fit skeleton's, the same for every learning teacher
+(``teachers.base.Selection``, options ``select_every`` / ``select_every_updates`` / ``select_seeds``
+inherited from ``SelectOptions``): candidates, the untrained teacher included, teach held-out
+students (``SeedPlan.held_out``), scored by their error on dev's ``select`` part; the best is
+kept. ``select_every_updates=5`` is this teacher's former rule (every 5 episodes).
 
 Budget: the fit skeleton (``Teacher.fit``) runs the updates while the next fits, charged by the
 process: a training episode costs its T forward steps, T reverse steps, the dev gradient and any
@@ -48,13 +50,13 @@ from envs.cost import price
 from envs.loss_teaching import LossTeachingEnv
 from envs.process import DEV_OBJECTIVES
 from teachers import rmd
-from teachers.base import FitRun, Teacher
+from teachers.base import FitRun, SelectOptions, Teacher
 
 FORMS = ("attention", "mlp")
 
 
 @dataclass
-class L2TDLFConfig:
+class L2TDLFConfig(SelectOptions):
     """The L2T-DLF teacher's options (= its constructor's keywords)."""
 
     form: str = "attention"
@@ -83,10 +85,6 @@ class L2TDLFConfig:
     window only (truncated, biased towards greedy losses)"""
     checkpoint_every: int = 1
     """RMD memory mode: 1 = every-step checkpoints; k > 1 = recompute"""
-    select_every: int = 5
-    """candidate evaluation every this many training episodes"""
-    select_seeds: int = 2
-    """fresh students per candidate evaluation (error on dev's ``select`` part)"""
     init_seed: int = 0
     """seed of the teacher's initial parameters"""
     family: str = "bilinear"
@@ -103,7 +101,7 @@ class L2TDLFConfig:
             raise ValueError(
                 f"unknown dev objective {self.objective!r}; known: {list(DEV_OBJECTIVES)}"
             )
-        for key in ("memory", "hidden", "checkpoint_every", "select_every", "select_seeds"):
+        for key in ("memory", "hidden", "checkpoint_every"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an int >= 1, got {value!r}")
@@ -192,17 +190,12 @@ class L2TDLFTeacher(Teacher):
 
     # -- fitting: the skeleton's hooks (teachers.base.Teacher.fit) --------------------------
     def setup(self, run: FitRun) -> None:
-        """The env, theta (unless loaded) and Adam; the untrained teacher is the first
-        candidate of the selection."""
+        """The env, theta (unless loaded) and Adam."""
         self._env = env = run.make_env()
         if not self.params:
             self.build(env.observation_space.shape[0], env.family.dim)
         self._opt = torch.optim.Adam(list(self.params.values()), lr=self.config["teacher_lr"])
-        self._best: tuple[float, float] | None = None
-        self._best_state = self._snapshot()
-        self._updates = self._episodes = 0
-        self._plan = "select"
-        self._select_cost = price("train", self.config["select_seeds"] * run.spec.episode_steps)
+        self._episodes = 0
         self._train_cost = self.episode_cost(env.unwrapped.process, run.spec)
 
     def episode_cost(self, process, spec) -> float:
@@ -220,33 +213,14 @@ class L2TDLFTeacher(Teacher):
         return cost
 
     def next_update(self, run: FitRun) -> float | None:
-        """Algorithm 1's order: a selection (the untrained teacher, then every `select_every`
-        episodes; skipped when it does not fit), training episodes while one fits, and a last
-        selection of a candidate trained since the previous one, if it fits."""
-        left = run.left()
-        if self._plan == "select":
-            if self._select_cost <= left:
-                return self._select_cost
-            self._plan = "train"
-        if self._plan == "train":
-            if self._train_cost <= left:
-                return self._train_cost
-            self._plan = "done"
-            unscored = self._updates and self._episodes % self.config["select_every"] != 0
-            if self._best is not None and unscored and self._select_cost <= left:
-                self._plan = "last-select"
-                return self._select_cost
-        return None
+        """One training episode (Algorithm 1); the skeleton scores candidates around it."""
+        return self._train_cost
 
     def update(self, run: FitRun) -> list[dict]:
-        if self._plan in ("select", "last-select"):
-            self._plan = "train" if self._plan == "select" else "done"
-            return [self._select(run)]
         t0 = time.perf_counter()
         rows = self.train_episode(self._env, run.seeds.nth(self._episodes), self._opt)
         self._episodes += 1
         run.report.episodes = self._episodes
-        self._updates += sum(r["updated"] for r in rows)
         for r in rows:
             r.update(
                 kind="train",
@@ -254,24 +228,9 @@ class L2TDLFTeacher(Teacher):
                 episode_time=time.perf_counter() - t0,
                 rss_mb=resident_mb(),
             )
-        if self._episodes % self.config["select_every"] == 0:
-            self._plan = "select"
         return rows
 
-    def _select(self, run: FitRun) -> dict:
-        """Score the current teacher on the plan's held-out students; keep it if best so far."""
-        seeds = [run.seeds.held_out(j) for j in range(self.config["select_seeds"])]
-        score = self._dev_score(self._env, seeds)
-        row = {"kind": "select", "updates": self._updates, **score}
-        if self._best is None or (score["dev_error"], score["dev_loss"]) < self._best:
-            self._best, self._best_state = (score["dev_error"], score["dev_loss"]), self._snapshot()
-            row["best"] = True
-        return row
-
     def finish(self, run: FitRun) -> None:
-        """Keep the best candidate on dev (the untrained teacher if nothing was scored)."""
-        self._restore(self._best_state)
-        self.best_dev_error = None if self._best is None else self._best[0]
         self._env = self._opt = None
 
     def train_episode(
@@ -331,19 +290,6 @@ class L2TDLFTeacher(Teacher):
             rows.append(row)
             del tape
         return rows
-
-    def _dev_score(self, env: LossTeachingEnv, seeds: list[int]) -> dict:
-        """Mean error and loss on dev's ``select`` part of fresh students taught by the current
-        teacher: selection reads the held-out part (the fit's hypergradients read ``meta``), never
-        test."""
-        errors, losses = [], []
-        for s in seeds:
-            *_, last = self.rollout(env, s)
-            diverged = last.info["diverged"]
-            m = env.unwrapped.process.evaluate("select")
-            errors.append(1.0 if diverged else m["error"])
-            losses.append(math.inf if diverged else m["loss"])
-        return {"dev_error": float(np.mean(errors)), "dev_loss": float(np.mean(losses))}
 
     # -- persistence --------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, torch.Tensor]:

@@ -69,13 +69,13 @@ from envs.losses import DynamicLossNetwork
 from envs.process import TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
-from teachers.base import FitRun, Teacher, TeachingSpec
+from teachers.base import FitRun, SelectOptions, Teacher, TeachingSpec
 
 WARM_STARTS = ("bce", "none")
 
 
 @dataclass
-class DLNConfig:
+class DLNConfig(SelectOptions):
     """The L2T-DLN teacher's options (= its constructor's keyword arguments)."""
 
     lookahead: int = 10
@@ -365,6 +365,16 @@ class L2TDLNTeacher(Teacher):
         )
         self._row: dict = {}
         self._stream = self.episodes(self._env, run.seeds.students(), self._learn_and_act)
+
+    def student_cost(self, run: FitRun) -> float:
+        """A taught student (a selection candidate's): per iteration, :meth:`act`'s stage 1
+        (a differentiable K-step look-ahead and one CE_val gradient) and the K committed steps."""
+        process, k = self._env.unwrapped.process, self.cfg.lookahead
+        n_dev = len(process.data.y_dev) if self.cfg.full_dev else process.dev_subset
+        iteration = (
+            price("unroll", k) + price("dev_grad", n_dev / process.batch_size) + price("train", k)
+        )
+        return run.spec.horizon * iteration
 
     def next_update(self, run: FitRun) -> float | None:
         """One iteration: two differentiable K-step look-aheads, two CE_val gradients, K

@@ -42,14 +42,14 @@ from torch import nn
 
 from envs.cost import price
 from envs.losses import unknown_name_error
-from teachers.base import FitRun, Teacher
+from teachers.base import FitRun, SelectOptions, Teacher
 
 BASELINES = ("learned", "running-mean", "none")
 MEANS = ("tanh", "clip")
 
 
 @dataclass
-class ReinforceConfig:
+class ReinforceConfig(SelectOptions):
     """The teacher's options; ``ReinforceTeacher(**fields)`` or ``ReinforceTeacher(config)``."""
 
     family: str | None = "compact"

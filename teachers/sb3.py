@@ -40,11 +40,11 @@ from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
 from envs.cost import price
-from teachers.base import FitRun, Teacher
+from teachers.base import FitRun, SelectOptions, Teacher
 
 
 @dataclass
-class SB3Config:
+class SB3Config(SelectOptions):
     """The options of the SB3 teachers (``ppo`` and ``a2c`` share them)."""
 
     family: str | None = "compact"
@@ -143,7 +143,8 @@ class SB3Teacher(Teacher):
         self._venv = VecNormalize(
             inner, norm_obs=True, norm_reward=False, gamma=cfg["algo_kwargs"].get("gamma", 0.99)
         )
-        n_steps = self.rollout_steps(run.budget, spec.interval)
+        # the rollouts share the budget with the selection's candidates (teachers.base.Selection)
+        n_steps = self.rollout_steps(max(0, run.budget - self.selection_budget(run)), spec.interval)
         self._rollout = n_steps * cfg["n_envs"]
         kwargs = {
             "n_steps": n_steps,
@@ -189,6 +190,13 @@ class SB3Teacher(Teacher):
 
     def finish(self, run: FitRun) -> None:
         """Freeze the observation statistics for :meth:`act` and drop the students."""
+        self._freeze_obs_stats()
+        self._venv.close()
+        self.model.env = None  # act needs only the policy
+        self._venv = None
+
+    def _freeze_obs_stats(self) -> None:
+        """Copy VecNormalize's running observation statistics for :meth:`act`."""
         rms = self._venv.obs_rms
         self.obs_stats = {
             "mean": rms.mean.copy(),
@@ -197,9 +205,6 @@ class SB3Teacher(Teacher):
             "epsilon": self._venv.epsilon,
             "clip_obs": self._venv.clip_obs,
         }
-        self._venv.close()
-        self.model.env = None  # act needs only the policy
-        self._venv = None
 
     # -- acting -------------------------------------------------------------------------------
     def normalize(self, observation: np.ndarray) -> np.ndarray:
@@ -239,6 +244,8 @@ class SB3Teacher(Teacher):
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:
             return {}
+        if getattr(self, "_venv", None) is not None:  # mid-fit (a selection snapshot): the
+            self._freeze_obs_stats()  # statistics so far, as act would use them frozen now
         buf = io.BytesIO()
         self.model.save(buf)  # SB3's own zip format, kept as bytes inside the teacher's file
         return {"sb3_zip": buf.getvalue(), "obs_stats": self.obs_stats}

@@ -263,19 +263,23 @@ def test_an_unknown_option_names_the_teacher_the_key_its_options_and_the_nearest
 def test_every_option_has_a_docstring(name):
     """The dataclass's attribute docstrings are the options' documentation (`l2t teachers`)."""
     cls = teacher_class(name).Config
-    source = Path(inspect.getsourcefile(cls)).read_text()
-    body = next(
-        n
-        for n in ast.walk(ast.parse(source))
-        if isinstance(n, ast.ClassDef) and n.name == cls.__name__
-    ).body
-    documented = {
-        a.target.id
-        for a, doc in zip(body, body[1:], strict=False)
-        if isinstance(a, ast.AnnAssign)
-        and isinstance(doc, ast.Expr)
-        and isinstance(doc.value, ast.Constant)
-    }
+    documented = set()
+    for base in cls.__mro__:  # inherited options too (the selection's, teachers.base)
+        if not dataclasses.is_dataclass(base):
+            continue
+        source = Path(inspect.getsourcefile(base)).read_text()
+        body = next(
+            n
+            for n in ast.walk(ast.parse(source))
+            if isinstance(n, ast.ClassDef) and n.name == base.__name__
+        ).body
+        documented |= {
+            a.target.id
+            for a, doc in zip(body, body[1:], strict=False)
+            if isinstance(a, ast.AnnAssign)
+            and isinstance(doc, ast.Expr)
+            and isinstance(doc.value, ast.Constant)
+        }
     assert {f.name for f in dataclasses.fields(cls)} <= documented
 
 

@@ -42,7 +42,7 @@ BUDGET = 3 * 10 + 7
 CONFIGS = {"reinforce": {"hidden": 8}, "ppo": {"net_arch": [8]}, "a2c": {"net_arch": [8]}}
 UNREPLAYABLE = {"wall_time", "episode_time", "rss_mb"}
 """fit-log keys that time or measure the machine, not the run"""
-SELECTORS = {"final_metrics", "_dev_score", "teach"}
+SELECTORS = {"final_metrics", "score_students", "teach"}  # the fit skeleton's Selection
 """the functions that may read ``select``: the final evaluation, L2T-DLF's selection and the
 best-select checkpoint of a taught student"""
 

@@ -72,7 +72,7 @@ def test_fit_is_charged_its_reverse_passes_selects_on_dev_only_and_records(monke
         return original(self, split)
 
     monkeypatch.setattr(TeachingProcess, "evaluate", guarded)
-    teacher = make_teacher("l2t-dlf", select_every=2, select_seeds=1)
+    teacher = make_teacher("l2t-dlf", select_every_updates=2, select_seeds=1)
     T = SPEC.episode_steps
     budget = 25 * T + 3  # not a multiple of anything
     report = teacher.fit(SPEC, budget, seed=1)
@@ -117,7 +117,7 @@ def test_truncated_windows_update_once_per_window():
 
 
 def test_memory_and_step_time_do_not_grow_across_episodes():
-    teacher = make_teacher("l2t-dlf", select_every=100, select_seeds=1)
+    teacher = make_teacher("l2t-dlf", select_every_updates=100, select_seeds=1)
     spec = SPEC.replace(horizon=4, interval=10, student_kwargs={"hidden": 64})
     env = teacher.spec_for(spec).make_env()
     episode = teacher.episode_cost(env.unwrapped.process, teacher.spec_for(spec))
@@ -147,7 +147,7 @@ def test_save_load_round_trip(tmp_path, form):
 
 
 def test_teaches_a_fresh_mnist5k_mlp_student():
-    teacher = make_teacher("l2t-dlf", select_seeds=1)
+    teacher = make_teacher("l2t-dlf", select_seeds=1, select_every_updates=100)
     spec = SPEC.replace(student_kwargs={})  # the registered default student, 784-256-10
     env = teacher.spec_for(spec).make_env()
     episode = teacher.episode_cost(env.unwrapped.process, teacher.spec_for(spec))
@@ -186,7 +186,7 @@ def test_teaches_resnet8_on_generated_cifar(tmp_path, monkeypatch):
         dev_subset=32,
         device="cpu",
     )
-    teacher = make_teacher("l2t-dlf", select_seeds=1, checkpoint_every=2)
+    teacher = make_teacher("l2t-dlf", select_seeds=1, select_every_updates=100, checkpoint_every=2)
     env = teacher.spec_for(spec).make_env()
     episode = teacher.episode_cost(env.unwrapped.process, teacher.spec_for(spec))
     report = teacher.fit(spec, int(spec.episode_steps + episode) + 1)

@@ -250,7 +250,7 @@ def test_fit_is_charged_per_iteration_stops_at_its_budget_and_resets_each_run():
     """Each fit iteration is an env step of the base's episode loop, charged two differentiable
     K-step look-aheads, two CE_val gradients and the K committed steps; the skeleton stops before
     the iteration that would overrun; a new student (phi and memory reset) every 20 steps."""
-    teacher = L2TDLNTeacher(lookahead=5)
+    teacher = L2TDLNTeacher(lookahead=5, select_seeds=0)  # selection: test_select_snapshots.py
     spec = tiny_spec()  # 20-step runs: 4 iterations of K = 5
     per_iteration = {
         "unroll": 2 * 5 * KINDS["unroll"],

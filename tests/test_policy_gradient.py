@@ -50,9 +50,18 @@ SPEC = ActionRewardSpec(
     device="cpu",
     student_kwargs={"hidden": 16},
 )
-CASES = {  # teacher: (config, budget in student steps = env steps here)
-    "reinforce": ({"init_log_std": -1.0}, 800),
-    "ppo": ({"log_std_init": -1.0, "n_steps": 64, "algo_kwargs": {"learning_rate": 3e-3}}, 2560),
+CASES = {  # teacher: (config, budget in student steps = env steps here); no selection: the
+    # reward here is the action's distance, which a student's select error does not measure
+    "reinforce": ({"init_log_std": -1.0, "select_seeds": 0}, 800),
+    "ppo": (
+        {
+            "log_std_init": -1.0,
+            "n_steps": 64,
+            "algo_kwargs": {"learning_rate": 3e-3},
+            "select_seeds": 0,
+        },
+        2560,
+    ),
 }
 
 

@@ -26,7 +26,8 @@ class RecordingSpec(TeachingSpec):
 TINY = RecordingSpec(
     horizon=2, interval=5, batch_size=32, dev_subset=64, device="cpu", student_kwargs={"hidden": 32}
 )
-BUDGET = 4 * TINY.episode_steps + 7  # not a multiple of anything a teacher rounds to
+BUDGET = 20 * TINY.episode_steps + 7  # not a multiple of anything a teacher rounds to; holds
+# the untrained candidate (2 students), an update and another candidate of every learning teacher
 LEARNERS = ("reinforce", "ppo", "a2c")  # teachers of this issue that must spend their budget
 TINY_CONFIGS = {  # small networks: the interface is under test here, not the learning
     "reinforce": {"hidden": 16},
@@ -78,24 +79,36 @@ def test_the_skeleton_stops_every_teacher_at_its_budget(name, monkeypatch):
     because the next declared update did not fit in what was left (or nothing was left to
     learn), so no teacher stops early or overshoots."""
     cls = teacher_class(name)
-    original = cls.next_update
-    declared = []
+    original_next, original_update = cls.next_update, cls.update
+    declared, ran = [], []
 
-    def spy(self, run):
-        cost = original(self, run)
+    def spy_next(self, run):
+        cost = original_next(self, run)
         declared.append((run.spent, cost))
         return cost
 
-    monkeypatch.setattr(cls, "next_update", spy)
+    def spy_update(self, run):
+        before = run.spent
+        rows = original_update(self, run)
+        ran.append((before, run.spent, declared[-1][1]))
+        return rows
+
+    monkeypatch.setattr(cls, "next_update", spy_next)
+    monkeypatch.setattr(cls, "update", spy_update)
     RecordingSpec.built = []
     report = make_teacher(name, **TINY_CONFIGS.get(name, {})).fit(TINY, BUDGET, seed=0)
     counted = sum(env.unwrapped.process.cost.total for env in RecordingSpec.built)
-    assert report.student_steps == pytest.approx(counted)
-    *ran, (spent, last) = declared
-    for (before, cost), (after, _) in zip(ran, declared[1:], strict=True):
+    assert report.student_steps == pytest.approx(counted) and counted <= BUDGET
+    for before, after, cost in ran:
         assert after - before <= cost + 1e-9  # an update never costs more than declared
-    assert spent == pytest.approx(report.student_steps) and spent <= BUDGET
-    assert last is None or spent + last > BUDGET  # stopped only when the next did not fit
+    spent, last = declared[-1] if declared else (0.0, None)
+    selects = [r for r in report.log if r.get("kind") == "select"]
+    reserved = selects[-1]["select_cost"] if selects else 0.0  # the last candidate's students
+    assert last is None or spent + last + reserved > BUDGET  # stopped only when nothing fit
+    # what is spent besides the updates is the selection's candidates, and only that
+    selected = sum(r["select_cost"] for r in report.log if r.get("kind") == "select")
+    updates = sum(after - before for before, after, _ in ran)
+    assert report.student_steps == pytest.approx(updates + selected)
     if name in LEARNERS or name in ("l2t-dlf", "l2t-dln"):
         assert ran and counted > 0 and len(report.log) >= 1
     else:  # nothing to learn: nothing spent
@@ -179,7 +192,8 @@ def test_ppo_rollouts_are_derived_from_the_budget():
     assert ppo.rollout_steps(10**9, 50) == 2048
     assert make_teacher("ppo", n_steps=7).rollout_steps(10**9, 50) == 7
     _, report, _ = fitted("ppo")
-    assert len(report.log) >= ppo.config["min_updates"]
+    rollouts = [r for r in report.log if r.get("kind") != "select"]  # beside the candidates
+    assert len(rollouts) >= ppo.config["min_updates"]
 
 
 def test_fixed_teachers_act_on_their_own_families():
@@ -232,7 +246,9 @@ def test_sb3_teachers_fit_on_the_batched_vec_env_as_on_dummy_vec_env(name):
     """n_envs students in one batched process: the same budget, rollouts and (up to float32
     noise in the students) the same episode returns as a DummyVecEnv of single envs."""
     reports = [
-        make_teacher(name, n_envs=3, batched=b, **TINY_CONFIGS[name]).fit(TINY, BUDGET, seed=1)
+        make_teacher(name, n_envs=3, batched=b, select_seeds=0, **TINY_CONFIGS[name]).fit(
+            TINY, BUDGET, seed=1
+        )  # no selection: the rollouts are under test
         for b in (False, True)
     ]
     assert reports[0].student_steps == reports[1].student_steps > 0
@@ -272,8 +288,8 @@ def test_reinforce_fits_n_envs_students_at_once():
     """n_envs=2: episodes come two at a time from one batched process; the budget holds exactly
     as the processes count it."""
     RecordingSpec.built = []
-    teacher = make_teacher("reinforce", n_envs=2, episodes_per_update=2, hidden=16)
-    report = teacher.fit(TINY, BUDGET, seed=0)
+    teacher = make_teacher("reinforce", n_envs=2, episodes_per_update=2, hidden=16, select_seeds=0)
+    report = teacher.fit(TINY, 4 * TINY.episode_steps + 7, seed=0)  # no selection: 4 episodes
     assert report.episodes == 4 and len(report.log) == 2
     assert report.student_steps == 4 * TINY.episode_steps <= BUDGET
     with pytest.raises(ValueError, match="multiple of n_envs"):
