@@ -25,6 +25,7 @@ and ``worst_cost=<x>`` last (the largest of all those ratios, and whose it is).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -68,8 +69,10 @@ def plain_ce_seconds(spec: TeachingSpec, steps: int, seed: int = 0) -> float:
     return seconds
 
 
-def measure(name: str, spec: TeachingSpec, budget: int, teach_seeds: int) -> dict:
-    teacher = make_teacher(name)
+def measure(
+    name: str, spec: TeachingSpec, budget: int, teach_seeds: int, config: dict | None = None
+) -> dict:
+    teacher = make_teacher(name, **(config or {}))
     plain_fit = plain_ce_seconds(spec, budget)
     report = teacher.fit(spec, budget, seed=0)
     fit_ratio = report.wall_time / plain_fit
@@ -99,6 +102,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"budget {QUICK_BUDGET}, 1 seed")
     parser.add_argument("--teach-seeds", type=int, default=3, help="students taught per teacher")
     parser.add_argument("--teachers", default=",".join(TEACHERS), help="comma-separated names")
+    parser.add_argument(
+        "--configs",
+        default="{}",
+        help='teacher options as JSON, e.g. \'{"reinforce": {"n_envs": 8, "episodes_per_update": 8}}\'',
+    )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     if args.quick:
@@ -107,13 +115,19 @@ def main() -> None:
     unknown = [n for n in names if n not in TEACHERS]
     if unknown:
         parser.error(f"unknown teachers {unknown}; known: {sorted(TEACHERS)}")
+    try:
+        configs = json.loads(args.configs)
+    except json.JSONDecodeError as err:
+        parser.error(f"--configs is not JSON: {err}")
+    if not isinstance(configs, dict) or set(configs) - set(names):
+        parser.error("--configs must map some of the --teachers to their options")
     if args.budget < 1 or args.teach_seeds < 1:
         parser.error("--budget and --teach-seeds must be positive")
     spec = TeachingSpec(device=args.device)
     print(
         f"spec: {spec.dataset}/{spec.student}, {spec.episode_steps} steps per student, batch "
         f"{spec.batch_size}; fit budget {args.budget}; {args.teach_seeds} taught student(s); "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}; options {configs}"
     )
     print(
         f"{'teacher':<16}{'fit s':>9}{'spent':>9}{'plain s':>9}{'fit x':>8}"
@@ -121,7 +135,7 @@ def main() -> None:
     )
     rows = []
     for name in names:
-        r = measure(name, spec, args.budget, args.teach_seeds)
+        r = measure(name, spec, args.budget, args.teach_seeds, configs.get(name))
         rows.append(r)
         print(
             f"{name:<16}{r['fit_s']:>9.2f}{r['fit_spent']:>9.0f}{r['plain_fit_s']:>9.2f}"
