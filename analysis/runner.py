@@ -13,6 +13,7 @@ and data order for the same seed: the paired differences in ``analysis.tables`` 
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import signal
@@ -41,6 +42,7 @@ from teachers.base import (
     TeachingSpec,
     check_options,
 )
+from teachers.batch_eval import batchable, teach_batch
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
@@ -74,6 +76,12 @@ class Grid:
     "best-select" (the best of `checks` evenly spaced states on dev's select error)"""
     checks: int = 10
     """K, the evenly spaced select checks of "best-select" (recorded with the results)"""
+    batched_teaching: bool = True
+    """teach a fitted teacher's `students_per_seed` students in one batched process
+    (``teachers.batch_eval.teach_batch``: one vmapped step for all of them) where that gives what
+    teaching them one at a time gives, up to float rounding (:func:`teachers.batch_eval.batchable`,
+    and the "last" checkpoint); a directory made before this setting keeps teaching one at a time
+    when resumed (:func:`prepare`)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
@@ -121,6 +129,8 @@ def validate_grid(grid: Grid) -> None:
     _positive("select checks", grid.checks)
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
+    if not isinstance(grid.batched_teaching, bool):
+        raise ValueError(f"batched_teaching must be True or False, got {grid.batched_teaching!r}")
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
         raise ValueError(f"students per seed must be <= {MAX_STUDENTS_PER_SEED}")
     if not grid.budgets:
@@ -166,15 +176,19 @@ def run_unit(
 
         report = teacher.fit(grid.spec, budget, seed=seed, callback=advance)
     fit_wall = time.perf_counter() - start
-    results = [
-        teacher.teach(
-            grid.spec,
-            seed=grid.student_seed(seed, j),
-            checkpoint=grid.checkpoint,
-            checks=grid.checks,
-        )
-        for j in range(grid.students_per_seed)
-    ]
+    student_seeds = [grid.student_seed(seed, j) for j in range(grid.students_per_seed)]
+    if (
+        grid.batched_teaching
+        and len(student_seeds) > 1
+        and grid.checkpoint == "last"
+        and batchable(teacher, grid.spec)
+    ):
+        results = teach_batch(teacher, grid.spec, student_seeds)
+    else:
+        results = [
+            teacher.teach(grid.spec, seed=s, checkpoint=grid.checkpoint, checks=grid.checks)
+            for s in student_seeds
+        ]
     meta = {
         "teacher": teacher_name,
         "student": grid.spec.student,
@@ -299,6 +313,11 @@ def prepare(grid: Grid, out: str | Path, *, download: bool = False) -> RecordSto
             raise ValueError(f"teacher {name!r} rejects its config: {err}") from err
     grid.spec.make_env(download=download)
     store = RecordStore(out)
+    recorded = Path(out) / "config.json"
+    if recorded.exists():  # a resume teaches as the directory was made (before the setting: singly)
+        grid.batched_teaching = bool(
+            json.loads(recorded.read_text()).get("batched_teaching", False)
+        )
     store.open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
     return store
 
