@@ -18,6 +18,10 @@ seconds to minutes, long enough to average the load over its own length).
     OMP_NUM_THREADS=1 python benchmarks/teacher_cost.py                 # budget 16,000
     OMP_NUM_THREADS=1 python benchmarks/teacher_cost.py --quick         # budget 1,200: minutes
 
+``--batch-students N`` also teaches N students in one batched process (``teach_batch``, what
+the runner does for ``students_per_seed`` > 1) where the teacher allows it, over N x plain(600):
+``cost_<teacher>_teach_batched=<x>``.
+
 Prints a table, one ``cost_<teacher>_fit=<x>`` and ``cost_<teacher>_teach=<x>`` line per teacher,
 and ``worst_cost=<x>`` last (the largest of all those ratios, and whose it is).
 """
@@ -33,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from teachers import TeachingSpec
+from teachers.batch_eval import batchable, teach_batch
 from teachers.registry import TEACHERS, make_teacher
 
 QUICK_BUDGET = 1_200
@@ -70,7 +75,12 @@ def plain_ce_seconds(spec: TeachingSpec, steps: int, seed: int = 0) -> float:
 
 
 def measure(
-    name: str, spec: TeachingSpec, budget: int, teach_seeds: int, config: dict | None = None
+    name: str,
+    spec: TeachingSpec,
+    budget: int,
+    teach_seeds: int,
+    config: dict | None = None,
+    batch_students: int = 0,
 ) -> dict:
     teacher = make_teacher(name, **(config or {}))
     plain_fit = plain_ce_seconds(spec, budget)
@@ -85,7 +95,17 @@ def measure(
         after = plain_ce_seconds(spec, spec.episode_steps, seed=seed)
         teach_walls.append(wall)
         teach_ratios.append(wall / ((before + after) / 2))
+    batch = float("nan")
+    if batch_students > 1 and batchable(teacher, spec):  # the runner's batched teaching
+        seeds = list(range(batch_students))
+        before = plain_ce_seconds(spec, spec.episode_steps)
+        start = time.perf_counter()
+        teach_batch(teacher, spec, seeds)
+        wall = time.perf_counter() - start
+        after = plain_ce_seconds(spec, spec.episode_steps)
+        batch = wall / (batch_students * (before + after) / 2)
     return {
+        "batch": batch,
         "teacher": name,
         "fit_s": report.wall_time,
         "fit_spent": report.student_steps,
@@ -106,6 +126,12 @@ def main() -> None:
         "--configs",
         default="{}",
         help='teacher options as JSON, e.g. \'{"reinforce": {"n_envs": 8, "episodes_per_update": 8}}\'',
+    )
+    parser.add_argument(
+        "--batch-students",
+        type=int,
+        default=0,
+        help="also teach N students in one batch (teach_batch) where the teacher allows it",
     )
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -131,20 +157,24 @@ def main() -> None:
     )
     print(
         f"{'teacher':<16}{'fit s':>9}{'spent':>9}{'plain s':>9}{'fit x':>8}"
-        f"{'teach s':>9}{'teach x':>9}"
+        f"{'teach s':>9}{'teach x':>9}{'batch x':>9}"
     )
     rows = []
     for name in names:
-        r = measure(name, spec, args.budget, args.teach_seeds, configs.get(name))
+        r = measure(
+            name, spec, args.budget, args.teach_seeds, configs.get(name), args.batch_students
+        )
         rows.append(r)
         print(
             f"{name:<16}{r['fit_s']:>9.2f}{r['fit_spent']:>9.0f}{r['plain_fit_s']:>9.2f}"
-            f"{r['fit']:>8.2f}{r['teach_s']:>9.2f}{r['teach']:>9.2f}",
+            f"{r['fit']:>8.2f}{r['teach_s']:>9.2f}{r['teach']:>9.2f}{r['batch']:>9.2f}",
             flush=True,
         )
     for r in rows:
         print(f"cost_{r['teacher']}_fit={r['fit']:.3f}")
         print(f"cost_{r['teacher']}_teach={r['teach']:.3f}")
+        if r["batch"] == r["batch"]:  # not NaN: taught in a batch too
+            print(f"cost_{r['teacher']}_teach_batched={r['batch']:.3f}")
     worst = max((r[k], f"{r['teacher']}_{k}") for r in rows for k in ("fit", "teach"))
     print(f"worst_cost={worst[0]:.3f} ({worst[1]})")
 
