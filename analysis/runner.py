@@ -76,12 +76,13 @@ class Grid:
     "best-select" (the best of `checks` evenly spaced states on dev's select error)"""
     checks: int = 10
     """K, the evenly spaced select checks of "best-select" (recorded with the results)"""
-    batched_teaching: bool = True
+    batched_teaching: bool = False
     """teach a fitted teacher's `students_per_seed` students in one batched process
     (``teachers.batch_eval.teach_batch``: one vmapped step for all of them) where that gives what
     teaching them one at a time gives, up to float rounding (:func:`teachers.batch_eval.batchable`,
-    and the "last" checkpoint); a directory made before this setting keeps teaching one at a time
-    when resumed (:func:`prepare`)"""
+    and the "last" checkpoint). Off by default: on a CPU core, 8 batched default students cost
+    1.3x plain training each against 0.9-1.1x taught singly (benchmarks/README.md); for GPUs.
+    A resumed directory keeps the setting it was made with (:func:`prepare`)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)

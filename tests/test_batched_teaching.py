@@ -25,7 +25,14 @@ def test_batched_records_equal_one_at_a_time_and_use_one_batch(monkeypatch):
         return real(teacher, spec, seeds)
 
     monkeypatch.setattr("analysis.runner.teach_batch", counting)
-    grid = Grid(teachers=["label-smoothing"], seeds=1, budgets=[10], spec=TINY, students_per_seed=3)
+    grid = Grid(
+        teachers=["label-smoothing"],
+        seeds=1,
+        budgets=[10],
+        spec=TINY,
+        students_per_seed=3,
+        batched_teaching=True,
+    )
     batched, bc, _ = run_unit(grid, "label-smoothing", 10, 0)
     assert calls == [[grid.student_seed(0, j) for j in range(3)]]  # one batch of the 3 students
     single, sc, _ = run_unit(
@@ -53,17 +60,34 @@ def test_l2t_dln_is_not_batchable():
 
 
 def test_a_directory_made_before_the_setting_resumes_one_at_a_time(tmp_path):
-    grid = Grid(teachers=["ce"], seeds=1, budgets=[10], spec=TINY, students_per_seed=2)
+    grid = Grid(
+        teachers=["ce"],
+        seeds=1,
+        budgets=[10],
+        spec=TINY,
+        students_per_seed=2,
+        batched_teaching=True,
+    )
     prepare(grid, tmp_path / "new")
     saved = json.loads((tmp_path / "new" / "config.json").read_text())
     assert grid.batched_teaching and saved["batched_teaching"] is True
     old = {k: v for k, v in saved.items() if k != "batched_teaching"}  # as written before
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text(json.dumps(old))
-    resumed = Grid(teachers=["ce"], seeds=1, budgets=[10], spec=TINY, students_per_seed=2)
+    resumed = Grid(
+        teachers=["ce"],
+        seeds=1,
+        budgets=[10],
+        spec=TINY,
+        students_per_seed=2,
+        batched_teaching=True,
+    )
     prepare(resumed, tmp_path / "old")
     assert resumed.batched_teaching is False
     assert json.loads((tmp_path / "old" / "config.json").read_text())["batched_teaching"] is False
+    again = Grid(teachers=["ce"], seeds=1, budgets=[10], spec=TINY, students_per_seed=2)
+    prepare(again, tmp_path / "new")  # a resume keeps the recorded True over the default
+    assert again.batched_teaching is True
 
 
 def test_bad_setting_is_refused():
