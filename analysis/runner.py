@@ -13,6 +13,7 @@ and data order for the same seed: the paired differences in ``analysis.tables`` 
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import signal
@@ -43,6 +44,7 @@ from teachers.base import (
     TeachingSpec,
     check_options,
 )
+from teachers.batch_eval import batchable, teach_batch
 from teachers.fixed import FixedTeacher
 from teachers.registry import TEACHERS, make_teacher, teacher_class
 
@@ -94,6 +96,13 @@ class Grid:
     """teacher -> what the search chose ({"lr": ..., "start": ...}); filled by choose_lrs"""
     search_cost: dict[str, int] = field(default_factory=dict)
     """teacher -> its search's cost, student-step equivalents from the process counter"""
+    batched_teaching: bool = False
+    """teach a fitted teacher's `students_per_seed` students in one batched process
+    (``teachers.batch_eval.teach_batch``: one vmapped step for all of them) where that gives what
+    teaching them one at a time gives, up to float rounding (:func:`teachers.batch_eval.batchable`,
+    and the "last" checkpoint). Off by default: on a CPU core, 8 batched default students cost
+    1.3x plain training each against 0.9-1.1x taught singly (benchmarks/README.md); for GPUs.
+    A resumed directory keeps the setting it was made with (:func:`prepare`)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
@@ -164,6 +173,8 @@ def validate_grid(grid: Grid) -> None:
             raise ValueError(f"tuned choices {changes!r} for {name!r}: bad teacher or key")
     _positive("seeds", grid.seeds)
     _positive("students per seed", grid.students_per_seed)
+    if not isinstance(grid.batched_teaching, bool):
+        raise ValueError(f"batched_teaching must be True or False, got {grid.batched_teaching!r}")
     if grid.students_per_seed > MAX_STUDENTS_PER_SEED:
         raise ValueError(f"students per seed must be <= {MAX_STUDENTS_PER_SEED}")
     if not grid.budgets:
@@ -210,15 +221,19 @@ def run_unit(
 
         report = teacher.fit(spec, budget, seed=seed, callback=advance)
     fit_wall = time.perf_counter() - start
-    results = [
-        teacher.teach(
-            spec,
-            seed=grid.student_seed(seed, j),
-            checkpoint=grid.checkpoint,
-            checks=grid.checks,
-        )
-        for j in range(grid.students_per_seed)
-    ]
+    student_seeds = [grid.student_seed(seed, j) for j in range(grid.students_per_seed)]
+    if (
+        grid.batched_teaching
+        and len(student_seeds) > 1
+        and grid.checkpoint == "last"
+        and batchable(teacher, spec)
+    ):
+        results = teach_batch(teacher, spec, student_seeds)
+    else:
+        results = [
+            teacher.teach(spec, seed=s, checkpoint=grid.checkpoint, checks=grid.checks)
+            for s in student_seeds
+        ]
     meta = {
         "teacher": teacher_name,
         "student": grid.spec.student,
@@ -442,6 +457,11 @@ def prepare(grid: Grid, out: str | Path, *, download: bool = False) -> RecordSto
             raise ValueError(f"teacher {name!r} rejects its config: {err}") from err
     grid.spec.make_env(download=download)
     store = RecordStore(out)
+    recorded = Path(out) / "config.json"
+    if recorded.exists():  # a resume teaches as the directory was made (before the setting: singly)
+        grid.batched_teaching = bool(
+            json.loads(recorded.read_text()).get("batched_teaching", False)
+        )
     store.open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
     return store
 

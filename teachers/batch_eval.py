@@ -18,8 +18,24 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from envs.losses import LOSSES
 from envs.vector import LossTeachingVectorEnv, unbatch_info
 from teachers.base import REPORTED_SPLITS, EpisodeResult, Teacher, TeachingSpec, teaching_cost
+
+SEQUENTIAL = frozenset({"random"})
+"""teachers whose students depend on the order they are taught in (``random`` draws every action
+from one stream: taught one after another, student j's actions follow student j-1's)"""
+
+
+def batchable(teacher: Teacher, spec: TeachingSpec) -> bool:
+    """Whether :func:`teach_batch` gives this teacher's students as ``teacher.teach`` would (up
+    to float rounding): it acts on the observation alone, its students do not depend on their
+    order, and its loss family does not read the classifier's features (which the batched
+    process does not expose)."""
+    if not teacher.acts_on_observation or teacher.name in SEQUENTIAL:
+        return False
+    loss = teacher.spec_for(spec).loss
+    return not (loss in LOSSES and LOSSES[loss].needs_head)
 
 
 def teach_batch(teacher: Teacher, spec: TeachingSpec, seeds: Sequence[int]) -> list[EpisodeResult]:
@@ -36,6 +52,11 @@ def teach_batch(teacher: Teacher, spec: TeachingSpec, seeds: Sequence[int]) -> l
     venv = LossTeachingVectorEnv(len(seeds), **spec.to_dict())
     meter, spent = venv.process.cost, venv.process.cost.total
     family = venv.family
+    # the label noise applied, in the records as teacher.teach reports it (final_metrics)
+    corruption = venv.process.template.corruption
+    flipped = {}
+    if corruption.get("train_flipped_fraction"):
+        flipped["train_flipped_fraction"] = corruption["train_flipped_fraction"]
     teacher.begin_episode(venv.template)
     n = len(seeds)
     rows: list[list[dict]] = [[] for _ in range(n)]
@@ -56,6 +77,7 @@ def teach_batch(teacher: Teacher, spec: TeachingSpec, seeds: Sequence[int]) -> l
                 finals[i] = {
                     "diverged": bool(step.terminated[i]),
                     "student_steps": int(venv.process.steps[i]),
+                    **flipped,
                     "meta_size": venv.process.meta_size,
                     "select_size": len(venv.process.data.y_dev) - venv.process.meta_size,
                 }

@@ -1,0 +1,87 @@
+"""Where one L2T-DLN iteration's wall time goes, in plain cross-entropy steps of the same student.
+
+One iteration acts every K = ``lookahead`` student steps. Timed parts (median of interleaved
+repeats, the student 0-K steps into its run, default teacher options, 5,000 DLN coordinates):
+
+* ``plain``: K plain CE steps (nn.Module, F.cross_entropy, torch.optim.SGD with the spec's
+  momentum and weight decay): the unit;
+* ``commit``: the env's K committed steps under the DLN (``process.advance``, fast path);
+* ``stage1``: the differentiable K-step look-ahead and its CE_val gradient to phi
+  (``lookahead_hypergradient``), what teaching runs per iteration besides the commit;
+* ``lstm``: T_psi's forward over the 5,000 coordinates without a graph (teaching);
+* ``learn``: a whole fit iteration's decision (``learn_step``: stage 1, the LSTM with psi's
+  graph, stage 3's look-ahead, the backward to psi, Adam).
+
+    OMP_NUM_THREADS=1 python benchmarks/dln_breakdown.py [--repeats 7]
+
+Last line: ``teach_per_step=<(commit + stage1 + lstm) / plain>``
+``fit_per_step=<(commit + learn) / plain>``, per committed student step, in plain CE steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from teachers import TeachingSpec, make_teacher
+from teachers.l2t_dln import lookahead_hypergradient
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    teacher = make_teacher("l2t-dln")
+    k = teacher.cfg.lookahead
+    spec = teacher.spec_for(TeachingSpec())
+    env = spec.make_env()
+    env.reset(seed=0)
+    teacher.begin_episode(env)
+    proc = env.unwrapped.process
+    phi = teacher.phi
+    model, cfg = proc.model, proc.optim
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
+
+    def plain() -> None:
+        for t in range(k):
+            x, y = proc.batch(t)
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    grad = torch.randn(proc.family.dim, dtype=proc.dtype)
+
+    def lstm() -> None:
+        with torch.no_grad():
+            teacher.lstm(grad, teacher.memory)
+
+    parts = {
+        "plain": plain,
+        "commit": lambda: proc.advance(phi, k),
+        "stage1": lambda: lookahead_hypergradient(proc, phi, k),
+        "lstm": lstm,
+        "learn": lambda: teacher.learn_step(proc, k),
+    }
+    times: dict[str, list[float]] = {name: [] for name in parts}
+    for _ in range(args.repeats):
+        for name, fn in parts.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    ms = {name: 1e3 * statistics.median(v) for name, v in times.items()}
+    print(f"K = {k}; ms per iteration (median of {args.repeats}); x = over K plain CE steps")
+    for name, v in ms.items():
+        print(f"{name:<8}{v:>9.1f} ms{v / ms['plain']:>8.2f} x")
+    teach = (ms["commit"] + ms["stage1"] + ms["lstm"]) / ms["plain"]
+    fit = (ms["commit"] + ms["learn"]) / ms["plain"]
+    print(f"teach_per_step={teach:.2f} fit_per_step={fit:.2f}")
+
+
+if __name__ == "__main__":
+    main()
