@@ -71,6 +71,7 @@ def command(teachers: str, configs: dict, extra: list[str], args, out: Path) -> 
         sys.executable, "-m", "analysis.cli", "compare", "--teachers", teachers,
         "--seeds", str(args.seeds), "--budget", str(args.budget), *COMMON, *extra,
         "--teacher-config", json.dumps(configs), "--out", str(out), "--quiet",
+        *args.extra.split(),
     ]  # fmt: skip
 
 
@@ -111,6 +112,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=int, default=6000)
     ap.add_argument("--out", default="results/estimators")
     ap.add_argument("--only", default="", help="comma list of variants to run (default all)")
+    ap.add_argument(
+        "--extra",
+        default="",
+        help="more `l2t compare` flags for every run, one string, e.g. "
+        "'--checkpoint best-select --workers 2'",
+    )
     args = ap.parse_args(argv)
     part_dir = Path(args.out) / args.part
     if args.part == "estimators":
