@@ -32,6 +32,15 @@ process: a training episode costs its T forward steps, T reverse steps, the dev 
 recomputed steps (:meth:`L2TDLFTeacher.episode_cost`: 1,982 = 3.3 T on the default spec, so a
 budget buys about a third of the episodes it bought when only the forward steps were counted;
 benchmarks/budget_episodes.py), a selection its students' training steps.
+
+Estimators (option ``estimator``; teachers/estimators.py): the whole-run hypergradient is exact
+but chaotic on long high-lr runs, so an update may instead use K-step windows (``truncated``,
+continuing along a run or restarting from a checkpoint), learn while teaching (``online``), or
+antithetic persistent ES (``pes``). Each windowed update declares its cost from the counter's
+prices (:meth:`L2TDLFTeacher._window_cost`) before it runs; an "episode" for the selection
+cadence is ceil(T / K) windows. ``family="compact"`` (a non-affine map: tau = 2^a) sends the
+hypergradient through the family's own action map (:func:`backward_through_family`), so a
+gradient teacher and the RL teachers can act on the same action space.
 """
 
 from __future__ import annotations
