@@ -384,3 +384,13 @@ def test_compact_family_gradient_goes_through_its_action_map():
 def test_bad_estimator_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         L2TDLFTeacher(**kwargs)
+
+
+@pytest.mark.parametrize("normalize, bound", [(True, None), (False, 1e-3)])
+def test_updates_are_normalised_or_clipped(normalize, bound):
+    teacher, env = fresh(normalize=normalize, clip=bound or 1.0)
+    opt = torch.optim.SGD(list(teacher.params.values()), lr=0.0)
+    (row,) = teacher.train_episode(env, seed=0, opt=opt)
+    norm = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in teacher.params.values()]))
+    assert row["grad_norm"] > 1e-3  # the raw norm, logged before conditioning
+    assert float(norm) == pytest.approx(1.0 if normalize else bound, rel=1e-4)
