@@ -34,6 +34,15 @@ process: a training episode costs its T forward steps, T reverse steps, the dev 
 recomputed steps (:meth:`L2TDLFTeacher.episode_cost`: 1,982 = 3.3 T on the default spec, so a
 budget buys about a third of the episodes it bought when only the forward steps were counted;
 benchmarks/budget_episodes.py), a selection its students' training steps.
+
+Estimators (option ``estimator``; teachers/estimators.py): the whole-run hypergradient is exact
+but chaotic on long high-lr runs, so an update may instead use K-step windows (``truncated``,
+continuing along a run or restarting from a checkpoint), learn while teaching (``online``), or
+antithetic persistent ES (``pes``). Each windowed update declares its cost from the counter's
+prices (:meth:`L2TDLFTeacher._window_cost`) before it runs; an "episode" for the selection
+cadence is ceil(T / K) windows. ``family="compact"`` (a non-affine map: tau = 2^a) sends the
+hypergradient through the family's own action map (:func:`backward_through_family`), so a
+gradient teacher and the RL teachers can act on the same action space.
 """
 
 from __future__ import annotations
@@ -49,10 +58,15 @@ import torch
 from envs.cost import price
 from envs.loss_teaching import LossTeachingEnv
 from envs.process import DEV_OBJECTIVES
-from teachers import rmd
+from teachers import estimators, rmd
 from teachers.base import FitRun, SelectOptions, Teacher
 
 FORMS = ("attention", "mlp")
+FAMILIES = ("bilinear", "compact")
+"""families L2T-DLF can act on: any point of [-1, 1]^d is a valid action (the attention form's
+convex mixes stay in the box); the hypergradient goes through the family's own action map"""
+ESTIMATORS = ("full", "truncated", "online", "pes")
+"""hypergradient estimators (teachers/estimators.py; the ``estimator`` option)"""
 
 
 @dataclass
@@ -88,15 +102,68 @@ class L2TDLFConfig(SelectOptions):
     init_seed: int = 0
     """seed of the teacher's initial parameters"""
     family: str = "bilinear"
-    """the loss family; only "bilinear" is supported"""
+    """the loss family acted on: "bilinear" (the paper's) or "compact" (the RL teachers' five
+    knobs: gradient vs RL on one action space); either with the env's ``lr_action``"""
+    estimator: str = "full"
+    """the hypergradient of one update (teachers/estimators.py): "full" (RMD through a whole
+    episode, the paper's and the default: old results replay), "truncated" (RMD through the next
+    ``K`` steps of a run, or from a checkpoint: ``restart_at``), "online" (fitted as
+    "truncated", and it keeps learning while it teaches: every ``K`` steps of a taught student
+    theta moves by the window's hypergradient on ``meta`` at ``meta_lr``), "pes" (antithetic
+    persistent ES over ``K``-step truncations, ``pairs`` and ``sigma``)"""
+    K: int = 200
+    """student steps per window of "truncated", "online" and "pes" (a multiple of the env's
+    interval for "online")"""
+    restart_at: int | None = None
+    """"truncated": None = windows continue along each student's run; s = every window restarts
+    from one checkpoint, a student trained s steps with the family's default loss (the L2T-DLF
+    demo's recipe: 200-step windows from a pre-trained student)"""
+    pairs: int = 2
+    """"pes": antithetic pairs of students per estimate"""
+    sigma: float = 0.1
+    """"pes": standard deviation of the perturbation of theta"""
+    normalize: bool = False
+    """each update's theta-gradient scaled to unit norm (then ``teacher_lr`` is the Adam step
+    on a direction); else clipped to ``clip``"""
+    meta_lr: float | None = None
+    """"online": Adam learning rate of the updates made while teaching (None = ``teacher_lr``;
+    0 = the fitted teacher frozen, to the bit)"""
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
             raise ValueError(f"unknown teacher form {self.form!r}; known: {list(FORMS)}")
-        if self.family != "bilinear":
+        if self.family not in FAMILIES:
             raise ValueError(
-                f"L2T-DLF teaches the 'bilinear' loss family, got family={self.family!r}"
+                f"L2T-DLF teaches the {' or '.join(map(repr, FAMILIES))} loss family, "
+                f"got family={self.family!r}"
             )
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; known: {list(ESTIMATORS)}")
+        if self.form == "mlp" and self.family != "bilinear":
+            raise ValueError(
+                "the mlp form corrects the default action 0 of 'bilinear'; use form='attention' "
+                f"on {self.family!r}"
+            )
+        for key in ("K", "pairs"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        if self.restart_at is not None and (
+            not isinstance(self.restart_at, int) or self.restart_at < 0
+        ):
+            raise ValueError(f"restart_at must be None or an int >= 0, got {self.restart_at!r}")
+        if self.restart_at is not None and self.estimator != "truncated":
+            raise ValueError(
+                f"restart_at is an option of estimator='truncated', not {self.estimator!r}"
+            )
+        if self.estimator != "full" and self.window is not None:
+            raise ValueError(
+                f"window is the full estimator's option; use K with estimator={self.estimator!r}"
+            )
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"sigma must be positive and finite, got {self.sigma}")
+        if self.meta_lr is not None and not (self.meta_lr >= 0 and math.isfinite(self.meta_lr)):
+            raise ValueError(f"meta_lr must be None or >= 0 and finite, got {self.meta_lr}")
         if self.objective not in DEV_OBJECTIVES:
             raise ValueError(
                 f"unknown dev objective {self.objective!r}; known: {list(DEV_OBJECTIVES)}"
@@ -114,6 +181,21 @@ class L2TDLFConfig(SelectOptions):
                 f"init_scale, teacher_lr and clip must be positive, got {self.init_scale}, "
                 f"{self.teacher_lr}, {self.clip}"
             )
+
+
+def backward_through_family(family, actions: list[torch.Tensor], coeff_grads: torch.Tensor):
+    """Accumulate sum_k (dM/dPhi_k) (dPhi_k/da_k) (da_k/dtheta) into theta's ``.grad``: an affine
+    family (bilinear) by its half-range, any other (compact's 2^a temperature) through its own
+    action map, differentiably."""
+    grads = coeff_grads.to("cpu", torch.float64)
+    a = torch.stack(actions)
+    try:
+        _, half = family.center_and_half_range()
+    except AttributeError:
+        coeffs = torch.stack([family._action_to_coeffs(x.clamp(-1.0, 1.0)) for x in a.unbind()])
+        torch.autograd.backward(coeffs, grads)
+        return
+    torch.autograd.backward(a, grads * half.to(torch.float64))  # d coeffs / d a = half_range
 
 
 def resident_mb() -> float:
@@ -141,8 +223,9 @@ class L2TDLFTeacher(Teacher):
         self.best_dev_error: float | None = None
 
     # -- the teacher model --------------------------------------------------------------------
-    def build(self, obs_dim: int, action_dim: int) -> None:
-        """Draw theta for an observation of `obs_dim` features and `action_dim` coefficients."""
+    def build(self, obs_dim: int, action_dim: int, center: np.ndarray | None = None) -> None:
+        """Draw theta for an observation of `obs_dim` features and `action_dim` coefficients;
+        the memories start around `center` (the family's default action; 0 = bilinear's)."""
         c = self.config
         gen = torch.Generator().manual_seed(c["init_seed"])
         n_in = obs_dim + 1  # + a constant feature: attention/activations get a bias
@@ -153,7 +236,7 @@ class L2TDLFTeacher(Teacher):
         if c["form"] == "attention":
             self.params = {
                 "V": normal(c["memory"], n_in, std=1.0 / math.sqrt(n_in)),
-                "M": normal(c["memory"], action_dim, std=c["init_scale"]).clamp(-1, 1),
+                "M": self._around(normal(c["memory"], action_dim, std=c["init_scale"]), center),
             }
         else:
             self.params = {
@@ -162,6 +245,12 @@ class L2TDLFTeacher(Teacher):
             }
         for p in self.params.values():
             p.requires_grad_(True)
+
+    @staticmethod
+    def _around(noise: torch.Tensor, center: np.ndarray | None) -> torch.Tensor:
+        if center is not None and np.any(center != 0):  # 0 + noise would be noise to the bit
+            noise = noise + torch.as_tensor(center, dtype=torch.float64)
+        return noise.clamp(-1, 1)
 
     def action(self, obs: torch.Tensor) -> torch.Tensor:
         """a_t = mu_theta(s_t) in [-1, 1]^d, differentiable in theta (float64)."""
@@ -193,8 +282,9 @@ class L2TDLFTeacher(Teacher):
         """The env, theta (unless loaded) and Adam."""
         self._env = env = run.make_env()
         if not self.params:
-            self.build(env.observation_space.shape[0], env.family.dim)
+            self.build(env.observation_space.shape[0], env.family.dim, env.family.default_action())
         self._opt = torch.optim.Adam(list(self.params.values()), lr=self.config["teacher_lr"])
+        self._setup_estimator(run, env)
         self._episodes = 0
         self._train_cost = self.episode_cost(env.unwrapped.process, run.spec)
 
@@ -213,13 +303,21 @@ class L2TDLFTeacher(Teacher):
         return cost
 
     def next_update(self, run: FitRun) -> float | None:
-        """One training episode (Algorithm 1); the skeleton scores candidates around it."""
-        return self._train_cost
+        """One training episode (Algorithm 1), or one window of a windowed estimator; the
+        skeleton scores candidates around them."""
+        return self._train_cost if self._est is None else self._window_cost()
 
     def update(self, run: FitRun) -> list[dict]:
         t0 = time.perf_counter()
-        rows = self.train_episode(self._env, run.seeds.nth(self._episodes), self._opt)
-        self._episodes += 1
+        if self._est is None:
+            rows = self.train_episode(self._env, run.seeds.nth(self._episodes), self._opt)
+            self._episodes += 1
+        else:
+            rows = self._estimated_update(run)
+            if rows[0]["kind"] == "checkpoint":
+                return rows
+            self._windows += 1
+            self._episodes = self._windows // self._per_episode  # whole episodes of windows
         run.report.episodes = self._episodes
         for r in rows:
             r.update(
@@ -231,7 +329,7 @@ class L2TDLFTeacher(Teacher):
         return rows
 
     def finish(self, run: FitRun) -> None:
-        self._env = self._opt = None
+        self._env = self._opt = self._est = None
 
     def train_episode(
         self, env: LossTeachingEnv, seed: int, opt: torch.optim.Optimizer
@@ -242,8 +340,6 @@ class L2TDLFTeacher(Teacher):
         The clipped gradient stays in ``p.grad`` for inspection. One row per window."""
         c = self.config
         proc = env.unwrapped.process
-        _, half = env.family.center_and_half_range()
-        half = half.to(torch.float64)
         window = c["window"] or env.horizon
         actions: list[torch.Tensor] = []
 
@@ -273,23 +369,197 @@ class L2TDLFTeacher(Teacher):
                     sharpness=c["sharpness"],
                     full_dev=c["full_dev"],
                 )
-                grad_a = h.coeff_grads.to(torch.float64) * half  # d coeffs / d a = half_range
                 opt.zero_grad(set_to_none=True)
-                torch.autograd.backward(torch.stack(actions), grad_a)
-                params = list(self.params.values())
-                norm = torch.nn.utils.clip_grad_norm_(params, c["clip"])
-                row.update(
-                    objective=float(h.objective), objective_kind=h.kind, grad_norm=float(norm)
-                )
-                if math.isfinite(row["grad_norm"]):
-                    opt.step()
-                    row["updated"] = True
-                    if "M" in self.params:
-                        with torch.no_grad():
-                            self.params["M"].clamp_(-1.0, 1.0)
+                backward_through_family(env.family, actions, h.coeff_grads)
+                row.update(objective=float(h.objective), objective_kind=h.kind)
+                row.update(self._step(opt))
             rows.append(row)
             del tape
         return rows
+
+    def _step(self, opt: torch.optim.Optimizer) -> dict:
+        """Condition the gradient in ``p.grad`` (clip to ``clip``, or unit norm with
+        ``normalize``), take the optimiser's step unless it is non-finite, keep M in the box."""
+        params = list(self.params.values())
+        if self.config["normalize"]:
+            norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
+            if math.isfinite(norm) and norm > 0:
+                for p in params:
+                    p.grad.div_(norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(params, self.config["clip"])
+        row = {"grad_norm": float(norm), "updated": False}
+        if math.isfinite(row["grad_norm"]):
+            opt.step()
+            row["updated"] = True
+            if "M" in self.params:
+                with torch.no_grad():
+                    self.params["M"].clamp_(-1.0, 1.0)
+        return row
+
+    # -- the estimators other than "full" (teachers/estimators.py) -----------------------------
+    def _setup_estimator(self, run: FitRun, env: LossTeachingEnv) -> None:
+        """The estimator object of a windowed ``estimator`` (None for "full", which is
+        :meth:`train_episode`), on the fit's env and the seed plan's students."""
+        c, spec = self.config, run.spec
+        self._est, self._windows, self._start = None, 0, None
+        if c["estimator"] == "full":
+            return
+        T = spec.episode_steps
+        if c["estimator"] == "online" and c["K"] % spec.interval:
+            raise ValueError(
+                f"online updates every K = {c['K']} steps: a multiple of the interval "
+                f"({spec.interval}) is needed, the teacher acts once per interval"
+            )
+        if c["restart_at"] is not None and c["restart_at"] >= T:
+            raise ValueError(
+                f"restart_at = {c['restart_at']} is not before the episode's end ({T})"
+            )
+        self._policy, _ = estimators.teacher_policy(self)
+        seeds = (run.seeds.nth(i) for i in itertools.count())
+        rmd_options = {k: c[k] for k in ("objective", "sharpness", "full_dev")}
+        raw = env.unwrapped
+        if c["estimator"] == "pes":
+            self._est = estimators.PES(
+                raw,
+                self._policy,
+                c["K"],
+                pairs=c["pairs"],
+                sigma=c["sigma"],
+                seeds=seeds,
+                noise_seed=run.seed,
+                **rmd_options,
+            )
+        else:  # truncated, and online's fit
+            self._est = estimators.Truncated(
+                raw,
+                self._policy,
+                c["K"],
+                seeds=seeds,
+                checkpoint_every=c["checkpoint_every"],
+                **rmd_options,
+            )
+        span = T - (c["restart_at"] or 0)
+        self._per_episode = math.ceil(span / c["K"])
+        """windows per episode (``report.episodes`` counts whole episodes of them)"""
+
+    def _window_cost(self) -> float:
+        """The declared cost of the next estimate, from the counter's prices: its forward steps
+        (2 N particles for PES) and, for RMD, its reverse and recomputed steps and dev gradient;
+        PES reads M before (new students) and after each truncation."""
+        c, est = self.config, self._est
+        proc, spec_T = self._env.unwrapped.process, self._est_steps()
+        n_dev = len(proc.data.y_dev) if c["full_dev"] else proc.dev_subset
+        m = price("dev_grad", n_dev / proc.batch_size)
+        if c["restart_at"] is not None and self._start is None:
+            return price("train", c["restart_at"])  # the checkpoint
+        if isinstance(est, estimators.PES):
+            new = est.xi is None or any(p.done for p in est.particles)
+            at = 0 if new else max(p.step for p in est.particles if not p.done)
+            w = min(c["K"], spec_T - at)
+            return 2 * c["pairs"] * (price("train", w) + m * (2 if new else 1))
+        unroll = est.unroll
+        at = 0 if unroll.done else unroll.step  # continuing: where the run stands
+        if c["restart_at"] is not None:
+            at = c["restart_at"]
+        w = min(c["K"], spec_T - at)
+        k = c["checkpoint_every"]
+        return (
+            price("train", w) + price("reverse", w) + price("recompute", w - math.ceil(w / k)) + m
+        )
+
+    def _est_steps(self) -> int:
+        env = self._env.unwrapped
+        return env.horizon * env.interval
+
+    def _estimated_update(self, run: FitRun) -> list[dict]:
+        """One estimate of the windowed estimator at the current theta, then one conditioned
+        Adam step (or, first, the restart checkpoint: a student trained ``restart_at`` steps
+        with the family's default loss)."""
+        c = self.config
+        if c["restart_at"] is not None and self._start is None:
+            proc = self._env.unwrapped.process
+            proc.reset(run.seeds.draw())
+            default = proc.family.action_to_coeffs(proc.family.default_action())
+            if c["restart_at"]:
+                proc.advance(default, c["restart_at"])
+            self._start = self._est.start = proc.state.clone()
+            return [{"kind": "checkpoint", "step": c["restart_at"]}]
+        theta = torch.cat([p.detach().flatten() for p in self.params.values()])
+        e = self._est.estimate(theta)
+        row = {
+            "kind": "train",
+            "estimator": c["estimator"],
+            "diverged": e.diverged,
+            "objective": e.objective,
+            "window_steps": e.steps,
+            "updated": False,
+        }
+        if not e.diverged:
+            self._opt.zero_grad(set_to_none=True)
+            for p, g in zip(
+                self.params.values(),
+                torch.split(e.grad, [p.numel() for p in self.params.values()]),
+                strict=True,
+            ):
+                p.grad = g.view_as(p).clone()
+            row.update(self._step(self._opt))
+        return [row]
+
+    # -- online: learning while teaching -------------------------------------------------------
+    def rollout(self, env, seed, decide=None):
+        """The base's episode loop; an ``online`` teacher teaching as it is (no `decide`) also
+        learns while it teaches: every ``K`` student steps theta moves by the RMD hypergradient
+        of the window just taught (M on ``meta``, charged to the process), by Adam at
+        ``meta_lr``. Each student starts from the fitted theta, which is restored after it."""
+        if decide is not None or self.config["estimator"] != "online" or not self.params:
+            yield from super().rollout(env, seed, decide)
+            return
+        c = self.config
+        proc = env.unwrapped.process
+        per = c["K"] // env.unwrapped.interval
+        if per < 1 or c["K"] % env.unwrapped.interval:
+            raise ValueError(
+                f"online updates every K = {c['K']} steps: a multiple of the interval "
+                f"({env.unwrapped.interval}) is needed"
+            )
+        fitted = self._snapshot()
+        meta_lr = c["teacher_lr"] if c["meta_lr"] is None else c["meta_lr"]
+        opt = torch.optim.Adam(list(self.params.values()), lr=meta_lr)
+        actions: list[torch.Tensor] = []
+
+        def act(obs: np.ndarray) -> np.ndarray:
+            a = self.action(torch.as_tensor(obs))
+            actions.append(a)
+            return a.detach().numpy().astype(np.float32)
+
+        steps = super().rollout(env, seed, act)
+        try:
+            yield next(steps)
+            done = False
+            while not done:
+                tape = rmd.tape_for(proc, c["checkpoint_every"])
+                actions.clear()
+                with proc.recording(tape):
+                    for step in itertools.islice(steps, per):
+                        done, diverged = step.done, step.info["diverged"]
+                        yield step
+                if done or diverged:  # an update after the last window would teach nobody
+                    continue
+                h = rmd.reverse(
+                    proc,
+                    tape,
+                    objective=c["objective"],
+                    sharpness=c["sharpness"],
+                    full_dev=c["full_dev"],
+                )
+                opt.zero_grad(set_to_none=True)
+                backward_through_family(env.unwrapped.family, actions, h.coeff_grads)
+                self._step(opt)
+        finally:  # in place: a fit's optimiser holds these tensors
+            with torch.no_grad():
+                for k, p in self.params.items():
+                    p.copy_(fitted[k])
 
     # -- persistence --------------------------------------------------------------------------
     def _snapshot(self) -> dict[str, torch.Tensor]:
