@@ -302,6 +302,23 @@ class L2TDLFTeacher(Teacher):
             cost += price("dev_grad", n_dev / process.batch_size)
         return cost
 
+    def student_cost(self, run: FitRun) -> float:
+        """A taught student: its episode's steps, and for ``online`` the reverse pass (with its
+        recompute and dev gradient) of every K-step window but the last, which teaching runs."""
+        cost = price("train", run.spec.episode_steps)
+        c = self.config
+        if c["estimator"] != "online":
+            return cost
+        process, k = self._env.unwrapped.process, c["K"]
+        n_dev = len(process.data.y_dev) if c["full_dev"] else process.dev_subset
+        updates = math.ceil(run.spec.episode_steps / k) - 1
+        window = (
+            price("reverse", k)
+            + price("recompute", k - math.ceil(k / c["checkpoint_every"]))
+            + price("dev_grad", n_dev / process.batch_size)
+        )
+        return cost + updates * window
+
     def next_update(self, run: FitRun) -> float | None:
         """One training episode (Algorithm 1), or one window of a windowed estimator; the
         skeleton scores candidates around them."""

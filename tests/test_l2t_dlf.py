@@ -320,7 +320,7 @@ def test_truncated_with_K_equal_T_is_full_through_the_teacher():
     fitted = {}
     for name, options in {"full": {}, "truncated": {"estimator": "truncated", "K": T}}.items():
         teacher = make_teacher(
-            "l2t-dlf", select_every=2, select_seeds=1, teacher_lr=0.05, **options
+            "l2t-dlf", select_every_updates=2, select_seeds=1, teacher_lr=0.05, **options
         )
         report = teacher.fit(SPEC, 8 * T * 4, seed=3, callback=None)
         fitted[name] = (teacher, report)
