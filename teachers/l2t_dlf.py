@@ -379,20 +379,23 @@ class L2TDLFTeacher(Teacher):
             row["dev_subset_accuracy"] = info["dev_accuracy"]
             row["tape_mb"] = tape.nbytes() / 2**20
             if not row["diverged"]:
-                h = rmd.reverse(
-                    proc,
-                    tape,
-                    objective=c["objective"],
-                    sharpness=c["sharpness"],
-                    full_dev=c["full_dev"],
-                )
-                opt.zero_grad(set_to_none=True)
-                backward_through_family(env.family, actions, h.coeff_grads)
-                row.update(objective=float(h.objective), objective_kind=h.kind)
-                row.update(self._step(opt))
+                h, stepped = self._reverse_and_step(proc, tape, env.family, actions, opt)
+                row.update(objective=float(h.objective), objective_kind=h.kind, **stepped)
             rows.append(row)
             del tape
         return rows
+
+    def _reverse_and_step(self, proc, tape: rmd.Tape, family, actions, opt) -> tuple:
+        """dM/dPhi by RMD over the recorded window, carried through the family's map and the
+        teacher to theta (``backward_through_family``), then one conditioned step: (the
+        hypergradient, the step's log row)."""
+        c = self.config
+        h = rmd.reverse(
+            proc, tape, objective=c["objective"], sharpness=c["sharpness"], full_dev=c["full_dev"]
+        )
+        opt.zero_grad(set_to_none=True)
+        backward_through_family(family, actions, h.coeff_grads)
+        return h, self._step(opt)
 
     def _step(self, opt: torch.optim.Optimizer) -> dict:
         """Condition the gradient in ``p.grad`` (clip to ``clip``, or unit norm with
@@ -563,16 +566,7 @@ class L2TDLFTeacher(Teacher):
                         yield step
                 if done or diverged:  # an update after the last window would teach nobody
                     continue
-                h = rmd.reverse(
-                    proc,
-                    tape,
-                    objective=c["objective"],
-                    sharpness=c["sharpness"],
-                    full_dev=c["full_dev"],
-                )
-                opt.zero_grad(set_to_none=True)
-                backward_through_family(env.unwrapped.family, actions, h.coeff_grads)
-                self._step(opt)
+                self._reverse_and_step(proc, tape, env.unwrapped.family, actions, opt)
         finally:  # in place: a fit's optimiser holds these tensors
             with torch.no_grad():
                 for k, p in self.params.items():
