@@ -59,33 +59,24 @@ def test_l2t_dln_is_not_batchable():
     assert not batchable(make_teacher("l2t-dln", hidden=8, lookahead=5), TINY)
 
 
+def ce_grid(**setting) -> Grid:
+    """One CE unit teaching two students per fitted teacher."""
+    return Grid(teachers=["ce"], seeds=1, budgets=[10], spec=TINY, students_per_seed=2, **setting)
+
+
 def test_a_directory_made_before_the_setting_resumes_one_at_a_time(tmp_path):
-    grid = Grid(
-        teachers=["ce"],
-        seeds=1,
-        budgets=[10],
-        spec=TINY,
-        students_per_seed=2,
-        batched_teaching=True,
-    )
+    grid = ce_grid(batched_teaching=True)
     prepare(grid, tmp_path / "new")
     saved = json.loads((tmp_path / "new" / "config.json").read_text())
     assert grid.batched_teaching and saved["batched_teaching"] is True
     old = {k: v for k, v in saved.items() if k != "batched_teaching"}  # as written before
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text(json.dumps(old))
-    resumed = Grid(
-        teachers=["ce"],
-        seeds=1,
-        budgets=[10],
-        spec=TINY,
-        students_per_seed=2,
-        batched_teaching=True,
-    )
+    resumed = ce_grid(batched_teaching=True)
     prepare(resumed, tmp_path / "old")
     assert resumed.batched_teaching is False
     assert json.loads((tmp_path / "old" / "config.json").read_text())["batched_teaching"] is False
-    again = Grid(teachers=["ce"], seeds=1, budgets=[10], spec=TINY, students_per_seed=2)
+    again = ce_grid()
     prepare(again, tmp_path / "new")  # a resume keeps the recorded True over the default
     assert again.batched_teaching is True
 
