@@ -125,7 +125,7 @@ class RecordStore:
         path = self.root / "config.json"
         if path.exists():
             old = _with_defaults(json.loads(path.read_text()), defaults or {})
-            clash = [d for k in FIXED_KEYS for d in _differences(k, old.get(k), config.get(k))]
+            clash = [d for k in FIXED_KEYS for d in _differences(k, *_comparable(k, old, config))]
             if clash:
                 raise ValueError(
                     f"{self.root} holds records made with other settings ({'; '.join(clash)}): "
@@ -135,6 +135,10 @@ class RecordStore:
             config = {
                 **config,
                 **{k: _union(old.get(k, []), config.get(k, [])) for k in ("teachers", "budgets")},
+                "teacher_configs": {
+                    **old.get("teacher_configs", {}),
+                    **config.get("teacher_configs", {}),
+                },
                 "seeds": max(old.get("seeds", 0), config.get("seeds", 0)),
             }
         _write_json(path, config)
@@ -276,6 +280,15 @@ def _git(*args: str) -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _comparable(key: str, old: dict[str, Any], new: dict[str, Any]) -> tuple[Any, Any]:
+    """The on-disk and the new value of `key` as far as they must agree: a teacher new to the
+    directory may bring its config (it has no records to disagree with)."""
+    if key != "teacher_configs":
+        return old.get(key), new.get(key)
+    kept = set(old.get("teachers", []))
+    return tuple({t: v for t, v in (c.get(key) or {}).items() if t in kept} for c in (old, new))
 
 
 def _differences(key: str, old: Any, new: Any) -> list[str]:

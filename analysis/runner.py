@@ -46,7 +46,7 @@ from teachers.base import (
 )
 from teachers.batch_eval import batchable, teach_batch
 from teachers.fixed import FixedTeacher
-from teachers.registry import TEACHERS, make_teacher, teacher_class
+from teachers.registry import TEACHERS, base_name, check_name, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
 MAX_STUDENTS_PER_SEED = 1000
@@ -110,11 +110,19 @@ class Grid:
     def units(self) -> list[tuple[str, int, int]]:
         return [(t, b, s) for b in self.budgets for s in range(self.seeds) for t in self.teachers]
 
+    def env_of(self, teacher: str) -> TeachingSpec:
+        """The grid's spec with the teacher's own ``env`` changes (its config's ``"env"`` key,
+        e.g. ``{"ppo@lr": {"env": {"lr_action": true}}}``: a variant that may also set the lr),
+        before the lr search."""
+        changes = self.teacher_configs.get(teacher, {}).get(ENV_KEY, {})
+        return self.spec.replace(**changes) if changes else self.spec
+
     def spec_of(self, teacher: str) -> TeachingSpec:
-        """The spec `teacher` is fitted and teaches on: the grid's with what the lr search chose
-        for it (a bilinear start moves the spec onto the bilinear family, where it belongs)."""
+        """The spec `teacher` is fitted and teaches on: :meth:`env_of` with what the lr search
+        chose for it (a bilinear start moves the spec onto the bilinear family, where it
+        belongs)."""
         changes = self.tuned.get(teacher, {})
-        spec = self.spec
+        spec = self.env_of(teacher)
         if "start" in changes and spec.loss != "bilinear":
             spec = spec.replace(loss="bilinear", loss_kwargs={})
         return apply_changes(spec, changes)
@@ -136,8 +144,7 @@ def validate_grid(grid: Grid) -> None:
     if not grid.teachers:
         raise ValueError(f"no teachers given; known: {sorted(TEACHERS)}")
     for name in grid.teachers:
-        if name not in TEACHERS:
-            raise unknown_name_error("teacher", name, TEACHERS)
+        check_name(name)
     if len(set(grid.teachers)) != len(grid.teachers):
         raise ValueError(f"teachers listed twice: {grid.teachers}")
     unknown = set(grid.teacher_configs) - set(grid.teachers)
@@ -147,11 +154,12 @@ def validate_grid(grid: Grid) -> None:
             f"{grid.teachers}"
         )
     for name, options in grid.teacher_configs.items():
+        check_env_changes(name, options.get(ENV_KEY, {}), grid.spec)
         try:
             cls = teacher_class(name)
         except (ImportError, AttributeError):  # prepare reports every teacher that cannot load
             continue
-        check_options(cls, options)
+        check_options(cls, {k: v for k, v in options.items() if k != ENV_KEY})
     grid.spec.validate()  # every field's own check (envs/config.py), one line naming it
     check_dataset(grid.spec.dataset)  # and an .npz file must exist
     if grid.checkpoint not in CHECKPOINTS:
@@ -183,6 +191,28 @@ def validate_grid(grid: Grid) -> None:
         _positive("budget (student SGD steps)", b)
 
 
+ENV_KEY = "env"
+"""the key of a teacher's config that holds its own env changes (:meth:`Grid.env_of`)"""
+TEACHER_ENV_FIELDS = ("lr_action",)
+"""the env fields a teacher's config may change: what the teacher may do, never the setting it
+is compared in (data, noise, student, episode length stay the grid's for every teacher)"""
+
+
+def check_env_changes(name: str, changes: Any, spec: TeachingSpec) -> None:
+    """A one-line error for a teacher's ``env`` changes outside :data:`TEACHER_ENV_FIELDS` or
+    with a value the env refuses."""
+    if not isinstance(changes, dict):
+        raise ValueError(f"teacher {name!r}: {ENV_KEY!r} must be an object of env fields")
+    bad = sorted(set(changes) - set(TEACHER_ENV_FIELDS))
+    if bad:
+        raise ValueError(
+            f"teacher {name!r}: its {ENV_KEY!r} may change only {list(TEACHER_ENV_FIELDS)} (what "
+            f"the teacher may do), not {bad}: the setting is the same for every teacher"
+        )
+    if changes:
+        spec.replace(**changes).validate()
+
+
 def check_teachers_importable(names: Sequence[str]) -> dict[str, str]:
     """Teachers whose module cannot be imported, with the reason (empty when all import)."""
     broken = {}
@@ -196,7 +226,7 @@ def check_teachers_importable(names: Sequence[str]) -> dict[str, str]:
 
 def build_teacher(name: str, config: dict[str, Any], seed: int) -> Teacher:
     """A fresh teacher; a constructor ``seed`` (e.g. the random teacher's) follows the unit's."""
-    config = dict(config)
+    config = {k: v for k, v in config.items() if k != ENV_KEY}
     if "seed" in {f.name for f in fields(teacher_class(name).Config)}:
         config.setdefault("seed", seed)
     return make_teacher(name, **config)
@@ -277,7 +307,7 @@ def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
     for name in grid.teachers:
         if name not in grid.lr_grids:
             continue
-        chosen = search_teacher(grid, name, root / "selection" / name)
+        chosen = search_teacher(grid, name, root / "selection" / search_folder(grid, name))
         tuned[name], cost[name] = chosen.chosen, chosen.student_steps
         _write_selection(root / "selection" / f"{name}.json", name, chosen)
         if progress:
@@ -285,6 +315,19 @@ def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
     grid = replace(grid, tuned=tuned, search_cost=cost)
     RecordStore(root).open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
     return grid
+
+
+def search_folder(grid: Grid, name: str) -> str:
+    """Where `name`'s lr-search trials are cached (``selection/<folder>/``): a learned variant
+    (``l2t-dlf@pes``) that starts where its base teacher starts (the same family, no env changes)
+    shares the base's trials, since a learned teacher's search scores its starting action, not
+    its estimator or other fitting options; every other teacher has its own."""
+    base = base_name(name)
+    if base == name or not learns(name) or grid.teacher_configs.get(name, {}).get(ENV_KEY):
+        return name
+    start = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0).spec_for(grid.spec)
+    default = build_teacher(base, grid.teacher_configs.get(base, {}), seed=0).spec_for(grid.spec)
+    return base if start.loss == default.loss else name
 
 
 def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
@@ -296,11 +339,12 @@ def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
     seeds = tuple(2**31 - 1 - i for i in range(grid.selection_students))
     trial = cached_trial(cache)
     teacher = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0)
+    env = grid.env_of(name)
     if not learns(name):
-        return search_lr(teacher, grid.spec, lrs, seeds, trial=trial)
-    own = teacher.spec_for(grid.spec)
+        return search_lr(teacher, env, lrs, seeds, trial=trial)
+    own = teacher.spec_for(env)
     if own.loss == "bilinear" and grid.starts:
-        base = grid.spec.replace(loss="bilinear", loss_kwargs={})
+        base = env.replace(loss="bilinear", loss_kwargs={})
         return choose_start_and_lr(
             base, {"start": list(grid.starts), "lr": list(lrs)}, seeds, trial=trial
         )

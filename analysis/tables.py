@@ -27,6 +27,7 @@ import pandas as pd
 
 from analysis.records import RecordStore
 from analysis.stats import Interval, holm, mean_ci, paired_difference
+from teachers.registry import base_name
 
 BASELINE = "ce"
 KINDS = {
@@ -48,7 +49,8 @@ FINAL_METRICS = ("test_error", "dev_error", "test_loss", "dev_loss", "diverged",
 
 
 def kind_of(teacher: str) -> str:
-    return KINDS.get(teacher, "baseline")
+    """The kind of a teacher or of its variant (``l2t-dlf@pes`` is a gradient teacher)."""
+    return KINDS.get(base_name(teacher), "baseline")
 
 
 def per_seed(records: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
