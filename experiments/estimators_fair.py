@@ -1,0 +1,134 @@
+"""Issue 20 under the fair protocol: L2T-DLF's hypergradient estimators against CE, ce+meta and
+GCE (part ``estimators``), and gradient vs RL teachers on one action space (part
+``gradient-vs-rl``), on mnist5k / mlp with 40 % symmetric label noise.
+
+Each part is **one** ``l2t compare --protocol fair-1`` run: the estimators are variants of one
+teacher (``l2t-dlf@pes`` etc.), so every row is paired against the same taught students and
+the Holm adjustment covers them all. The run resumes where it stopped (Ctrl-C included):
+
+    OMP_NUM_THREADS=1 python experiments/estimators_fair.py --part estimators --seeds 5 \\
+        --budget 64000 --workers 2 --out results/estimators_fair
+    OMP_NUM_THREADS=1 python experiments/estimators_fair.py --part gradient-vs-rl --seeds 3 \\
+        --budget 32000 --workers 2 --out results/estimators_fair
+
+Every learned teacher here is chosen among candidates every half of its budget
+(``select_every: 0.5``, the same for all of them): with fair-1's 3,000-step students a
+candidate costs 6,000 student-step equivalents (2 selection students), so the default (every
+fifth of the budget) would spend most of a 64,000 budget on selection. After the run,
+``<out>/<part>_learned.csv`` says what each fitted teacher learned (its updates, the updates
+the selection kept, the lr multipliers it used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+SETTING = ["--dataset", "mnist5k", "--label-noise", "0.4", "--label-noise-kind", "symmetric"]
+"""the setting of both parts; fair-1 sets the episode (30 x 100 steps), meta 256, the lr search
+and the checkpoint rule"""
+SELECT = {"select_every": 0.5}
+"""every learned teacher's candidate rule in this grid (see the module docstring)"""
+WINDOWED = {**SELECT, "normalize": True, "teacher_lr": 0.001}
+"""the windowed estimators take many small steps: each update's hypergradient scaled to unit
+norm, Adam at 1e-3 (at 1e-2 and 2e-3 without normalisation, windowed updates made the students
+worse in the small-scale run, results/estimators)"""
+
+ESTIMATORS: dict[str, dict] = {
+    "ce": {},
+    "ce+meta": {},
+    "gce": {},
+    "l2t-dlf": {**SELECT},  # full: whole-run RMD, Adam 2e-3, clip 1 (the paper's)
+    "l2t-dlf@truncated": {**WINDOWED, "estimator": "truncated", "K": 100},
+    "l2t-dlf@restart": {**WINDOWED, "estimator": "truncated", "K": 200, "restart_at": 500},
+    "l2t-dlf@online": {**WINDOWED, "estimator": "online", "K": 100},
+    "l2t-dlf@pes": {**WINDOWED, "estimator": "pes", "K": 100, "pairs": 2, "sigma": 0.1},
+}
+"""part ``estimators``: teacher (variant) -> its options"""
+
+
+def gradient_vs_rl() -> dict[str, dict]:
+    """part ``gradient-vs-rl``: L2T-DLF (truncated, the windowed settings above), REINFORCE and
+    PPO on the bilinear and the compact family, each without and with the lr action."""
+    teachers = {}
+    for family in ("bilinear", "compact"):
+        for lr_action in (False, True):
+            tag = family + ("+lr" if lr_action else "")
+            env = {"env": {"lr_action": True}} if lr_action else {}
+            teachers[f"l2t-dlf@{tag}"] = {
+                **WINDOWED, "estimator": "truncated", "K": 100, "family": family, **env,
+            }  # fmt: skip
+            teachers[f"reinforce@{tag}"] = {**SELECT, "family": family, **env}
+            teachers[f"ppo@{tag}"] = {**SELECT, "family": family, **env}
+    return teachers
+
+
+PARTS = {"estimators": ESTIMATORS, "gradient-vs-rl": gradient_vs_rl()}
+
+
+def command(part: str, args: argparse.Namespace) -> list[str]:
+    teachers = PARTS[part]
+    configs = {name: options for name, options in teachers.items() if options}
+    return [
+        sys.executable, "-m", "analysis.cli", "compare", "--protocol", "fair-1",
+        "--teachers", ",".join(teachers), "--seeds", str(args.seeds), "--budget",
+        str(args.budget), *SETTING, "--teacher-config", json.dumps(configs),
+        "--workers", str(args.workers), "--out", str(Path(args.out) / part), "--quiet",
+    ]  # fmt: skip
+
+
+def learned(run_dir: Path) -> pd.DataFrame:
+    """What each fitted teacher learned, from its records: its updates and those of the
+    candidate the selection kept (0 = the untrained teacher), and, with the lr action, the lr
+    multiplier 2^ell (ell, the last coefficient) it used on its test student at the first, middle and last decision."""
+    config = json.loads((run_dir / "config.json").read_text())
+    rows = []
+    for f in sorted((run_dir / "records").glob("*.parquet")):
+        r = pd.read_parquet(f)
+        teacher = r.teacher.iloc[0]
+        fit = r[r.phase == "fit"]
+        row = {"teacher": teacher, "seed": int(r.seed.iloc[0])}
+        ups = fit[fit.metric == "updates"].reset_index(drop=True)
+        best = fit[fit.metric == "best"]
+        if len(ups):
+            row["updates"] = int(fit[fit.metric == "updated"].value.sum())
+            kept = ups[ups.step.isin(best.step)]
+            row["kept_updates"] = int(kept.value.iloc[-1]) if len(kept) else 0
+        env = config["teacher_configs"].get(teacher, {}).get("env", {})
+        coeffs = run_dir / "coeffs" / f.name
+        if env.get("lr_action") and coeffs.exists():
+            c = pd.read_parquet(coeffs)
+            last = c[c["index"] == c["index"].max()].sort_values("t")
+            mult = 2.0 ** last.value.to_numpy()
+            for key, i in (("lr_x_first", 0), ("lr_x_mid", len(mult) // 2), ("lr_x_last", -1)):
+                row[key] = round(float(mult[i]), 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=list(PARTS), required=True)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--budget", type=int, default=64000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default="results/estimators_fair")
+    ap.add_argument("--print", action="store_true", help="print the command, do not run it")
+    args = ap.parse_args(argv)
+    cmd = command(args.part, args)
+    print(" ".join(cmd[1:]), flush=True)
+    if args.print:
+        return
+    subprocess.run(cmd, check=True)
+    table = learned(Path(args.out) / args.part)
+    table.to_csv(Path(args.out) / f"{args.part}_learned.csv", index=False)
+    print(table.to_string())
+
+
+if __name__ == "__main__":
+    main()
