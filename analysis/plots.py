@@ -375,7 +375,9 @@ def coefficients(
                 ax.axhline(default, color="grey", ls=":", lw=1)
             ax.set_title(name, fontsize=10)
             ax.set(xlabel="student SGD step" if i == len(rows) - 1 else "", ylabel="")
-        axes[i, 0].set_ylabel(f"{family} family\n({', '.join(teachers)})", fontsize=9)
+        named = f"\n({', '.join(teachers)})" if len(teachers) <= 3 else ""  # else the legend
+        title = family if family == "lr action" else f"{family} family"
+        axes[i, 0].set_ylabel(f"{title}{named}", fontsize=9)
         for ax in axes[i, len(kn) :]:
             ax.set_visible(False)
     handles = [plt.Line2D([], [], color=palette[t], marker="o", ms=4, label=t) for t in shown]
@@ -406,9 +408,15 @@ def _knob_frames(
     """Per family: its teachers and, per knob, (name, default value, per (teacher, seed, step)
     mean over students)."""
     out: dict = {}
+    lr_frames = []
     if not coeffs.empty:
         for family, g in coeffs.groupby("loss", sort=False):
             per = g.groupby(["teacher", "seed", "step", "index"], as_index=False)["value"].mean()
+            per, lr = _split_lr_action(family, per)
+            if not lr.empty:
+                lr_frames.append(lr)
+            if per.empty:
+                continue
             if family == "bilinear":
                 kn = _bilinear_knobs(per)
             elif family in KNOBS:
@@ -419,12 +427,37 @@ def _knob_frames(
             else:
                 continue
             out[family] = (_present(order, per), None, kn)
+    if lr_frames:  # the lr action's multiplier, one row for every family that had it
+        lr = pd.concat(lr_frames, ignore_index=True)
+        out["lr action"] = (_present(order, lr), None, [(LR_KNOB, 1.0, lr)])
     dln = teach[(teach["loss"] == "dln") & teach["metric"].isin(["coeff_mean", "coeff_std"])]
     if not dln.empty:
         per = dln.groupby(["teacher", "metric", "seed", "step"], as_index=False)["value"].mean()
         kn = [(name, None, per[per["metric"] == m].drop(columns="metric")) for name, m in DLN_KNOBS]
         out["dln"] = (_present(order, per), None, kn)
     return out
+
+
+LR_KNOB = "student lr multiplier 2^ℓ"
+"""the lr action's coefficient (envs.losses.LearningRateAction: the last one, ell = log2 of the
+multiplier), drawn as the multiplier itself"""
+
+
+def _split_lr_action(family: str, per: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the family's own coefficients, the lr multipliers): a teacher whose vector is one longer
+    than its family's (C*C + C for bilinear, the knobs for the others) acted with the lr action,
+    whose last coefficient is ell; the multiplier 2^ell is returned without the index column."""
+    dims = per.groupby("teacher")["index"].transform("max") + 1
+    if family == "bilinear":
+        c = np.round((np.sqrt(1 + 4 * (dims - 1)) - 1) / 2)
+        has_lr = c * c + c == dims - 1
+    elif family in KNOBS:
+        has_lr = dims == len(KNOBS[family]) + 1
+    else:
+        return per, per.iloc[:0]
+    is_lr = has_lr & (per["index"] == dims - 1)
+    lr = per[is_lr].drop(columns="index")
+    return per[~is_lr], lr.assign(value=np.exp2(lr["value"]))
 
 
 def _bilinear_knobs(per: pd.DataFrame) -> list[tuple[str, float | None, pd.DataFrame]]:
@@ -450,6 +483,8 @@ def phi_stages(coeffs: pd.DataFrame, path: Path, order: Sequence[str] | None = N
     """The bilinear Φ matrices (:func:`_bilinear_stages`) of the largest budget; None without a
     bilinear teacher that moves Φ."""
     bilinear = _largest_budget(coeffs[coeffs["loss"] == "bilinear"]) if not coeffs.empty else coeffs
+    if not bilinear.empty:
+        bilinear, _ = _split_lr_action("bilinear", bilinear)  # Φ only; the lr is coefficients'
     return _bilinear_stages(bilinear, path, order) if not bilinear.empty else None
 
 

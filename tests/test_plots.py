@@ -269,3 +269,29 @@ def test_a_protocol_run_gets_its_figure_from_l2t_plot(figures, tmp_path, capsys)
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["ce", "l2t-dlf"]
     means = sorted(bar.lines[0].get_ydata()[0] for bar in axes[0].containers)
     assert means == pytest.approx([0.020, 0.027])  # percent in the file, a fraction on the axis
+
+
+def test_the_lr_action_is_its_own_row_and_a_teacher_without_it_keeps_its_knobs(figures, tmp_path):
+    """Variants with and without the lr action share a family (``ppo`` and ``ppo@lr`` on
+    compact; ``l2t-dlf@lr`` on bilinear, C*C + C + 1 numbers): the last coefficient ell of the
+    ones that had it is drawn as the multiplier 2^ell in an "lr action" row, and nothing else
+    moves (the figure used to fail on bilinear's extra number and to draw compact's as a knob)."""
+    bilinear = make_loss("bilinear", 3).default_coeffs(torch.float64).numpy()
+    rows = (
+        _coeff_rows("l2t-dlf@lr", "bilinear", lambda s: [*bilinear, -s / 200])
+        + _coeff_rows("ppo", "compact", lambda s: [1.0, 0.15, 1.5, 0.5, 0.5])
+        + _coeff_rows("ppo@lr", "compact", lambda s: [1.0, 0.15, 1.5, 0.5, 0.5, s / 200])
+    )
+    coeffs = tidy(rows, COEFF_COLUMNS)
+    records = _records({"ce": 0.9, "l2t-dlf@lr": 0.9, "ppo": 0.9, "ppo@lr": 0.9})
+    plots.coefficients(records, coeffs, tmp_path / "c.png")
+    fig = figures[0]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible() and ax.get_title()]
+    assert len(titles) == len(set(titles)) == 3 + 5 + 1
+    lr = next(ax for ax in fig.axes if ax.get_title() == plots.LR_KNOB)
+    drawn = sorted(
+        tuple(np.round(line.get_ydata(), 6)) for line in lr.lines if len(line.get_ydata()) == 3
+    )
+    assert drawn == [tuple(np.round(2.0 ** (-np.array([0, 50, 100]) / 200), 6)),
+                     tuple(np.round(2.0 ** (np.array([0, 50, 100]) / 200), 6))]  # fmt: skip
+    plots.phi_stages(coeffs, tmp_path / "phi.png")  # Φ without the lr's number
