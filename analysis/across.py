@@ -22,7 +22,7 @@ These summaries sit *alongside* the per-setting t-intervals of ``analysis.tables
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -168,11 +168,36 @@ def coverage_notes(seeds: pd.DataFrame, baseline: str = BASELINE) -> list[str]:
     return notes
 
 
+def versus_matrix(
+    seeds: pd.DataFrame, versus: Mapping[str, str], settings: Sequence[str]
+) -> np.ndarray | None:
+    """(runs, settings) test errors of a different teacher in each setting (``versus[setting]``,
+    e.g. the setting's best baseline), runs cut to the fewest; None when one is missing."""
+    columns = []
+    for s in settings:
+        one = score_matrix(seeds[seeds["setting"] == s], versus.get(s, ""), [s])
+        if one is None:
+            return None
+        columns.append(one[:, 0])
+    n = min(len(c) for c in columns)
+    return np.stack([c[:n] for c in columns], axis=1)
+
+
 def across_settings(
-    seeds: pd.DataFrame, baseline: str = BASELINE, *, reps: int = REPS, seed: int = 0
+    seeds: pd.DataFrame,
+    baseline: str = BASELINE,
+    *,
+    versus: Mapping[str, str] | None = None,
+    label: str = "best",
+    reps: int = REPS,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """One row per (teacher, budget) present in every setting: IQM of the normalised score and
-    probability of improvement over `baseline`, each with its stratified-bootstrap 95% CI."""
+    probability of improvement over `baseline`, each with its stratified-bootstrap 95% CI.
+
+    With `versus` (setting -> teacher, e.g. each setting's best baseline chosen on ``select``)
+    the probability of improvement is over that teacher in each setting instead, in a column
+    ``p_improve_vs_<label>``; the scores stay normalised by `baseline`."""
     if "setting" not in seeds:
         raise ValueError("per-seed rows need a 'setting' column (see settings_frame)")
     settings = list(dict.fromkeys(seeds["setting"]))
@@ -184,6 +209,10 @@ def across_settings(
         if base is None:
             continue
         ref = base.mean(axis=0, keepdims=True)  # CE's mean error per setting: the normaliser
+        against = base if versus is None else versus_matrix(at, versus, settings)
+        if against is None:
+            continue
+        column = f"p_improve_vs_{baseline if versus is None else label}"
 
         def normalised_iqm(errors: np.ndarray, ref: np.ndarray = ref) -> np.ndarray:
             return iqm_batched(1.0 - errors / ref)
@@ -197,13 +226,18 @@ def across_settings(
                 continue
             m, lo, hi = stratified_bootstrap([errors], normalised_iqm, reps=reps, seed=seed)
             m = iqm(1.0 - errors / ref)  # the reference implementation's point estimate
-            if teacher == baseline:
+            same = (
+                teacher == baseline
+                if versus is None
+                else all(versus.get(s) == teacher for s in settings)
+            )
+            if same:
                 p, plo, phi = 0.5, np.nan, np.nan
             else:
                 p, plo, phi = stratified_bootstrap(
-                    [errors, base], improvement, reps=reps, seed=seed
+                    [errors, against], improvement, reps=reps, seed=seed
                 )
-                p = probability_of_improvement(-errors, -base)
+                p = probability_of_improvement(-errors, -against)
             rows.append(
                 {
                     "teacher": teacher,
@@ -213,7 +247,7 @@ def across_settings(
                     "iqm_score": m,
                     "iqm_low": lo,
                     "iqm_high": hi,
-                    f"p_improve_vs_{baseline}": p,
+                    column: p,
                     "p_low": plo,
                     "p_high": phi,
                 }
@@ -223,6 +257,11 @@ def across_settings(
             s: sorted(int(b) for b in seeds.loc[seeds["setting"] == s, "budget"].unique())
             for s in settings
         }
+        if versus is not None:
+            raise ValueError(
+                f"no budget has both {baseline!r} and the teachers to compare against "
+                f"({dict(versus)}) in every setting"
+            )
         raise ValueError(
             f"no budget has the baseline {baseline!r} in every setting (budgets per setting: "
             f"{budgets}): the across-settings summary compares teachers at equal budgets and "
@@ -231,8 +270,15 @@ def across_settings(
     return pd.DataFrame(rows)
 
 
-def print_across(table: pd.DataFrame, settings: Sequence[str], baseline: str = BASELINE) -> None:
-    """The across-settings summary as a rich console table."""
+def print_across(
+    table: pd.DataFrame,
+    settings: Sequence[str],
+    baseline: str = BASELINE,
+    versus: str | None = None,
+) -> None:
+    """The across-settings summary as a rich console table (`versus`: the label of
+    :func:`across_settings`'s ``versus`` column, when it was given)."""
+    vs = versus or baseline
     import sys
 
     from rich.console import Console
@@ -240,22 +286,22 @@ def print_across(table: pd.DataFrame, settings: Sequence[str], baseline: str = B
 
     out = Table(
         title=f"across {len(settings)} settings ({', '.join(settings)}): IQM of 1 - error / "
-        f"error_{baseline}, P(better than {baseline}); stratified-bootstrap 95% CIs "
+        f"error_{baseline}, P(better than {vs}); stratified-bootstrap 95% CIs "
         f"[{BACKEND}]"
     )
     for i, h in enumerate(
-        ["teacher", "budget", "runs x settings", "IQM score (95% CI)", f"P(> {baseline}) (95% CI)"]
+        ["teacher", "budget", "runs x settings", "IQM score (95% CI)", f"P(> {vs}) (95% CI)"]
     ):
         out.add_column(h, justify="left" if i == 0 else "right")
     for r in table.itertuples(index=False):
         d = r._asdict()
-        p = d[f"p_improve_vs_{baseline}"]
+        p = d[f"p_improve_vs_{vs}"]
         out.add_row(
             str(r.teacher),
             f"{r.budget:,}",
             f"{r.runs_per_setting} x {r.settings}",
             f"{r.iqm_score:+.3f} [{r.iqm_low:+.3f}, {r.iqm_high:+.3f}]",
-            "—" if r.teacher == baseline else f"{p:.2f} [{r.p_low:.2f}, {r.p_high:.2f}]",
+            "—" if np.isnan(r.p_low) else f"{p:.2f} [{r.p_low:.2f}, {r.p_high:.2f}]",
         )
     if _rly_metrics is None:
         print(MISSING_NOTE, file=sys.stderr)
@@ -272,6 +318,7 @@ def plot_across(
     baseline: str = BASELINE,
     settings: Sequence[str] | None = None,
     notes: Sequence[str] = (),
+    versus: str | None = None,
 ) -> Path:
     """Two panels at the largest common budget: IQM score and P(improvement over CE), 95% CIs;
     the title names the settings, and what the summary dropped is written under it."""
@@ -283,10 +330,11 @@ def plot_across(
     top = table[table["budget"] == table["budget"].max()]
     fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(top) + 1.8), layout="constrained")
     y = np.arange(len(top))
-    pcol = f"p_improve_vs_{baseline}"
+    vs = versus or baseline
+    pcol = f"p_improve_vs_{vs}"
     for ax, col, lo, hi, ref, label in (
         (axes[0], "iqm_score", "iqm_low", "iqm_high", 0.0, f"IQM of 1 - error / error_{baseline}"),
-        (axes[1], pcol, "p_low", "p_high", 0.5, f"P(teacher beats {baseline})"),
+        (axes[1], pcol, "p_low", "p_high", 0.5, f"P(teacher beats {vs})"),
     ):
         mean = top[col].to_numpy(float)
         err = np.vstack([mean - top[lo].to_numpy(float), top[hi].to_numpy(float) - mean])

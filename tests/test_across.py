@@ -165,3 +165,19 @@ def test_what_the_summary_drops_is_said_and_the_figure_names_the_settings(tmp_pa
     fig = captured["fig"]
     assert "(clean, noisy, imbalanced)" in fig.get_suptitle()
     assert any("dropped, no rows in clean" in t.get_text() for t in fig.texts)
+
+
+def test_improvement_over_each_settings_best_baseline():
+    """`versus` compares against a different teacher per setting (its best baseline): 'half'
+    beats 'same' everywhere, and 'same' is its own reference where it is the best baseline."""
+    seeds = synthetic()
+    versus = {"clean": "same", "noisy": "half", "imbalanced": "same"}
+    table = across_settings(seeds, versus=versus).set_index("teacher")
+    assert "p_improve_vs_best" in table and "p_improve_vs_ce" not in table
+    # half beats 'same' in clean and imbalanced (P = 1), ties itself in noisy (P = 0.5)
+    assert table.loc["half", "p_improve_vs_best"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert table.loc["worse", "p_improve_vs_best"] == 0.0
+    # scores stay normalised by CE
+    assert table.loc["half", "iqm_score"] == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="teachers to compare against"):
+        across_settings(seeds, versus={"clean": "nobody"})
