@@ -46,7 +46,7 @@ from teachers.base import (
 )
 from teachers.batch_eval import batchable, teach_batch
 from teachers.fixed import FixedTeacher
-from teachers.registry import TEACHERS, base_name, check_name, make_teacher, teacher_class
+from teachers.registry import TEACHERS, check_name, make_teacher, teacher_class
 
 STUDENT_SEED_OFFSET = 2**31
 MAX_STUDENTS_PER_SEED = 1000
@@ -318,16 +318,23 @@ def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
 
 
 def search_folder(grid: Grid, name: str) -> str:
-    """Where `name`'s lr-search trials are cached (``selection/<folder>/``): a learned variant
-    (``l2t-dlf@pes``) that starts where its base teacher starts (the same family, no env changes)
-    shares the base's trials, since a learned teacher's search scores its starting action, not
-    its estimator or other fitting options; every other teacher has its own."""
-    base = base_name(name)
-    if base == name or not learns(name) or grid.teacher_configs.get(name, {}).get(ENV_KEY):
+    """Where `name`'s lr-search trials are cached (``selection/<folder>/``). A learned teacher's
+    search scores its starting action (its family's start, under its env changes), not its
+    estimator, policy or other fitting options, so learned teachers that start alike share one
+    search: the folder of the first of them in the grid (``l2t-dlf@pes`` shares ``l2t-dlf``'s;
+    ``ppo`` shares ``reinforce``'s). Every teacher that learns nothing is scored as itself."""
+    if not learns(name):
         return name
-    start = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0).spec_for(grid.spec)
-    default = build_teacher(base, grid.teacher_configs.get(base, {}), seed=0).spec_for(grid.spec)
-    return base if start.loss == default.loss else name
+    key = _start_key(grid, name)
+    return next(t for t in grid.teachers if learns(t) and _start_key(grid, t) == key)
+
+
+def _start_key(grid: Grid, name: str) -> tuple[str, str]:
+    """(the family a learned teacher starts on, its env changes): what its lr search scores."""
+    env = grid.env_of(name)
+    family = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0).spec_for(env).loss
+    changes = grid.teacher_configs.get(name, {}).get(ENV_KEY, {})
+    return family, json.dumps(changes, sort_keys=True)
 
 
 def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
