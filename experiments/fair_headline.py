@@ -70,6 +70,7 @@ teachers) in results/estimators_fair; its options are ESTIMATORS[CHOSEN_ESTIMATO
 SELECT = {"select_every": 0.5}
 WINDOWED = {**SELECT, "normalize": True, "teacher_lr": 0.001}
 ESTIMATORS = {
+    "full": {**SELECT},
     "truncated": {**WINDOWED, "estimator": "truncated", "K": 100},
     "restart": {**WINDOWED, "estimator": "truncated", "K": 200, "restart_at": 500},
     "online": {**WINDOWED, "estimator": "online", "K": 100},
@@ -82,19 +83,19 @@ LR = {"env": {"lr_action": True}}
 def teachers(noisy: bool) -> dict[str, dict]:
     """teacher (variant) -> options, in table order: baselines, the limit, learned teachers,
     then the learned teachers that may also set the lr."""
-    chosen = f"l2t-dlf@{CHOSEN_ESTIMATOR}"
+    chosen = "l2t-dlf" if CHOSEN_ESTIMATOR == "full" else f"l2t-dlf@{CHOSEN_ESTIMATOR}"
     out: dict[str, dict] = {
         name: {} for name in ("ce", "ce+meta", "label-smoothing", "gce", "l2rw", "mw-net")
     }
     if noisy:
         out["oracle"] = {}
     out |= {
-        "l2t-dlf": {**SELECT},
-        chosen: ESTIMATORS[CHOSEN_ESTIMATOR],
+        "l2t-dlf": ESTIMATORS["full"],
+        chosen: ESTIMATORS[CHOSEN_ESTIMATOR],  # the same row when the chosen one is full
         "l2t-dln": {**SELECT},
         "reinforce": {**SELECT},
         "ppo": {**SELECT},
-        f"{chosen}+lr": {**ESTIMATORS[CHOSEN_ESTIMATOR], **LR},
+        f"{chosen}+lr" if "@" in chosen else "l2t-dlf@lr": {**ESTIMATORS[CHOSEN_ESTIMATOR], **LR},
         "reinforce@lr": {**SELECT, **LR},
         "ppo@lr": {**SELECT, **LR},
     }

@@ -4,6 +4,7 @@ test, the mean rank over the ranked settings only, and the LEADERBOARD.md / figu
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -82,16 +83,25 @@ def test_the_headline_summary_writes_the_leaderboard_and_across_settings(setting
     assert (root / "across" / "across_settings.png").stat().st_size > 0
 
 
-def test_the_headline_commands_hold_every_teacher_once_and_refuse_unknown_settings(capsys):
+@pytest.mark.parametrize(
+    ("chosen", "rows"),
+    [("full", {"l2t-dlf", "l2t-dlf@lr"}), ("pes", {"l2t-dlf", "l2t-dlf@pes", "l2t-dlf@pes+lr"})],
+)
+def test_the_headline_commands_hold_every_teacher_once_and_refuse_unknown_settings(
+    capsys, monkeypatch, chosen, rows
+):
+    monkeypatch.setattr(fair_headline, "CHOSEN_ESTIMATOR", chosen)
     args = fair_headline.main.__globals__["argparse"].Namespace(
         seeds=5, workers=2, backend="ray", address="auto", out="results/fair"
     )
     cmd = fair_headline.command("symmetric-40", args)
     teachers = cmd[cmd.index("--teachers") + 1].split(",")
     assert len(teachers) == len(set(teachers)) and "oracle" in teachers
-    assert {"l2t-dlf", f"l2t-dlf@{fair_headline.CHOSEN_ESTIMATOR}", "l2t-dln", "ppo@lr"} <= set(
-        teachers
-    )
+    assert {t for t in teachers if t.startswith("l2t-dlf")} == rows
+    assert {"l2t-dln", "reinforce", "ppo", "reinforce@lr", "ppo@lr"} <= set(teachers)
+    configs = json.loads(cmd[cmd.index("--teacher-config") + 1])
+    lr_rows = {t for t, c in configs.items() if c.get("env") == {"lr_action": True}}
+    assert lr_rows == {t for t in teachers if t.endswith("lr")}
     assert cmd[cmd.index("--budget") + 1] == "16000,64000" and "--backend" in cmd
     clean = fair_headline.command("clean", args)
     assert "oracle" not in clean[clean.index("--teachers") + 1].split(",")
