@@ -13,6 +13,10 @@ every variant from the first (mean over seeds and students).
         --budget 4800 --label-noise 0.4 \\
         --variants '{"K": {}, "N40": {"update_every": 40}, "N40a4": {"update_every": 40, "dln_step": 0.004}}'
 
+``--teach-variants`` (label -> options, JSON) also teaches the same students with the first
+variant's fitted psi under other options (a teacher built with them, psi and its Adam state
+loaded): e.g. a teacher fitted at N = K that teaches at N = 40.
+
 Selection among snapshots is off (``select_seeds=0``): at small budgets one candidate costs most
 of the budget (README, the selection), which would leave both teachers untrained.
 Last lines: ``select_diff_<label>=<mean points>`` per variant, its paired select error minus
@@ -36,6 +40,11 @@ def main() -> None:
         default='{"K": {}, "N40": {"update_every": 40}}',
         help="JSON: label -> l2t-dln options; the first is the reference",
     )
+    parser.add_argument(
+        "--teach-variants",
+        default="{}",
+        help="JSON: label -> options the first variant's fitted teacher also teaches with",
+    )
     parser.add_argument("--seeds", type=int, default=2, help="fitting seeds 0..seeds-1")
     parser.add_argument("--students", type=int, default=2, help="taught students per fit")
     parser.add_argument("--budget", type=int, default=4800)
@@ -43,32 +52,45 @@ def main() -> None:
     args = parser.parse_args()
     try:
         variants = json.loads(args.variants)
+        teach_variants = json.loads(args.teach_variants)
     except json.JSONDecodeError as err:
-        parser.error(f"--variants is not JSON: {err}")
-    if not isinstance(variants, dict) or not variants:
-        parser.error("--variants must map labels to option dicts")
+        parser.error(f"--variants or --teach-variants is not JSON: {err}")
+    if not isinstance(variants, dict) or not variants or not isinstance(teach_variants, dict):
+        parser.error("--variants and --teach-variants must map labels to option dicts")
+    if set(teach_variants) & set(variants):
+        parser.error("--teach-variants labels must differ from --variants labels")
     spec = TeachingSpec(label_noise=args.label_noise)
     print(
         f"spec: {spec.dataset}/{spec.student}, noise {args.label_noise}, budget {args.budget}, "
         f"{args.seeds} fitting seeds x {args.students} students; variants {variants}"
     )
     print(f"{'variant':>10}{'seed':>6}{'student':>9}{'select %':>10}{'test %':>9}{'teach s':>9}")
-    errors: dict[str, list[float]] = {label: [] for label in variants}
+    errors: dict[str, list[float]] = {label: [] for label in [*variants, *teach_variants]}
+
+    def teach(label: str, teacher, seed: int) -> None:
+        for j in range(args.students):
+            start = time.perf_counter()
+            final = teacher.teach(spec, seed=100 + j).final
+            wall = time.perf_counter() - start
+            errors[label].append(100 * final["dev_error"])
+            print(
+                f"{label:>10}{seed:>6}{100 + j:>9}{100 * final['dev_error']:>10.2f}"
+                f"{100 * final['test_error']:>9.2f}{wall:>9.2f}",
+                flush=True,
+            )
+
     for seed in range(args.seeds):
+        fitted = None
         for label, options in variants.items():
             teacher = make_teacher("l2t-dln", **{"select_seeds": 0, **options})
             teacher.fit(spec, args.budget, seed=seed)
-            for j in range(args.students):
-                start = time.perf_counter()
-                final = teacher.teach(spec, seed=100 + j).final
-                wall = time.perf_counter() - start
-                errors[label].append(100 * final["dev_error"])
-                print(
-                    f"{label:>10}{seed:>6}{100 + j:>9}{100 * final['dev_error']:>10.2f}"
-                    f"{100 * final['test_error']:>9.2f}{wall:>9.2f}",
-                    flush=True,
-                )
-    first, *others = variants
+            fitted = fitted or teacher
+            teach(label, teacher, seed)
+        for label, options in teach_variants.items():
+            teacher = make_teacher("l2t-dln", **{**fitted.config, **options})
+            teacher.load_state_dict(fitted.state_dict())
+            teach(label, teacher, seed)
+    first, *others = [*variants, *teach_variants]
     for label in others:
         diffs = [a - b for a, b in zip(errors[label], errors[first], strict=True)]
         spread = statistics.stdev(diffs) if len(diffs) > 1 else float("nan")
