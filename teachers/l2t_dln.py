@@ -121,10 +121,13 @@ class DLNConfig(SelectOptions):
     K steps, the LSTM, and in a fit stage 3 and psi's Adam step) and trains all N steps under the
     phi that iteration chose. Why: teaching costs about 7x plain training at N = K (the
     commit under the DLN ~1.8x, the look-ahead ~3.4x, the LSTM ~2x a step), and that part falls
-    as K / N (benchmarks/README.md). It changes the algorithm: phi moves N / K times less often
-    (alpha is per iteration), the LSTM's memory steps once per window, psi learns from fewer
-    iterations; so the default keeps the per-step teacher, and a result directory made with it
-    means the same when resumed. Must be >= lookahead and divide the episode length"""
+    as K / N: 2.0-2.8x at N = 40-100 (benchmarks/README.md). It changes the algorithm: phi
+    moves N / K times less often (alpha is per iteration), the LSTM's memory steps once per
+    window, psi learns from fewer iterations; under 40 % label noise (budget 4,800, 2 fits x 2
+    students) its students ended 3.9-7.5 points worse on dev's select part than the per-K
+    teacher's, alpha scaled by N / K or not (none worse on clean labels). So the default keeps
+    the per-K teacher, and a result directory made before this option resumes with the same
+    teacher. Must be >= lookahead and divide the episode length"""
     identity_start: bool = True
     """zero the last LSTM cell so that Delta = 0 until psi has learned something: an untrained
     LSTM's Delta is not zero (max |Delta| 0.1-0.5 in a development run), so it would move phi in
