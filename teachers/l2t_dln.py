@@ -34,7 +34,12 @@ Where we differ from the released code (each a documented choice, see ``DLNConfi
   every K student steps, so it runs on the spec's env with ``interval = K`` (:meth:`spec_for`;
   the episode length, the cosine schedule and the student are unchanged): a taught episode is
   the env's own loop (``Teacher.rollout``) with :meth:`act` doing stages 1-2, and its records
-  have a row every K steps instead of every spec interval.
+  have a row every K steps instead of every spec interval;
+* optionally (``update_every`` = N > K; off by default) one iteration per window of N student
+  steps instead of K: the look-ahead covers the window's first K steps and the window is
+  committed under the phi it chose. The official code iterates every K steps, so every
+  student step is looked ahead once; this trades that for cost (teaching ~7x plain training
+  at N = K, benchmarks/README.md).
 
 Measured (results/l2t_dln/README.md, mnist5k/mlp, 5 seeds, equal 4,800-step budgets): no gain
 over plain cross-entropy (dev error +0.74 +- 0.72 points, test +0.00 +- 0.46, paired 95% CIs),
@@ -47,9 +52,11 @@ Adam step; the episode goes on unless the student itself diverged (the env then 
 
 Budget accounting: the process charges every pass (envs/cost.py). A fit iteration (the fit
 skeleton's update) is stage 1's and stage 3's differentiable K-step look-aheads (``unroll``, each
-with its backward), their two CE_val gradients (``dev_grad``) and the env's K committed steps
-(``train``); a taught iteration (:meth:`L2TDLNTeacher.act` and the env's step) is stage 1 and
-the K committed steps, and its cost is in every taught student's ``teach_cost``.
+with its backward), their two CE_val gradients (``dev_grad``) and the env's N committed steps
+(``train``; N = K by default); a taught iteration (:meth:`L2TDLNTeacher.act` and the env's
+step) is stage 1 and the N committed steps, and its cost is in every taught student's
+``teach_cost``. Neither counts the LSTM (teacher compute, not a student pass), about 2x plain
+training per K steps in wall time.
 """
 
 from __future__ import annotations
@@ -107,11 +114,30 @@ class DLNConfig(SelectOptions):
     the warm start and a run's drift (the family's own default is 0.1)"""
     init_seed: int = 0
     """seed of psi's initialisation"""
+    update_every: int | None = None
+    """student steps per teacher iteration, the interval of the env the teacher acts on; None =
+    ``lookahead``, as in the paper and the official code, where every student step is looked
+    ahead once. A window of N > K steps runs one iteration (stage 1's look-ahead over its first
+    K steps, the LSTM, and in a fit stage 3 and psi's Adam step) and trains all N steps under the
+    phi that iteration chose. Why: teaching costs about 7x plain training at N = K (the
+    commit under the DLN ~1.8x, the look-ahead ~3.4x, the LSTM ~2x a step), and that part falls
+    as K / N: 2.0-2.8x at N = 40-100 (benchmarks/README.md). It changes the algorithm: phi
+    moves N / K times less often (alpha is per iteration), the LSTM's memory steps once per
+    window, psi learns from fewer iterations; under 40 % label noise (budget 4,800, 2 fits x 2
+    students) its students ended 3.9-7.5 points worse on dev's select part than the per-K
+    teacher's, alpha scaled by N / K or not (none worse on clean labels). So the default keeps
+    the per-K teacher, and a result directory made before this option resumes with the same
+    teacher. Must be >= lookahead and divide the episode length"""
     identity_start: bool = True
     """zero the last LSTM cell so that Delta = 0 until psi has learned something: an untrained
     LSTM's Delta is not zero (max |Delta| 0.1-0.5 in a development run), so it would move phi in
     an arbitrary direction, and the untrained teacher is then exactly its warm-start loss (the
     ``dln-fixed`` baseline of results/l2t_dln); False = PyTorch's default init (official)"""
+
+    @property
+    def window(self) -> int:
+        """N, student steps per teacher iteration (``update_every``, default K)."""
+        return self.lookahead if self.update_every is None else self.update_every
 
     def __post_init__(self) -> None:
         for name in ("lookahead", "hidden"):
@@ -121,6 +147,14 @@ class DLNConfig(SelectOptions):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        every = self.update_every
+        if every is not None and (
+            isinstance(every, bool) or not isinstance(every, int) or every < self.lookahead
+        ):
+            raise ValueError(
+                f"update_every must be None (= lookahead) or an int >= lookahead = "
+                f"{self.lookahead} (student steps per teacher iteration), got {every!r}"
+            )
         if self.warm_start not in WARM_STARTS:
             raise ValueError(f"warm_start must be one of {WARM_STARTS}, got {self.warm_start!r}")
 
@@ -282,21 +316,23 @@ class L2TDLNTeacher(Teacher):
     # -- spec and episode state ---------------------------------------------------------------
     def spec_for(self, spec: TeachingSpec) -> TeachingSpec:
         """The spec with the ``dln`` family (its Kaiming seed and our wider action box) and an
-        env step of K student steps: the teacher decides once per iteration. The episode keeps
-        its length, so the student's schedule and data order are the spec's."""
-        k, steps = self.cfg.lookahead, spec.episode_steps
+        env step of N student steps (``update_every``, default K): the teacher decides once per
+        iteration. The episode keeps its length, so the student's schedule and data order are
+        the spec's."""
+        n, steps = self.cfg.window, spec.episode_steps
         if spec.lr_action:
             raise ValueError(
                 "l2t-dln does not act on the lr (its action is the loss network's weights, moved "
                 "by its LSTM from the validation gradient): run it with lr_action=False"
             )
-        if steps % k:
+        if steps % n:
+            name = "lookahead" if self.cfg.update_every is None else "update_every"
             raise ValueError(
-                f"l2t-dln acts every lookahead={k} student steps, which must divide the episode "
+                f"l2t-dln acts every {name}={n} student steps, which must divide the episode "
                 f"length horizon x interval = {spec.horizon} x {spec.interval} = {steps}"
             )
         kwargs = {"init_seed": self.cfg.dln_init_seed, "action_range": self.cfg.action_range}
-        return spec.replace(loss="dln", loss_kwargs=kwargs, interval=k, horizon=steps // k)
+        return spec.replace(loss="dln", loss_kwargs=kwargs, interval=n, horizon=steps // n)
 
     def initial_coeffs(self, family: DynamicLossNetwork, dtype, device) -> torch.Tensor:
         """phi_0: the warm start or the family's Kaiming draw."""
@@ -320,7 +356,8 @@ class L2TDLNTeacher(Teacher):
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         """One iteration's stages 1-2 with psi frozen: look ahead K steps from the bound env's
-        student, move phi, and return the new DLN as the env's action for the next K steps.
+        student, move phi, and return the new DLN as the env's action for the next N steps
+        (``update_every``, default K).
 
         The teacher's input is the loss state (the validation gradient of phi), not the
         observation: ``act`` reads the student the last :meth:`begin_episode` bound, and each
@@ -361,23 +398,26 @@ class L2TDLNTeacher(Teacher):
         self._iteration_cost = (
             price("unroll", 2 * k)
             + 2 * price("dev_grad", n_dev / process.batch_size)
-            + price("train", k)
+            + price("train", self.cfg.window)
         )
         self._row: dict = {}
         self._stream = self.episodes(self._env, run.seeds.students(), self._learn_and_act)
 
     def student_cost(self, run: FitRun) -> float:
         """A taught student (a selection candidate's): per iteration, :meth:`act`'s stage 1
-        (a differentiable K-step look-ahead and one CE_val gradient) and the K committed steps."""
+        (a differentiable K-step look-ahead and one CE_val gradient) and the N committed
+        steps."""
         process, k = self._env.unwrapped.process, self.cfg.lookahead
         n_dev = len(process.data.y_dev) if self.cfg.full_dev else process.dev_subset
         iteration = (
-            price("unroll", k) + price("dev_grad", n_dev / process.batch_size) + price("train", k)
+            price("unroll", k)
+            + price("dev_grad", n_dev / process.batch_size)
+            + price("train", self.cfg.window)
         )
         return run.spec.horizon * iteration
 
     def next_update(self, run: FitRun) -> float | None:
-        """One iteration: two differentiable K-step look-aheads, two CE_val gradients, K
+        """One iteration: two differentiable K-step look-aheads, two CE_val gradients, N
         committed steps."""
         return self._iteration_cost
 

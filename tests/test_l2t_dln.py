@@ -344,3 +344,54 @@ def test_save_load_round_trip_replays_teaching(tmp_path):
     a, b = teacher.teach(spec, seed=7), loaded.teach(spec, seed=7)
     assert a.final["dev_loss"] == b.final["dev_loss"]
     np.testing.assert_array_equal(a.coeffs[-1], b.coeffs[-1])
+
+
+def test_update_every_is_checked():
+    with pytest.raises(ValueError, match="update_every"):
+        L2TDLNTeacher(lookahead=5, update_every=4)  # a window shorter than the look-ahead
+    with pytest.raises(ValueError, match="update_every"):
+        L2TDLNTeacher(update_every=True)
+    with pytest.raises(ValueError, match="update_every=15 student steps, which must divide"):
+        L2TDLNTeacher(lookahead=5, update_every=15).spec_for(tiny_spec())  # 20-step episodes
+
+
+def test_update_every_teaches_one_iteration_per_window_and_is_charged_for_it():
+    """update_every = N = 2K: the env acts every N steps; each iteration looks ahead K steps
+    from the student, moves phi once, and the env commits N steps under it: the same student as
+    the explicit loop (update the DLN from a K-step look-ahead, advance N steps), to the bit,
+    charged one K-step look-ahead, one CE_val gradient and N committed steps per iteration."""
+    spec = tiny_spec(horizon=4)  # 40-step episodes
+    teacher = L2TDLNTeacher(lookahead=5, update_every=10, identity_start=False)
+    assert (teacher.spec_for(spec).interval, teacher.spec_for(spec).horizon) == (10, 4)
+    taught = teacher.teach(spec, seed=2)
+    assert [r["student_steps"] for r in taught.steps] == [0, 10, 20, 30, 40]
+    assert len(taught.coeffs) == 4 and not np.array_equal(taught.coeffs[0], taught.coeffs[1])
+    per_iteration = 5 * KINDS["unroll"] + 64 / 16 * KINDS["dev_grad"] + 10 * KINDS["train"]
+    assert taught.final["teach_cost"] == pytest.approx(4 * per_iteration)
+
+    env = spec.replace(loss="dln", loss_kwargs=teacher.spec_for(spec).loss_kwargs).make_env()
+    env.reset(seed=2)
+    process = env.unwrapped.process
+    teacher.start_run(process)
+    while process.step < spec.episode_steps:
+        phi, _ = teacher.update_dln(process, 5, track_psi=False)
+        teacher.phi = phi.detach()
+        process.advance(teacher.phi, 10)
+    test = process.evaluate("test")
+    assert (test["loss"], test["error"]) == (taught.final["test_loss"], taught.final["test_error"])
+    # a different student from the per-K teacher's (phi moves every 5 steps there)
+    per_k = L2TDLNTeacher(lookahead=5, identity_start=False).teach(spec, seed=2)
+    assert per_k.final["test_loss"] != taught.final["test_loss"]
+
+
+def test_update_every_fit_iterations_commit_the_window():
+    """A fit iteration with update_every = N: stages 1-3 over K-step look-aheads, then the env
+    commits N steps; charged two K-step look-aheads, two CE_val gradients, N steps."""
+    teacher = L2TDLNTeacher(lookahead=5, update_every=10, select_seeds=0)
+    spec = tiny_spec()  # 20-step runs: 2 iterations of N = 10
+    one = 2 * 5 * KINDS["unroll"] + 2 * 64 / 16 * KINDS["dev_grad"] + 10 * KINDS["train"]
+    report = teacher.fit(spec, int(3.5 * one), seed=0)
+    assert report.student_steps == pytest.approx(3 * one)
+    assert [r["step"] for r in report.log] == [10, 20, 10]
+    assert [r["episode"] for r in report.log] == [0, 0, 1]
+    assert not any(r["diverged"] for r in report.log)
