@@ -111,6 +111,31 @@ def learned(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def diagnostics(run_dir: Path) -> pd.DataFrame:
+    """Why each fitted L2T-DLF teacher ended where it did, per seed, from its fit records: the
+    ``select`` error of its candidates (the untrained teacher first, then after each half of
+    the budget; selection keeps the lowest), the mean window objective (the ``meta`` CE the
+    hypergradient descends: dev subset, at each window's end) in the first and last tenth of its
+    updates, and the median hypergradient norm before conditioning."""
+    rows = []
+    for f in sorted((run_dir / "records").glob("l2t-dlf*.parquet")):
+        r = pd.read_parquet(f)
+        fit = r[r.phase == "fit"]
+        row = {"teacher": r.teacher.iloc[0], "seed": int(r.seed.iloc[0])}
+        for i, v in enumerate(fit[fit.metric == "select_error"].sort_values("step").value):
+            row[f"select_candidate_{i}"] = round(float(v), 4)
+        objective = fit[fit.metric == "objective"].sort_values("step").value.to_numpy()
+        if len(objective) >= 10:
+            tenth = len(objective) // 10
+            row["objective_first_tenth"] = round(float(objective[:tenth].mean()), 3)
+            row["objective_last_tenth"] = round(float(objective[-tenth:].mean()), 3)
+        norms = fit[fit.metric == "grad_norm"].value
+        if len(norms):
+            row["grad_norm_median"] = round(float(norms.median()), 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=list(PARTS), required=True)
@@ -119,15 +144,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="results/estimators_fair")
     ap.add_argument("--print", action="store_true", help="print the command, do not run it")
+    ap.add_argument(
+        "--collate", action="store_true", help="only write the learned / diagnostics tables"
+    )
     args = ap.parse_args(argv)
     cmd = command(args.part, args)
     print(" ".join(cmd[1:]), flush=True)
     if args.print:
         return
-    subprocess.run(cmd, check=True)
-    table = learned(Path(args.out) / args.part)
-    table.to_csv(Path(args.out) / f"{args.part}_learned.csv", index=False)
-    print(table.to_string())
+    if not args.collate:
+        subprocess.run(cmd, check=True)
+    run_dir = Path(args.out) / args.part
+    for name, table in (("learned", learned(run_dir)), ("diagnostics", diagnostics(run_dir))):
+        table.to_csv(Path(args.out) / f"{args.part}_{name}.csv", index=False)
+        print(table.to_string())
 
 
 if __name__ == "__main__":
