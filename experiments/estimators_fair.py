@@ -79,6 +79,7 @@ def command(part: str, args: argparse.Namespace) -> list[str]:
         "--teachers", ",".join(teachers), "--seeds", str(args.seeds), "--budget",
         str(args.budget), *SETTING, "--teacher-config", json.dumps(configs),
         "--workers", str(args.workers), "--out", str(Path(args.out) / part), "--quiet",
+        *args.extra.split(),
     ]  # fmt: skip
 
 
@@ -143,6 +144,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=int, default=64000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default="results/estimators_fair")
+    ap.add_argument(
+        "--extra",
+        default="",
+        help="more `l2t compare` flags, one string (a protocol value they change is recorded "
+        "as an override), e.g. '--horizon 10'",
+    )
     ap.add_argument("--print", action="store_true", help="print the command, do not run it")
     ap.add_argument(
         "--collate", action="store_true", help="only write the learned / diagnostics tables"
