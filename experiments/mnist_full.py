@@ -117,7 +117,24 @@ def paper_spec(p: Protocol, student: str, plan: StudentPlan, data_root: str) -> 
         schedule=p.schedule,
         device="cpu",
         data_root=data_root,
+        student_kwargs=dict(plan.student_kwargs),
     )
+
+
+def time_one(p: Protocol, student: str, data_root: str, lr: float) -> dict:
+    """Sizing: one plain-CE student of the protocol (its whole run at `lr`), its wall time and
+    the machine's load average (os.getloadavg) before and after, and its select / test error."""
+    plan = p.students[student]
+    spec = paper_spec(p, student, plan, data_root).replace(lr=lr)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    result = make_teacher("ce").teach(spec, p.seeds[0])
+    row = {"protocol": p.version, "student": student, "student_kwargs": plan.student_kwargs,
+           "steps": spec.episode_steps, "lr": lr, "wall_s": time.perf_counter() - t0,
+           "load_before": load0, "load_after": os.getloadavg(), "cpu_count": os.cpu_count(),
+           "dev_error": result.final["dev_error"], "test_error": result.final["test_error"]}  # fmt: skip
+    print(json.dumps(row, default=float), flush=True)
+    return row
 
 
 def paper_teacher(p: Protocol, name: str, spec: TeachingSpec) -> Teacher:
@@ -681,6 +698,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default="results/mnist_full")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every code path (tests)")
     ap.add_argument("--report-only", action="store_true", help="rebuild summary + README.md")
+    ap.add_argument("--time-one", metavar="LR", type=float,
+                    help="sizing: train one CE student per --students at this lr, print its "
+                    "wall time and load, run nothing else")  # fmt: skip
     args = ap.parse_args(argv)
     if args.report_only:
         print(write_readme(Path(args.out)))
@@ -695,6 +715,11 @@ def main(argv: list[str] | None = None) -> None:
         validate(p)
     if args.smoke:
         protocols = [smoke_version(p) for p in protocols]
+    if args.time_one is not None:
+        for p in protocols:
+            for student in args.students.split(",") if args.students else p.students:
+                time_one(p, student, args.data_root, args.time_one)
+        return
     run = {"argv": sys.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S"), **versions(),
            "protocols": {p.name: p.to_dict() for p in protocols}}  # fmt: skip
     (out / f"run_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(json.dumps(run, indent=1))
