@@ -1,4 +1,5 @@
-"""Named, versioned experiment protocols for full MNIST (issue 10): ``paper`` and ``demo``.
+"""Named, versioned experiment protocols for full MNIST (issue 10): ``paper``, ``paper-trained``
+and ``demo``.
 
 A protocol fixes everything a run depends on: data split, students, optimiser, training length,
 learning-rate grid, teachers and their configs, seeds, and every choice the L2T-DLF paper
@@ -10,6 +11,9 @@ intent (e.g. epochs instead of "to convergence").
     paper  the paper's students (MLP, LeNet) on full MNIST with our L2T-DLF (whole-episode RMD
            over fresh students), momentum SGD, student lr tuned on dev per loss; for L2T-DLF
            the bilinear start (b = log C or the paper's b = 0) chosen on dev jointly with it
+    paper-trained  (issue 21) the same teachers plus L2T-DLN with the students trained out (MLP
+           784-500-10 for 20 epochs, LeNet for 10), large-margin's m chosen on dev with its lr,
+           L2T-DLF on 200-step RMD windows, every learned teacher fitted within one budget
     demo   the official demo (apeterswu/L2T_loss): its Theano LeNet, plain SGD lr 0.01, batch 20,
            1,000 NLL pre-training steps, teacher updates by exact RMD through a 200-step window
            that restarts from the pre-trained student, dev surrogate = smooth error (k = 50) on

@@ -1,8 +1,13 @@
 """Issue 10: ce, label smoothing, large-margin softmax and L2T-DLF on full MNIST, under the named
-protocols of analysis/protocols.py (``paper``: MLP and LeNet; ``demo``: the official demo).
+protocols of analysis/protocols.py (``paper``: MLP and LeNet; ``demo``: the official demo;
+``paper-trained``, issue 21: the students trained out, and L2T-DLN too).
 
     OMP_NUM_THREADS=1 python experiments/mnist_full.py --data-root /work/data \
         --protocols paper,demo --out results/mnist_full
+
+``--teachers ce,...`` limits a paper protocol's run to those teachers (a later full run reuses
+their units); ``--time-one LR`` trains one CE student per student type and prints its wall time
+and the load (sizing, nothing stored).
 
 ``data_root`` holds torchvision's MNIST files or ``mnist.pkl.gz`` (``l2t data fetch mnist``).
 
@@ -13,8 +18,11 @@ order puts complete comparisons first: per student, the learning rates, the teac
 the final students seed-major (every teacher on seed 0, then seed 1, ...). ``summary.csv`` and
 ``per_seed.csv`` are rebuilt from the units after every final student.
 
-Selection uses dev only: learning rates (mean whole-dev error of the protocol's dev students),
-L2T-DLF candidates, demo checkpoints. Test error is read once per final student.
+Selection uses dev only: learning rates (mean whole-dev error of the protocol's dev students;
+large-margin's m with it where the plan lists margins), learned-teacher candidates, demo
+checkpoints. Test error is read once per final student. Learned teachers (L2T-DLF, and L2T-DLN
+where the protocol has it) are fitted once per student type on the fit skeleton's own students
+(``SeedPlan(0)``), never on test or dev seeds.
 
 L2T-DLF diagnostics (issue 10, point 5) are logged while fitting: per update the hypergradient's
 norm per env step of the horizon, the sign agreement of each step's dPhi_k with their sum, the
