@@ -152,6 +152,33 @@ def time_one(p: Protocol, student: str, data_root: str, lr: float) -> dict:
     return row
 
 
+def time_fit(p: Protocol, student: str, data_root: str, lr: float, name: str, rows: int) -> dict:
+    """Sizing: the first `rows` logged updates of learned teacher `name`'s fit (no selection),
+    its wall seconds per charged student-step equivalent between the first and the last row
+    (setup excluded), to set beside a CE student's seconds per step."""
+    plan = p.students[student]
+    spec = paper_spec(p, student, plan, data_root).replace(lr=lr)
+    teacher = make_teacher(name, **{**p.teachers[name], "select_seeds": 0})
+    log: list[dict] = []
+
+    def callback(row: dict) -> bool | None:
+        if "student_steps" in row and row.get("kind") != "checkpoint":
+            log.append(row)
+        return False if len(log) >= rows else None
+
+    load0 = os.getloadavg()
+    teacher.fit(spec, 100 * spec.episode_steps, seed=0, callback=callback)
+    first, last = log[0], log[-1]
+    charged = last["student_steps"] - first["student_steps"]
+    out = {"protocol": p.version, "student": student, "teacher": name, "lr": lr,
+           "updates": len(log) - 1, "charged": charged,
+           "wall_s": last["wall_time"] - first["wall_time"],
+           "wall_s_per_equivalent": (last["wall_time"] - first["wall_time"]) / charged,
+           "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
+    print(json.dumps(out, default=float), flush=True)
+    return out
+
+
 def paper_teacher(p: Protocol, name: str, spec: TeachingSpec) -> Teacher:
     """A fresh teacher; "bilinear-init" is L2T-DLF's untrained teacher."""
     if name == "bilinear-init":
@@ -809,6 +836,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--time-one", metavar="LR", type=float,
                     help="sizing: train one CE student per --students at this lr, print its "
                     "wall time and load, run nothing else")  # fmt: skip
+    ap.add_argument("--time-fit", metavar="N", type=int, default=0,
+                    help="with --time-one: instead time N logged updates of each learned "
+                    "teacher's fit (seconds per charged student-step equivalent)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.report_only:
         print(write_readme(Path(args.out)))
@@ -830,7 +860,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.time_one is not None:
         for p in protocols:
             for student in args.students.split(",") if args.students else p.students:
-                time_one(p, student, args.data_root, args.time_one)
+                if args.time_fit:
+                    for name in (t for t in LEARNED if t in p.teachers):
+                        time_fit(p, student, args.data_root, args.time_one, name, args.time_fit)
+                else:
+                    time_one(p, student, args.data_root, args.time_one)
         return
     run = {"argv": sys.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S"), **versions(),
            "protocols": {p.name: p.to_dict() for p in protocols}}  # fmt: skip
