@@ -340,6 +340,14 @@ def validate(protocol: Protocol) -> None:
             raise ValueError(f"protocol {protocol.name}/{student}: no bilinear starts to choose")
         for start in plan.starts:
             bilinear_bias(start, 10)  # a clear error for an unknown start
+        if any(not isinstance(m, int) or m < 1 for m in plan.margins) or plan.fit_budget < 0:
+            raise ValueError(f"protocol {protocol.name}/{student}: bad margins or fit budget")
+        k = protocol.teachers.get("l2t-dln", {}).get("lookahead", 10)
+        if "l2t-dln" in protocol.teachers and (plan.horizon * plan.interval) % k:
+            raise ValueError(
+                f"protocol {protocol.name}/{student}: l2t-dln's lookahead {k} must divide the "
+                f"run's {plan.horizon} x {plan.interval} steps"
+            )
     for teacher in protocol.teachers:
         if teacher not in REGISTERED:
             raise ValueError(f"protocol {protocol.name}: unknown teacher {teacher!r}")

@@ -236,6 +236,13 @@ def test_a_broken_protocol_fails_validation():
         validate(dataclasses.replace(p, dev_seeds=(0,)))
     with pytest.raises(ValueError, match="unknown student"):
         validate(dataclasses.replace(p, students={"mlpp": p.students["mlp"]}))
+    trained = get_protocol("paper-trained")
+    odd = dataclasses.replace(trained.students["mlp"], horizon=7, interval=861)
+    with pytest.raises(ValueError, match="lookahead 10 must divide"):
+        validate(dataclasses.replace(trained, students={"mlp": odd}))
+    with pytest.raises(ValueError, match="margins"):
+        validate(dataclasses.replace(trained, students={
+            "mlp": dataclasses.replace(trained.students["mlp"], margins=(0,))}))  # fmt: skip
 
 
 # -------------------------------------------------------------------- the experiment script
