@@ -351,7 +351,7 @@ def fit_learned(
 
     t0 = time.perf_counter()
     with hypergradient_probe(probes) if name == "l2t-dlf" else nullcontext():
-        report = teacher.fit(spec, budget, seed=0, callback=callback)
+        report = teacher.fit(spec, budget, seed=FIT_SEED, callback=callback)
     teacher.save(path)
     pd.DataFrame(fit_rows).to_json(
         units.dir / f"fit_log_{name}.jsonl", orient="records", lines=True
@@ -362,6 +362,7 @@ def fit_learned(
             "kind": "fit",
             "teacher": name,
             **changes,
+            "fit_seed": FIT_SEED,  # its students: teachers.base.SeedPlan(FIT_SEED)
             "selection_student_steps": selection_steps,
             "config": cfg,
             "budget": budget,
@@ -377,6 +378,9 @@ def fit_learned(
     return Teacher.load(path)
 
 
+FIT_SEED = 0
+"""every learned teacher's fit seed: its students are SeedPlan(0)'s (1,000,000 + i, held-out
+1,005,000 + j), none of them a test seed (p.seeds) or a dev seed (p.dev_seeds)"""
 LEARNED = ("l2t-dlf", "l2t-dln")
 """the protocols' learned teachers: fitted once per student type, then frozen"""
 
