@@ -445,7 +445,13 @@ def run_paper(
     for seed in seeds:
         for name in wanted:
             unit = f"final_{name}_{seed}"
-            if units.get(unit) is not None:
+            done = units.get(unit)
+            if done is not None and done.get("lr") != lr[name]:
+                raise ValueError(
+                    f"{units.path(unit)} was taught at lr {done.get('lr')}; select now chooses "
+                    f"{lr[name]} for {name}. Use another --out directory."
+                )
+            if done is not None:
                 continue
             if name in fitted:
                 teacher = fitted[name]

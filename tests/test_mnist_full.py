@@ -374,6 +374,11 @@ def test_paper_trained_runs_its_whole_pipeline_and_resumes(tmp_path):
     stamps = {f: f.stat().st_mtime_ns for f in units.glob("*")}
     mf.main([*argv, "--students", "mlp", "--out", str(out)])
     assert {f: f.stat().st_mtime_ns for f in units.glob("*")} == stamps
+    # a final student taught at another lr than select now chooses: refused, not mixed in
+    stale = json.loads((units / "final_ce_1.json").read_text())
+    (units / "final_ce_1.json").write_text(json.dumps({**stale, "lr": 0.3}))
+    with pytest.raises(ValueError, match="another --out"):
+        mf.main([*argv, "--students", "mlp", "--out", str(out)])
 
 
 def test_paper_trained_student_is_the_784_500_10_mlp(tmp_path):
