@@ -1,8 +1,13 @@
 """Issue 10: ce, label smoothing, large-margin softmax and L2T-DLF on full MNIST, under the named
-protocols of analysis/protocols.py (``paper``: MLP and LeNet; ``demo``: the official demo).
+protocols of analysis/protocols.py (``paper``: MLP and LeNet; ``demo``: the official demo;
+``paper-trained``, issue 21: the students trained out, and L2T-DLN too).
 
     OMP_NUM_THREADS=1 python experiments/mnist_full.py --data-root /work/data \
         --protocols paper,demo --out results/mnist_full
+
+``--teachers ce,...`` limits a paper protocol's run to those teachers (a later full run reuses
+their units); ``--time-one LR`` trains one CE student per student type and prints its wall time
+and the load (sizing, nothing stored).
 
 ``data_root`` holds torchvision's MNIST files or ``mnist.pkl.gz`` (``l2t data fetch mnist``).
 
@@ -13,8 +18,11 @@ order puts complete comparisons first: per student, the learning rates, the teac
 the final students seed-major (every teacher on seed 0, then seed 1, ...). ``summary.csv`` and
 ``per_seed.csv`` are rebuilt from the units after every final student.
 
-Selection uses dev only: learning rates (mean whole-dev error of the protocol's dev students),
-L2T-DLF candidates, demo checkpoints. Test error is read once per final student.
+Selection uses dev only: learning rates (mean whole-dev error of the protocol's dev students;
+large-margin's m with it where the plan lists margins), learned-teacher candidates, demo
+checkpoints. Test error is read once per final student. Learned teachers (L2T-DLF, and L2T-DLN
+where the protocol has it) are fitted once per student type on the fit skeleton's own students
+(``SeedPlan(0)``), never on test or dev seeds.
 
 L2T-DLF diagnostics (issue 10, point 5) are logged while fitting: per update the hypergradient's
 norm per env step of the horizon, the sign agreement of each step's dPhi_k with their sum, the
@@ -29,7 +37,7 @@ import math
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis.protocols import REPORTED, Protocol, StudentPlan, get_protocol, validate  # noqa: E402
 from analysis.records import RecordStore, versions  # noqa: E402
 from analysis.selection import (  # noqa: E402
+    SELECTION_SPLIT,
     Selection,
     Trial,
     choose_start_and_lr,
@@ -48,11 +57,14 @@ from analysis.selection import (  # noqa: E402
     search_lr,
 )
 from analysis.stats import mean_ci, paired_difference  # noqa: E402
+from envs.losses import make_loss  # noqa: E402
 from envs.process import TeachingProcess  # noqa: E402
+from students.data import DATASETS  # noqa: E402
 from students.optim import SGDConfig  # noqa: E402
 from teachers import l2t_dlf as l2t_dlf_module  # noqa: E402
 from teachers import rmd  # noqa: E402
 from teachers.base import Teacher, TeachingSpec  # noqa: E402
+from teachers.fixed import FixedTeacher  # noqa: E402
 from teachers.l2t_dlf import L2TDLFTeacher  # noqa: E402
 from teachers.large_margin import LargeMarginTeacher  # noqa: E402
 from teachers.registry import make_teacher  # noqa: E402
@@ -62,6 +74,9 @@ LR_LOSSES = ("ce", "label-smoothing", "large-margin")
 START_LOSS = "bilinear-init"
 """L2T-DLF's untrained teacher: its (bilinear start, student lr) pair is chosen on dev and used
 for L2T-DLF's fit and its final students"""
+DLN_START = "dln-init"
+"""L2T-DLN's untrained teacher (its warm-start loss, a fixed action): its lr is chosen on dev
+and used for L2T-DLN's fit and its final students"""
 
 
 # ------------------------------------------------------------------------------------ units
@@ -117,7 +132,51 @@ def paper_spec(p: Protocol, student: str, plan: StudentPlan, data_root: str) -> 
         schedule=p.schedule,
         device="cpu",
         data_root=data_root,
+        student_kwargs=dict(plan.student_kwargs),
     )
+
+
+def time_one(p: Protocol, student: str, data_root: str, lr: float) -> dict:
+    """Sizing: one plain-CE student of the protocol (its whole run at `lr`), its wall time and
+    the machine's load average (os.getloadavg) before and after, and its select / test error."""
+    plan = p.students[student]
+    spec = paper_spec(p, student, plan, data_root).replace(lr=lr)
+    load0 = os.getloadavg()
+    t0 = time.perf_counter()
+    result = make_teacher("ce").teach(spec, p.seeds[0])
+    row = {"protocol": p.version, "student": student, "student_kwargs": plan.student_kwargs,
+           "steps": spec.episode_steps, "lr": lr, "wall_s": time.perf_counter() - t0,
+           "load_before": load0, "load_after": os.getloadavg(), "cpu_count": os.cpu_count(),
+           "dev_error": result.final["dev_error"], "test_error": result.final["test_error"]}  # fmt: skip
+    print(json.dumps(row, default=float), flush=True)
+    return row
+
+
+def time_fit(p: Protocol, student: str, data_root: str, lr: float, name: str, rows: int) -> dict:
+    """Sizing: the first `rows` logged updates of learned teacher `name`'s fit (no selection),
+    its wall seconds per charged student-step equivalent between the first and the last row
+    (setup excluded), to set beside a CE student's seconds per step."""
+    plan = p.students[student]
+    spec = paper_spec(p, student, plan, data_root).replace(lr=lr)
+    teacher = make_teacher(name, **{**p.teachers[name], "select_seeds": 0})
+    log: list[dict] = []
+
+    def callback(row: dict) -> bool | None:
+        if "student_steps" in row and row.get("kind") != "checkpoint":
+            log.append(row)
+        return False if len(log) >= rows else None
+
+    load0 = os.getloadavg()
+    teacher.fit(spec, 100 * spec.episode_steps, seed=0, callback=callback)
+    first, last = log[0], log[-1]
+    charged = last["student_steps"] - first["student_steps"]
+    out = {"protocol": p.version, "student": student, "teacher": name, "lr": lr,
+           "updates": len(log) - 1, "charged": charged,
+           "wall_s": last["wall_time"] - first["wall_time"],
+           "wall_s_per_equivalent": (last["wall_time"] - first["wall_time"]) / charged,
+           "load_before": load0, "load_after": os.getloadavg()}  # fmt: skip
+    print(json.dumps(out, default=float), flush=True)
+    return out
 
 
 def paper_teacher(p: Protocol, name: str, spec: TeachingSpec) -> Teacher:
@@ -130,10 +189,10 @@ def paper_teacher(p: Protocol, name: str, spec: TeachingSpec) -> Teacher:
     return make_teacher(name, **p.teachers[name])
 
 
-def stored_trials(units: Units, loss: str):
+def stored_trials(units: Units, loss: str, **extra):
     """analysis.selection's trial function, one unit per (loss, candidate): a finished unit is
     read back, so an interrupted selection resumes. Units: ``lr_<loss>_<lr>`` and, for the
-    bilinear start, ``lr_<loss>_<start>_<lr>``."""
+    bilinear start, ``lr_<loss>_<start>_<lr>``; `extra` (e.g. large-margin's m) is recorded."""
 
     def trial(teacher: Teacher, spec: TeachingSpec, changes: dict, seeds) -> Trial:
         start = f"_{changes['start']}" if "start" in changes else ""
@@ -142,7 +201,8 @@ def stored_trials(units: Units, loss: str):
         if row is None:
             t0 = time.perf_counter()
             t = evaluate_trial(teacher, spec, changes, seeds)
-            row = units.put(unit, {"kind": "lr", "loss": loss, **changes, "dev_seeds": list(seeds),
+            row = units.put(unit, {"kind": "lr", "loss": loss, **extra, **changes,
+                            "dev_seeds": list(seeds),
                             "dev_errors": list(t.errors), "dev_error": t.error,
                             "student_steps": t.student_steps,
                             "wall_time": time.perf_counter() - t0})  # fmt: skip
@@ -206,107 +266,204 @@ def coefficient_rows(result, family, interval: int) -> list[dict]:
     return rows
 
 
-def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool) -> None:
+def choose_margin_and_lr(
+    p: Protocol, spec: TeachingSpec, units: Units, lrs, dev_seeds
+) -> tuple[Selection, int]:
+    """Large-margin's m and the student lr, jointly on select: one lr search per m of the
+    plan's ``margins`` (units ``lr_large-margin-m<m>_<lr>``), the pair of lowest select error
+    kept (ties: the smaller m, then the smaller lr)."""
+    margins = sorted(p.students[units.student].margins)
+    best = None
+    trials = []
+    for m in margins:
+        teacher = LargeMarginTeacher(**{**p.teachers["large-margin"], "margin": m})
+        sel = search_lr(teacher, spec, lrs, dev_seeds,
+                        trial=stored_trials(units, f"large-margin-m{m}", margin=m))  # fmt: skip
+        trials += sel.trials
+        error = min(t.error for t in sel.trials)
+        if best is None or error < best[0]:
+            best = (error, m, sel.chosen)
+    _, margin, changes = best
+    return Selection(dict(changes), tuple(trials), SELECTION_SPLIT, tuple(dev_seeds)), margin
+
+
+def dln_start(p: Protocol, spec: TeachingSpec) -> tuple[FixedTeacher, TeachingSpec]:
+    """L2T-DLN's untrained teacher as a fixed action on its own spec (the ``dln`` family): with
+    ``identity_start`` its LSTM's Delta is 0, so it teaches its warm-start loss phi_0 all run,
+    and a frozen action gives the same students without the look-ahead's cost."""
+    teacher = make_teacher("l2t-dln", **p.teachers["l2t-dln"])
+    own = teacher.spec_for(spec)
+    family = make_loss(own.loss, DATASETS[p.dataset].num_classes, **own.loss_kwargs)
+    phi = teacher.initial_coeffs(family, torch.float64, "cpu")
+    action = family.coeffs_to_action(phi).clamp(-1.0, 1.0)
+    return FixedTeacher(action=[float(a) for a in action]), own
+
+
+def fit_learned(
+    p: Protocol, plan: StudentPlan, units: Units, name: str, spec: TeachingSpec,
+    changes: dict, selection_steps: int,
+) -> Teacher:  # fmt: skip
+    """Fit learned teacher `name` once (seed 0: SeedPlan's fit students, none a test or dev
+    student) on `spec` (its select-chosen lr and start), its snapshot chosen on select by the
+    fit skeleton; stored as ``teacher_<name>.pt`` and unit ``fit_<name>``. A stored fit made
+    under other choices than `changes` is refused."""
+    cfg = dict(p.teachers[name])
+    episode = spec.episode_steps
+    if plan.fit_budget:
+        budget = round(plan.fit_budget * episode)
+    else:  # paper-3: fit_episodes training episodes and a selection every select_every of them
+        cfg["select_every_updates"] = plan.select_every
+        selects = 1 + -(-plan.fit_episodes // plan.select_every)
+        budget = (plan.fit_episodes + selects * cfg["select_seeds"]) * episode
+    path = units.dir / f"teacher_{name}.pt"
+    fitted = units.get(f"fit_{name}")
+    stored = {k: (fitted or {}).get(k, "log-c" if k == "start" else None) for k in changes}
+    if fitted is not None and stored != changes:
+        raise ValueError(
+            f"{units.dir} holds a {name} fit made with {stored}; select now chooses {changes}. "
+            "Use another --out directory."
+        )
+    if fitted is not None and path.exists():
+        return Teacher.load(path)
+    if name == "l2t-dlf":
+        teacher = L2TDLFTeacher(**cfg)
+        env = teacher.spec_for(spec).make_env()
+        teacher.build(env.observation_space.shape[0], env.family.dim)
+        theta0 = {k: v.detach().clone() for k, v in teacher.params.items()}
+    else:
+        teacher, theta0 = make_teacher(name, **cfg), {}
+    fit_rows: list[dict] = []
+    probes: list[dict] = []
+
+    def callback(row: dict) -> None:
+        row = dict(row)
+        for k, v in theta0.items():
+            d = (teacher.params[k].detach() - v).norm()
+            row[f"move_{k}"] = float(d)
+            row[f"move_rel_{k}"] = float(d / v.norm().clamp_min(1e-30))
+        if row.get("kind") == "train" and probes:
+            row.update({f"probe_{k}": v for k, v in probes[-1].items()})
+        fit_rows.append(row)
+        print(
+            f"  fit {name} {json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}, default=float)}",
+            flush=True,
+        )
+
+    t0 = time.perf_counter()
+    with hypergradient_probe(probes) if name == "l2t-dlf" else nullcontext():
+        report = teacher.fit(spec, budget, seed=FIT_SEED, callback=callback)
+    teacher.save(path)
+    pd.DataFrame(fit_rows).to_json(
+        units.dir / f"fit_log_{name}.jsonl", orient="records", lines=True
+    )
+    units.put(
+        f"fit_{name}",
+        {
+            "kind": "fit",
+            "teacher": name,
+            **changes,
+            "fit_seed": FIT_SEED,  # its students: teachers.base.SeedPlan(FIT_SEED)
+            "selection_student_steps": selection_steps,
+            "config": cfg,
+            "budget": budget,
+            "student_steps": report.student_steps,
+            "episodes": report.episodes,
+            "best_dev_error": getattr(teacher, "best_dev_error", None),
+            "untrained_dev_error": next(
+                (r["dev_error"] for r in fit_rows if r.get("kind") == "select"), None
+            ),
+            "wall_time": time.perf_counter() - t0,
+        },
+    )
+    return Teacher.load(path)
+
+
+FIT_SEED = 0
+"""every learned teacher's fit seed: its students are SeedPlan(0)'s (1,000,000 + i, held-out
+1,005,000 + j), none of them a test seed (p.seeds) or a dev seed (p.dev_seeds)"""
+LEARNED = ("l2t-dlf", "l2t-dln")
+"""the protocols' learned teachers: fitted once per student type, then frozen"""
+
+
+def run_paper(
+    p: Protocol, student: str, out: Path, data_root: str, smoke: bool,
+    only: set[str] | None = None,
+) -> None:  # fmt: skip
+    """The paper protocols' units for one student: selections, fits, finals; `only` limits them
+    to these teachers (a later run with more reuses every unit made)."""
     plan = p.students[student]
+    wanted = [t for t in p.teachers if only is None or t in only]
     units = Units(out, p, student)
     spec = paper_spec(p, student, plan, data_root)
     dev_seeds = p.dev_seeds[:1] if smoke else p.dev_seeds
 
-    # 1. on dev: the student lr per fixed loss; L2T-DLF's bilinear start and lr together
+    # 1. on select: the student lr per fixed loss (large-margin's m with it where the plan
+    # lists margins); L2T-DLF's bilinear start and lr together; L2T-DLN's lr at its start
     lrs = sorted(plan.lrs)  # ties go to the smaller lr
-    chosen: dict[str, Selection] = {
-        loss: search_lr(paper_teacher(p, loss, spec), spec, lrs, dev_seeds,
-                        trial=stored_trials(units, loss))
-        for loss in LR_LOSSES
-    }  # fmt: skip
-    chosen["l2t-dlf"] = choose_start_and_lr(
-        spec,
-        {"start": plan.starts, "lr": lrs},
-        dev_seeds,
-        teacher=paper_teacher(p, START_LOSS, spec),
-        trial=stored_trials(units, START_LOSS),
-    )
+    chosen: dict[str, Selection] = {}
+    margin = p.teachers["large-margin"].get("margin")
+    for loss in (t for t in LR_LOSSES if t in wanted):
+        if loss == "large-margin" and plan.margins:
+            chosen[loss], margin = choose_margin_and_lr(p, spec, units, lrs, dev_seeds)
+        else:
+            chosen[loss] = search_lr(paper_teacher(p, loss, spec), spec, lrs, dev_seeds,
+                                     trial=stored_trials(units, loss))  # fmt: skip
+    if "l2t-dlf" in wanted:
+        chosen["l2t-dlf"] = choose_start_and_lr(
+            spec,
+            {"start": plan.starts, "lr": lrs},
+            dev_seeds,
+            teacher=paper_teacher(p, START_LOSS, spec),
+            trial=stored_trials(units, START_LOSS),
+        )
+    if "l2t-dln" in wanted:
+        start_dln, own = dln_start(p, spec)
+        chosen["l2t-dln"] = search_lr(
+            start_dln, own, lrs, dev_seeds, trial=stored_trials(units, DLN_START)
+        )
     lr = {name: sel.chosen["lr"] for name, sel in chosen.items()}
-    start = chosen["l2t-dlf"].chosen["start"]
+    start = chosen["l2t-dlf"].chosen["start"] if "l2t-dlf" in chosen else None
     selection_steps = sum(sel.student_steps for sel in chosen.values())
 
-    # 2. the L2T-DLF teacher, fitted on dev from its chosen start at its chosen lr
-    dlf_spec = chosen["l2t-dlf"].apply(spec)
-    cfg = dict(p.teachers["l2t-dlf"], select_every_updates=plan.select_every)
-    teacher_path = units.dir / "teacher_l2t-dlf.pt"
-    fitted = units.get("fit_l2t-dlf")
-    if fitted is not None and (fitted["lr"], fitted.get("start", "log-c")) != (
-        lr["l2t-dlf"],
-        start,
-    ):
-        raise ValueError(
-            f"{units.dir} holds an L2T-DLF fit at lr {fitted['lr']}, start "
-            f"{fitted.get('start', 'log-c')!r}; dev now chooses lr {lr['l2t-dlf']}, start "
-            f"{start!r}. Use another --out directory."
-        )
-    if fitted is None or not teacher_path.exists():
-        teacher = L2TDLFTeacher(**cfg)
-        env = teacher.spec_for(dlf_spec).make_env()
-        teacher.build(env.observation_space.shape[0], env.family.dim)
-        theta0 = {k: v.detach().clone() for k, v in teacher.params.items()}
-        episode = dlf_spec.episode_steps
-        selects = 1 + -(-plan.fit_episodes // plan.select_every)
-        budget = (plan.fit_episodes + selects * cfg["select_seeds"]) * episode
-        fit_rows: list[dict] = []
-        probes: list[dict] = []
-
-        def callback(row: dict) -> None:
-            row = dict(row)
-            for k, v in teacher.params.items():
-                d = (v.detach() - theta0[k]).norm()
-                row[f"move_{k}"] = float(d)
-                row[f"move_rel_{k}"] = float(d / theta0[k].norm().clamp_min(1e-30))
-            if row.get("kind") == "train" and probes:
-                row.update({f"probe_{k}": v for k, v in probes[-1].items()})
-            fit_rows.append(row)
-            print(
-                f"  fit {json.dumps({k: v for k, v in row.items() if not isinstance(v, list)}, default=float)}",
-                flush=True,
-            )
-
-        t0 = time.perf_counter()
-        with hypergradient_probe(probes):
-            report = teacher.fit(dlf_spec, budget, seed=0, callback=callback)
-        teacher.save(teacher_path)
-        pd.DataFrame(fit_rows).to_json(
-            units.dir / "fit_log_l2t-dlf.jsonl", orient="records", lines=True
-        )
-        units.put(
-            "fit_l2t-dlf",
-            {
-                "kind": "fit",
-                "lr": lr["l2t-dlf"],
-                "start": start,
-                "selection_student_steps": selection_steps,
-                "config": cfg,
-                "budget": budget,
-                "student_steps": report.student_steps,
-                "episodes": report.episodes,
-                "best_dev_error": teacher.best_dev_error,
-                "untrained_dev_error": next(
-                    (r["dev_error"] for r in fit_rows if r.get("kind") == "select"), None
-                ),
-                "wall_time": time.perf_counter() - t0,
-            },
-        )
-    teacher_dlf = Teacher.load(teacher_path)
+    # 2. the learned teachers, each fitted once on fit students at its select-chosen choices
+    fitted = {
+        name: fit_learned(
+            p,
+            plan,
+            units,
+            name,
+            chosen[name].apply(spec),
+            dict(chosen[name].chosen),
+            selection_steps,
+        )  # fmt: skip
+        for name in LEARNED
+        if name in wanted
+    }
 
     # 3. fresh test students, seed-major, every teacher on the same seeds
     seeds = p.seeds[:2] if smoke else p.seeds
     for seed in seeds:
-        for name in p.teachers:
+        for name in wanted:
             unit = f"final_{name}_{seed}"
-            if units.get(unit) is not None:
+            done = units.get(unit)
+            if done is not None and done.get("lr") != lr[name]:
+                raise ValueError(
+                    f"{units.path(unit)} was taught at lr {done.get('lr')}; select now chooses "
+                    f"{lr[name]} for {name}. Use another --out directory."
+                )
+            if done is not None:
                 continue
-            teacher = teacher_dlf if name == "l2t-dlf" else paper_teacher(p, name, spec)
+            if name in fitted:
+                teacher = fitted[name]
+            elif name == "large-margin":
+                teacher = LargeMarginTeacher(**{**p.teachers[name], "margin": margin})
+            else:
+                teacher = paper_teacher(p, name, spec)
             s = chosen[name].apply(spec)
-            env = teacher.spec_for(s).make_env()
+            own = teacher.spec_for(s)
+            env = own.make_env()
             result = teacher.teach(s, seed, env=env)
+            family = env.unwrapped.family
             units.put(
                 unit,
                 {
@@ -315,9 +472,12 @@ def run_paper(p: Protocol, student: str, out: Path, data_root: str, smoke: bool)
                     "seed": seed,
                     "lr": lr[name],
                     **({"start": start} if name == "l2t-dlf" else {}),
+                    **({"margin": margin} if name == "large-margin" else {}),
                     "student_steps": s.episode_steps,
                     **result.final,
-                    "coefficients": coefficient_rows(result, env.unwrapped.family, s.interval),
+                    "coefficients": []
+                    if family.name == "dln"  # 5,000 loss-network weights a step: not logged
+                    else coefficient_rows(result, family, own.interval),
                 },
             )
             summarise(out)
@@ -493,16 +653,18 @@ def summarise(out: Path) -> pd.DataFrame | None:
     final = df[df.kind == "final"].copy()
     final["test_error"] *= 100
     final["dev_error"] *= 100
-    if "start" not in final:  # units made before the bilinear start was a choice
-        final["start"] = None
-    keep = ["protocol", "protocol_version", "student", "teacher", "seed", "lr", "start"]
+    for col in ("start", "margin"):  # units made before these were choices
+        if col not in final:
+            final[col] = None
+    keep = ["protocol", "protocol_version", "student", "teacher", "seed", "lr", "start", "margin"]
     keep += ["student_steps", "dev_error", "test_error", "wall_time"]
     final[keep].sort_values(["protocol", "student", "teacher", "seed"]).to_csv(
         out / "per_seed.csv", index=False
     )
-    fits = (
-        df[df.kind == "fit"].set_index(["protocol", "student"]) if "fit" in set(df.kind) else None
-    )
+    fits = {  # (protocol, student, teacher) -> fit wall time; paper-2's fit unit names none
+        (r.protocol, r.student, r.unit.removeprefix("fit_")): float(r.wall_time)
+        for r in df[df.kind == "fit"].itertuples()
+    }
     rows = []
     diffs = {
         (proto, student): paired_difference(
@@ -513,12 +675,8 @@ def summarise(out: Path) -> pd.DataFrame | None:
     for (proto, student, teacher), g in final.groupby(["protocol", "student", "teacher"]):
         test = mean_ci(g.test_error)
         diff = diffs[(proto, student)].loc[teacher]
-        reported = REPORTED.get(student, {}).get(teacher) if proto == "paper" else None
-        fit_wall = (
-            float(fits.loc[(proto, student), "wall_time"])
-            if fits is not None and teacher == "l2t-dlf" and (proto, student) in fits.index
-            else 0.0
-        )
+        reported = REPORTED.get(student, {}).get(teacher) if proto.startswith("paper") else None
+        fit_wall = fits.get((proto, student, teacher), 0.0)
         rows.append(
             {
                 "protocol": proto,
@@ -535,6 +693,7 @@ def summarise(out: Path) -> pd.DataFrame | None:
                 "reported_unverified": reported,
                 "lr": g.lr.iloc[0],
                 "start": g.start.iloc[0],
+                "margin": g.margin.iloc[0],
                 "student_steps": int(g.student_steps.iloc[0]),
                 "teach_wall_s_per_student": g.wall_time.mean(),
                 "fit_wall_s": fit_wall,
@@ -678,9 +837,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-root", help="holds MNIST files or mnist.pkl.gz (required to run)")
     ap.add_argument("--protocols", default="paper,demo")
     ap.add_argument("--students", default=None, help="comma list; default: the protocol's")
+    ap.add_argument("--teachers", default=None,
+                    help="comma list (paper protocols): only these teachers' selections, fits "
+                    "and final students; default: the protocol's")  # fmt: skip
     ap.add_argument("--out", default="results/mnist_full")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every code path (tests)")
     ap.add_argument("--report-only", action="store_true", help="rebuild summary + README.md")
+    ap.add_argument("--time-one", metavar="LR", type=float,
+                    help="sizing: train one CE student per --students at this lr, print its "
+                    "wall time and load, run nothing else")  # fmt: skip
+    ap.add_argument("--time-fit", metavar="N", type=int, default=0,
+                    help="with --time-one: instead time N logged updates of each learned "
+                    "teacher's fit (seconds per charged student-step equivalent)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.report_only:
         print(write_readme(Path(args.out)))
@@ -693,8 +861,21 @@ def main(argv: list[str] | None = None) -> None:
     protocols = [get_protocol(n) for n in args.protocols.split(",")]
     for p in protocols:
         validate(p)
+    only = set(args.teachers.split(",")) if args.teachers else None
+    unknown = only - {t for p in protocols for t in p.teachers} if only else set()
+    if unknown:
+        ap.error(f"--teachers: not in the protocols: {sorted(unknown)}")
     if args.smoke:
         protocols = [smoke_version(p) for p in protocols]
+    if args.time_one is not None:
+        for p in protocols:
+            for student in args.students.split(",") if args.students else p.students:
+                if args.time_fit:
+                    for name in (t for t in LEARNED if t in p.teachers):
+                        time_fit(p, student, args.data_root, args.time_one, name, args.time_fit)
+                else:
+                    time_one(p, student, args.data_root, args.time_one)
+        return
     run = {"argv": sys.argv, "start": time.strftime("%Y-%m-%d %H:%M:%S"), **versions(),
            "protocols": {p.name: p.to_dict() for p in protocols}}  # fmt: skip
     (out / f"run_{time.strftime('%Y%m%d_%H%M%S')}.json").write_text(json.dumps(run, indent=1))
@@ -704,8 +885,10 @@ def main(argv: list[str] | None = None) -> None:
         for student in students:
             if student not in p.students:
                 continue
-            runner = run_paper if p.kind == "episode" else run_demo
-            runner(p, student, out, args.data_root, args.smoke)
+            if p.kind == "episode":
+                run_paper(p, student, out, args.data_root, args.smoke, only)
+            else:
+                run_demo(p, student, out, args.data_root, args.smoke)
     summary = summarise(out)
     if summary is not None:
         print(summary.to_string(index=False))
@@ -722,12 +905,16 @@ def smoke_version(p: Protocol) -> Protocol:
             horizon=min(plan.horizon, 2),
             interval=min(plan.interval, 5),
             lrs=plan.lrs[:2],
+            margins=plan.margins[:2],
             fit_episodes=1,
             select_every=1,
         )  # fmt: skip
         for s, plan in p.students.items()
     }
-    return dataclasses.replace(p, version=p.version + "-smoke", students=small)
+    teachers = dict(p.teachers)
+    if teachers["l2t-dlf"].get("estimator", "full") != "full":  # windows shorter than a run
+        teachers["l2t-dlf"] = {**teachers["l2t-dlf"], "K": 3}
+    return dataclasses.replace(p, version=p.version + "-smoke", students=small, teachers=teachers)
 
 
 if __name__ == "__main__":

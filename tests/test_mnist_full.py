@@ -216,7 +216,7 @@ def test_large_margin_teacher_anneals_beta():
 
 
 def test_protocols_load_validate_and_record_their_version():
-    assert set(PROTOCOLS) == {"paper", "demo"}
+    assert set(PROTOCOLS) == {"paper", "paper-trained", "demo"}
     for p in PROTOCOLS.values():
         validate(p)
         d = json.loads(json.dumps(p.to_dict()))
@@ -236,6 +236,13 @@ def test_a_broken_protocol_fails_validation():
         validate(dataclasses.replace(p, dev_seeds=(0,)))
     with pytest.raises(ValueError, match="unknown student"):
         validate(dataclasses.replace(p, students={"mlpp": p.students["mlp"]}))
+    trained = get_protocol("paper-trained")
+    odd = dataclasses.replace(trained.students["mlp"], horizon=7, interval=861)
+    with pytest.raises(ValueError, match="lookahead 10 must divide"):
+        validate(dataclasses.replace(trained, students={"mlp": odd}))
+    with pytest.raises(ValueError, match="margins"):
+        validate(dataclasses.replace(trained, students={
+            "mlp": dataclasses.replace(trained.students["mlp"], margins=(0,))}))  # fmt: skip
 
 
 # -------------------------------------------------------------------- the experiment script
@@ -318,3 +325,83 @@ def test_paper_protocol_chooses_the_bilinear_start_with_the_lr_on_dev(tmp_path):
     (units / "fit_l2t-dlf.json").write_text(json.dumps({**fit, "start": other}))
     with pytest.raises(ValueError, match="another --out"):
         mf.main([*argv, "--out", str(out)])
+
+
+def test_paper_trained_runs_its_whole_pipeline_and_resumes(tmp_path):
+    """The smoke run of paper-trained (fake MNIST): large-margin's (m, lr) and L2T-DLN's lr are
+    the lowest-select-error trials and the final students use them; both learned teachers are
+    fitted within the protocol's budget at their chosen lr; every teacher teaches the same test
+    seeds; a run limited to CE (--teachers ce) makes only CE's units, and the full run after it
+    reuses them; a further invocation redoes nothing."""
+    write_pkl(tmp_path / "mnist.pkl.gz", sizes=(5200, 100, 60))
+    mf = load_script()
+    out = tmp_path / "out"
+    argv = ["--smoke", "--data-root", str(tmp_path), "--protocols", "paper-trained"]
+    mf.main([*argv, "--students", "mlp", "--out", str(out), "--teachers", "ce"])
+    units = out / "units" / "paper-trained" / "mlp"
+    ce_only = {f.name: f.stat().st_mtime_ns for f in units.glob("*")}
+    assert sorted(ce_only) == ["final_ce_0.json", "final_ce_1.json", "lr_ce_0.02.json",
+                               "lr_ce_0.05.json"]  # fmt: skip
+    mf.main([*argv, "--students", "mlp", "--out", str(out)])
+    assert {f: units.joinpath(f).stat().st_mtime_ns for f in ce_only} == ce_only
+    with pytest.raises(SystemExit):
+        mf.main([*argv, "--out", str(out), "--teachers", "ce,l2t-dnl"])
+    rows = [json.loads(f.read_text()) for f in units.glob("lr_*.json")]
+    plan = mf.smoke_version(get_protocol("paper-trained")).students["mlp"]
+    lm = [r for r in rows if r["loss"].startswith("large-margin-m")]
+    assert {(r["margin"], r["lr"]) for r in lm} == {
+        (m, lr) for m in plan.margins for lr in plan.lrs
+    }
+    best_lm = min(lm, key=lambda r: (r["dev_error"], r["margin"], r["lr"]))
+    dln = [r for r in rows if r["loss"] == mf.DLN_START]
+    assert {r["lr"] for r in dln} == set(plan.lrs)
+    best_dln = min(dln, key=lambda r: (r["dev_error"], r["lr"]))
+    for seed in (0, 1):
+        final = json.loads((units / f"final_large-margin_{seed}.json").read_text())
+        assert (final["margin"], final["lr"]) == (best_lm["margin"], best_lm["lr"])
+        assert (
+            json.loads((units / f"final_l2t-dln_{seed}.json").read_text())["lr"] == best_dln["lr"]
+        )
+    for name in ("l2t-dlf", "l2t-dln"):
+        fit = json.loads((units / f"fit_{name}.json").read_text())
+        assert fit["budget"] == plan.fit_budget * 10 and 0 < fit["student_steps"] <= fit["budget"]
+        assert fit["selection_student_steps"] == sum(r["student_steps"] for r in rows)
+    assert json.loads((units / "fit_l2t-dln.json").read_text())["lr"] == best_dln["lr"]
+    per_seed = pd.read_csv(out / "per_seed.csv")
+    assert per_seed.groupby("teacher").seed.apply(sorted).map(tuple).to_dict() == {
+        t: (0, 1) for t in get_protocol("paper-trained").teachers
+    }
+    stamps = {f: f.stat().st_mtime_ns for f in units.glob("*")}
+    mf.main([*argv, "--students", "mlp", "--out", str(out)])
+    assert {f: f.stat().st_mtime_ns for f in units.glob("*")} == stamps
+    # a final student taught at another lr than select now chooses: refused, not mixed in
+    stale = json.loads((units / "final_ce_1.json").read_text())
+    (units / "final_ce_1.json").write_text(json.dumps({**stale, "lr": 0.3}))
+    with pytest.raises(ValueError, match="another --out"):
+        mf.main([*argv, "--students", "mlp", "--out", str(out)])
+
+
+def test_paper_trained_student_is_the_784_500_10_mlp(tmp_path):
+    write_pkl(tmp_path / "mnist.pkl.gz", sizes=(5200, 100, 60))
+    mf = load_script()
+    p = get_protocol("paper-trained")
+    spec = mf.paper_spec(p, "mlp", p.students["mlp"], str(tmp_path))
+    proc = spec.make_env().unwrapped.process
+    proc.reset(0)
+    shapes = sorted(tuple(v.shape) for v in proc.params.values())
+    assert shapes == [(10,), (10, 500), (500,), (500, 784)]
+    assert spec.episode_steps == 17_200 and p.students["lenet"].horizon * 430 == 8_600
+
+
+def test_dln_start_teaches_what_the_untrained_l2t_dln_teaches():
+    """The lr of L2T-DLN is chosen with a fixed action standing in for its untrained teacher:
+    the two must train the same student (identity start: the LSTM moves phi by exactly 0)."""
+    mf = load_script()
+    p = get_protocol("paper-trained")
+    spec = TeachingSpec(device="cpu", horizon=2, interval=10, lr=0.05)
+    fixed, own = mf.dln_start(p, spec)
+    assert own.loss == "dln"
+    a = fixed.teach(own, seed=7).final
+    b = make_teacher("l2t-dln", **p.teachers["l2t-dln"]).teach(spec, seed=7).final
+    assert a["dev_error"] == pytest.approx(b["dev_error"], abs=1e-6)
+    assert a["dev_loss"] == pytest.approx(b["dev_loss"], rel=1e-4)
