@@ -200,7 +200,7 @@ def reverse(
             # dw <- dw + lambda dv_tot + H_t dv_tot;  dv <- mu dv_tot      (module docstring)
             s = states[t - seg_start]
             state_t = StudentState(s.params, s.velocity, buffers, t)
-            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv)
+            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv, inplace=True)
             dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
     return Hypergradient(m.detach(), dphi, objective)
 

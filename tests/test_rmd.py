@@ -32,16 +32,17 @@ def tiny_data(shape=(1, 1, 12), classes=3, n=120, seed=0):
 DATA = tiny_data()
 
 
-def make_process(student="mlp", data=DATA, schedule="cosine", optim=None):
+def make_process(student="mlp", data=DATA, schedule="cosine", optim=None, loss="bilinear", **kw):
     proc = TeachingProcess(
         data,
         student,
-        "bilinear",
+        loss,
         batch_size=16,
         optim=optim or SGDConfig(0.3, 0.9, 1e-2, schedule, STEPS),
         dtype=torch.float64,
         device="cpu",
         student_kwargs={"hidden": 6} if student == "mlp" else None,
+        **kw,
     )
     proc.reset(3)
     return proc
@@ -197,3 +198,66 @@ def test_a_reverse_pass_is_charged_as_documented(every):
     if recomputed:
         want["recompute"] = recomputed * KINDS["recompute"]
     assert proc.cost.by_kind() == pytest.approx(want)
+
+
+def autograd_step_vjp(proc, state, coeffs, dw, dv):
+    """The VJP of one step by plain autograd through the differentiable student step (what the
+    process's step_vjp computed before its adjoint was written out)."""
+    w = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
+    v = {k: p.detach().requires_grad_(True) for k, p in state.velocity.items()}
+    c = coeffs.detach().clone().requires_grad_(True)
+    new, _ = proc.student_step(
+        type(state)(w, v, state.buffers, state.step),
+        proc.batch(state.step),
+        c,
+        differentiable=True,
+        with_stats=False,
+    )
+    inputs = [*w.values(), *v.values(), c]
+    out = torch.autograd.grad(
+        [*new.params.values(), *new.velocity.values()],
+        inputs,
+        grad_outputs=[*dw, *dv],
+        allow_unused=True,
+    )
+    out = [torch.zeros_like(x) if g is None else g for g, x in zip(out, inputs, strict=True)]
+    n = len(w)
+    return out[:n], out[n : 2 * n], out[-1]
+
+
+@pytest.mark.parametrize(
+    ("student", "loss", "kw"),
+    [
+        ("mlp", "bilinear", {}),
+        ("mlp", "large-margin", {}),  # the head's features enter the loss
+        ("resnet8", "bilinear", {}),  # BatchNorm in train mode
+        ("mlp", "bilinear", {"lr_action": True}),  # the lr a coefficient: autograd's path
+    ],
+)
+def test_step_vjp_is_the_steps_autograd_vjp(student, loss, kw):
+    """The process's written-out adjoint of one momentum-SGD step (one double backward, the
+    optimiser's arithmetic outside the graph, adjoints updated in place) equals autograd
+    through the whole differentiable step, for random adjoints, to float64 rounding; in place
+    and out of place give the same bits, and out of place leaves its inputs alone."""
+    data = tiny_data(shape=(3, 8, 8), classes=3, n=60) if student == "resnet8" else DATA
+    proc = make_process(student, data, loss=loss, **kw)
+    g = torch.Generator().manual_seed(11)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)  # away from v = 0 and step 0 (the cosine lr is not eta_0)
+    state = proc.state
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    kept = [t.clone() for t in (*dw, *dv)]
+    got = proc.step_vjp(state, coeffs, dw, dv)
+    assert all(torch.equal(a, b) for a, b in zip((*dw, *dv), kept, strict=True))
+    for mine, ref in zip((*got[0], *got[1], got[2]), (*want[0], *want[1], want[2]), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+    again = proc.step_vjp(state, coeffs, dw, dv, inplace=True)
+    assert all(
+        torch.equal(a, b) for a, b in zip((*again[0], *again[1]), (*got[0], *got[1]), strict=True)
+    )
+    assert torch.equal(again[2], got[2])
+    if not kw:  # the written-out path updates the caller's adjoints where they are
+        assert all(a is b for a, b in zip(again[0], dw, strict=True))
