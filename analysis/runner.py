@@ -103,6 +103,10 @@ class Grid:
     and the "last" checkpoint). Off by default: on a CPU core, 8 batched default students cost
     1.3x plain training each against 0.9-1.1x taught singly (benchmarks/README.md); for GPUs.
     A resumed directory keeps the setting it was made with (:func:`prepare`)"""
+    teacher_options: dict[str, dict] = field(default_factory=dict)
+    """teacher -> its options with every default filled in, as its units run them (set by
+    :func:`prepare`, recorded in config.json): a resumed directory keeps the defaults it was made
+    with when a teacher's defaults change (:func:`resolve_options`)"""
 
     def __post_init__(self) -> None:
         validate_grid(self)
@@ -224,6 +228,40 @@ def check_teachers_importable(names: Sequence[str]) -> dict[str, str]:
     return broken
 
 
+def resolve_options(grid: Grid, recorded: dict[str, Any] | None) -> dict[str, dict]:
+    """Each teacher's options as its units run them: its config over its Config's defaults;
+    for a teacher already in a resumed directory (`recorded`, its config.json), the defaults it
+    was made with: those recorded in ``teacher_options``, or, for a directory made before they
+    were recorded, the class's ``legacy_defaults`` (options whose default changed since, e.g.
+    REINFORCE's and SB3's ``n_envs``); an option added since reads as its default now."""
+    kept = set((recorded or {}).get("teachers", []))
+    out = dict((recorded or {}).get("teacher_options", {}))  # teachers this run leaves out too
+    for name in grid.teachers:
+        cls = teacher_class(name)
+        now = _json(asdict(cls.Config()))
+        base = now
+        if name in kept:
+            old = recorded.get("teacher_options", {}).get(name)
+            old = {**now, **getattr(cls, "legacy_defaults", {})} if old is None else old
+            base = {k: old.get(k, v) for k, v in now.items()}
+        given = {k: v for k, v in grid.teacher_configs.get(name, {}).items() if k != ENV_KEY}
+        out[name] = {**base, **_json(given)}
+    return out
+
+
+def unit_config(grid: Grid, name: str) -> dict[str, Any]:
+    """The options `name`'s units are built with: its config, plus every recorded option whose
+    value is not the default now (:func:`resolve_options`)."""
+    now = _json(asdict(teacher_class(name).Config()))
+    kept = {k: v for k, v in grid.teacher_options.get(name, {}).items() if now.get(k) != v}
+    return {**kept, **grid.teacher_configs.get(name, {})}
+
+
+def _json(value: Any) -> Any:
+    """`value` as config.json holds it (tuples as lists, objects as strings)."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def build_teacher(name: str, config: dict[str, Any], seed: int) -> Teacher:
     """A fresh teacher; a constructor ``seed`` (e.g. the random teacher's) follows the unit's."""
     config = {k: v for k, v in config.items() if k != ENV_KEY}
@@ -236,7 +274,7 @@ def run_unit(
     grid: Grid, teacher_name: str, budget: int, seed: int, *, progress: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame, Teacher]:
     """Fit one teacher and teach its students; returns (records, coeffs, fitted teacher)."""
-    teacher = build_teacher(teacher_name, grid.teacher_configs.get(teacher_name, {}), seed)
+    teacher = build_teacher(teacher_name, unit_config(grid, teacher_name), seed)
     spec = grid.spec_of(teacher_name)
     start = time.perf_counter()
     with tqdm(
@@ -509,10 +547,10 @@ def prepare(grid: Grid, out: str | Path, *, download: bool = False) -> RecordSto
     grid.spec.make_env(download=download)
     store = RecordStore(out)
     recorded = Path(out) / "config.json"
-    if recorded.exists():  # a resume teaches as the directory was made (before the setting: singly)
-        grid.batched_teaching = bool(
-            json.loads(recorded.read_text()).get("batched_teaching", False)
-        )
+    old = json.loads(recorded.read_text()) if recorded.exists() else None
+    if old is not None:  # a resume teaches as the directory was made (before the setting: singly)
+        grid.batched_teaching = bool(old.get("batched_teaching", False))
+    grid.teacher_options = resolve_options(grid, old)  # and fits with the defaults it was made with
     store.open(grid.to_config(), defaults=Grid(teachers=grid.teachers).to_config())
     return store
 

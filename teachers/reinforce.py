@@ -27,14 +27,20 @@ Budget: whole episodes only, run by the fit skeleton (``Teacher.fit``): an updat
 ``episodes_per_update`` episodes, or as many as the budget still holds (a last, smaller batch still
 gets its update), charged by the processes' counters (an episode costs ``episode_steps`` training
 steps). Training students come from the seed plan's stream (``SeedPlan.draw``), away from the
-small evaluation seeds that :meth:`Teacher.teach` is given. On the default spec a budget of 12,000
-steps is 20 episodes, 10 updates, 42-53 s on 2 shared CPU cores (load ~6).
+small evaluation seeds that :meth:`Teacher.teach` is given.
+
+Students at once: by default (``n_envs=None``) the fit decides at setup, from its budget, how many
+students it trains together in one batched process (teachers/fit_envs.py): the most, up to 8,
+that leave ``min_updates`` updates of one batch each in the budget after the selection's share,
+one batch of ``n_envs`` episodes per update; below two, the single env with 2 episodes per update
+(the default before, which result directories made before keep: ``legacy_defaults``). The choice
+is in every update's log row (``n_envs``, ``episodes_per_update``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +49,7 @@ from torch import nn
 from envs.cost import price
 from envs.losses import unknown_name_error
 from teachers.base import FitRun, SelectOptions, Teacher
+from teachers.fit_envs import spec_batchable, students_at_once
 
 BASELINES = ("learned", "running-mean", "none")
 MEANS = ("tanh", "clip")
@@ -76,11 +83,15 @@ class ReinforceConfig(SelectOptions):
     """c_H, the weight of the policy's entropy bonus in the loss"""
     value_coef: float = 0.5
     """c_V, the weight of the learned baseline's squared error in the loss"""
-    episodes_per_update: int = 2
-    """episodes collected per policy update"""
-    n_envs: int = 1
+    episodes_per_update: int | None = None
+    """episodes collected per policy update; None = n_envs (one batch each), 2 on a single env"""
+    n_envs: int | None = None
     """students taught at once while fitting: > 1 runs n_envs episodes together in one batched
-    process (envs/vector.py, one vmapped student step for all); 1 is the single env"""
+    process (envs/vector.py, one vmapped student step for all); 1 is the single env; None =
+    decided at setup from the budget (module docstring; a divisor of episodes_per_update if
+    that is given)"""
+    min_updates: int = 8
+    """policy updates the budget must still hold at the width n_envs=None picks"""
     max_grad_norm: float = 1.0
     """the gradient of policy and baseline is rescaled to at most this norm before each step"""
 
@@ -89,12 +100,16 @@ class ReinforceConfig(SelectOptions):
             raise unknown_name_error("baseline", self.baseline, BASELINES)
         if self.mean not in MEANS:
             raise unknown_name_error("policy mean", self.mean, MEANS)
-        if self.episodes_per_update < 1 or self.hidden < 1 or self.n_envs < 1:
+        counts = (self.episodes_per_update, self.hidden, self.n_envs, self.min_updates)
+        if any(n is not None and (isinstance(n, bool) or int(n) != n or n < 1) for n in counts):
             raise ValueError(
-                f"episodes_per_update, hidden and n_envs must be >= 1, got "
-                f"{self.episodes_per_update}, {self.hidden}, {self.n_envs}"
+                f"episodes_per_update, hidden, n_envs and min_updates must be integers >= 1 "
+                f"(episodes_per_update and n_envs may be None: decided by the fit), got "
+                f"{', '.join(map(repr, counts))}"
             )
-        if self.episodes_per_update % self.n_envs:
+        if None not in (self.episodes_per_update, self.n_envs) and (
+            self.episodes_per_update % self.n_envs
+        ):
             raise ValueError(
                 f"episodes_per_update ({self.episodes_per_update}) must be a multiple of n_envs "
                 f"({self.n_envs}): a batch of episodes is collected with one policy"
@@ -189,6 +204,9 @@ class ReinforceTeacher(Teacher):
 
     name = "reinforce"
     Config = ReinforceConfig
+    legacy_defaults: ClassVar[dict[str, Any]] = {"n_envs": 1, "episodes_per_update": 2}
+    """the options' defaults before the budget-aware width: what a result directory made before
+    its teachers' options were recorded (analysis/runner.py) resumes with"""
 
     def __init__(self, config: ReinforceConfig | None = None, /, **options: Any) -> None:
         super().__init__(config, **options)
@@ -220,17 +238,33 @@ class ReinforceTeacher(Teacher):
         self._optimizer = torch.optim.Adam(self._parameters(), lr=self.args.lr)
         self._noise = torch.Generator().manual_seed(run.seed)
         self._episode_cost = price("train", spec.episode_steps)
+        self.n_envs, self.episodes_per_update = self.width(run)
         self._venv = None
-        if self.args.n_envs > 1:
+        if self.n_envs > 1:
             from envs.vector import LossTeachingVectorEnv
 
-            self._venv = LossTeachingVectorEnv(self.args.n_envs, **spec.to_dict())
+            self._venv = LossTeachingVectorEnv(self.n_envs, **spec.to_dict())
             run.watch(self._venv.process)
+
+    def width(self, run: FitRun) -> tuple[int, int]:
+        """(n_envs, episodes_per_update) of this fit: as given, or decided once from the budget
+        (module docstring): the widest batch up to 8 whose ``min_updates`` updates fit in the
+        budget less the selection's expected share, on the spec's own env only."""
+        a = self.args
+        n, k = a.n_envs, a.episodes_per_update
+        if n is None:
+            left = max(0.0, run.budget - self.selection_budget(run))
+            cap = students_at_once(left, self._episode_cost, a.min_updates)
+            cap = cap if spec_batchable(run.spec) else 1
+            n = cap if k is None else max(d for d in range(1, min(k, cap) + 1) if k % d == 0)
+        if k is None:
+            k = n if n > 1 else 2
+        return n, k
 
     def _episodes_next(self, run: FitRun) -> int:
         """Whole episodes the next update collects: `episodes_per_update`, or as many as the
         budget still holds (a last, smaller batch still gets its update)."""
-        return min(self.args.episodes_per_update, int(run.left() // self._episode_cost))
+        return min(self.episodes_per_update, int(run.left() // self._episode_cost))
 
     def next_update(self, run: FitRun) -> float | None:
         k = self._episodes_next(run)
@@ -239,7 +273,7 @@ class ReinforceTeacher(Teacher):
     def update(self, run: FitRun) -> list[dict]:
         """Collect the episodes (n_envs at a time in the batched process while a whole batch
         is wanted, then one at a time) and take one policy-gradient step."""
-        k, n_envs = self._episodes_next(run), self.args.n_envs
+        k, n_envs = self._episodes_next(run), self.n_envs
         episodes: list[Episode] = []
         while len(episodes) < k:
             chunk = min(n_envs, k - len(episodes))
@@ -250,7 +284,11 @@ class ReinforceTeacher(Teacher):
                 episodes += [self._sample_episode(self._env, s) for s in seeds]
         run.report.episodes += k
         row = self._update(episodes, self._optimizer)
-        row["episodes"] = run.report.episodes
+        row.update(
+            episodes=run.report.episodes,
+            n_envs=self.n_envs,
+            episodes_per_update=self.episodes_per_update,
+        )
         return [row]
 
     def finish(self, run: FitRun) -> None:

@@ -20,6 +20,13 @@ charged by the processes' counters. ``n_steps`` (when not given) is derived from
 so that a small budget still completes ``min_updates`` policy updates (PPO's default rollout of
 2,048 env steps is 102,400 student steps at interval 50; A2C keeps its default of 5).
 
+Students at once: by default (``n_envs=None``) the fit decides at setup, from its budget, how many
+students it trains together (teachers/fit_envs.py): the most, up to 8, whose rollouts still give
+``min_updates`` updates of at least 2 env steps per env (of ``n_steps`` when that is given), in
+one batched process (``batched=None``: envs/sb3_vec.py, one vmapped step for all) where the spec's
+env allows; 1, the single env, when even two do not fit (the default before, which result
+directories made before keep: ``legacy_defaults``). The choice is in every update's log row.
+
 Cost: on the default spec (mnist5k, mlp, 12 x 50) a budget of 12,000 student steps (240 env steps,
 20 episodes; PPO 4 rollouts of 60, A2C 48 of 5) fits in 45-50 s on 2 CPU cores shared with other
 jobs (load ~6), nearly all of it student training.
@@ -41,6 +48,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormali
 
 from envs.cost import price
 from teachers.base import FitRun, SelectOptions, Teacher
+from teachers.fit_envs import spec_batchable, students_at_once
 
 
 @dataclass
@@ -49,11 +57,13 @@ class SB3Config(SelectOptions):
 
     family: str | None = "compact"
     """loss family acted on ('compact' default, 'bilinear', ...; None = the spec's)"""
-    n_envs: int = 1
-    """env copies in the DummyVecEnv (each trains its own student)"""
-    batched: bool = False
+    n_envs: int | None = None
+    """students trained at once, each by its own env copy; None = decided at setup from the
+    budget (module docstring)"""
+    batched: bool | None = None
     """train the n_envs students in one batched process (envs/sb3_vec.py, one vmapped step for
-    all) instead of a DummyVecEnv of single envs; same students, same seeds"""
+    all) instead of a DummyVecEnv of single envs; same students, same seeds; None = batched
+    when n_envs > 1 and the spec's own env is used (teachers.fit_envs.spec_batchable)"""
     n_steps: int | None = None
     """env steps per env per rollout; None = derived from the budget (module docstring)"""
     min_updates: int = 4
@@ -74,13 +84,17 @@ class SB3Config(SelectOptions):
 
     def __post_init__(self) -> None:
         n_steps, n_envs, min_updates = self.n_steps, self.n_envs, self.min_updates
-        if n_envs < 1 or min_updates < 1 or (n_steps is not None and n_steps < 2):
+        if (
+            (n_envs is not None and n_envs < 1)
+            or min_updates < 1
+            or (n_steps is not None and n_steps < 2)
+        ):
             raise ValueError(
-                f"need n_envs >= 1, min_updates >= 1 and n_steps >= 2 (or None), got "
+                f"need n_envs >= 1 (or None), min_updates >= 1 and n_steps >= 2 (or None), got "
                 f"n_envs={n_envs}, min_updates={min_updates}, n_steps={n_steps}"
             )
         self.net_arch = [64, 64] if self.net_arch is None else list(map(int, self.net_arch))
-        self.batched = bool(self.batched)
+        self.batched = None if self.batched is None else bool(self.batched)
         self.algo_kwargs = dict(self.algo_kwargs or {})
 
 
@@ -111,6 +125,9 @@ class SB3Teacher(Teacher):
     algo: ClassVar[type[BaseAlgorithm]]
     default_n_steps: ClassVar[int]
     Config = SB3Config
+    legacy_defaults: ClassVar[dict[str, Any]] = {"n_envs": 1, "batched": False}
+    """the options' defaults before the budget-aware width: what a result directory made before
+    its teachers' options were recorded (analysis/runner.py) resumes with"""
 
     def __init__(self, config: SB3Config | None = None, /, **options: Any) -> None:
         super().__init__(config, **options)
@@ -118,12 +135,29 @@ class SB3Teacher(Teacher):
         self.obs_stats: dict[str, Any] | None = None
         """VecNormalize's observation statistics (mean, var, epsilon, clip_obs), frozen for act"""
 
-    def rollout_steps(self, budget: int, interval: int) -> int:
-        """n_steps per env: as given, or derived from the budget (module docstring)."""
+    def rollout_steps(self, budget: float, interval: int, n_envs: int | None = None) -> int:
+        """n_steps per env of `n_envs` envs (default: the config's, 1 if undecided): as given,
+        or derived from the budget (module docstring)."""
         if self.config["n_steps"] is not None:
             return self.config["n_steps"]
-        per_update = budget // interval // (self.config["min_updates"] * self.config["n_envs"])
+        n_envs = n_envs or self.config["n_envs"] or 1
+        per_update = int(budget // interval) // (self.config["min_updates"] * n_envs)
         return int(np.clip(per_update, 2, self.default_n_steps))
+
+    def width(self, budget: float, spec) -> tuple[int, bool]:
+        """(n_envs, batched) of a fit: as given, or decided from the budget its rollouts may
+        spend (module docstring): the most envs, up to 8, that still give ``min_updates``
+        rollouts of ``n_steps`` (or 2) env steps each."""
+        cfg = self.config
+        n = cfg["n_envs"]
+        if n is None:
+            per_env = spec.interval * (cfg["n_steps"] or 2)
+            n = students_at_once(budget, per_env, cfg["min_updates"])
+            n = n if spec_batchable(spec) else 1
+        batched = cfg["batched"]
+        if batched is None:
+            batched = n > 1 and spec_batchable(spec)
+        return n, batched
 
     def _algo_kwargs(self, rollout: int) -> dict[str, Any]:
         return {}
@@ -133,19 +167,21 @@ class SB3Teacher(Teacher):
         """The vector env (its processes watched by the fit) and the SB3 model; one update is
         one rollout and one policy update (``n_steps`` env steps per env)."""
         spec, cfg = run.spec, self.config
-        if cfg.get("batched"):
+        # the rollouts share the budget with the selection's candidates (teachers.base.Selection)
+        budget = max(0, run.budget - self.selection_budget(run))
+        self.n_envs, self.batched = self.width(budget, spec)
+        if self.batched:
             from envs.sb3_vec import BatchedVecEnv
 
-            inner = VecMonitor(BatchedVecEnv(cfg["n_envs"], **spec.to_dict()))
+            inner = VecMonitor(BatchedVecEnv(self.n_envs, **spec.to_dict()))
             run.watch(inner.venv.process)
         else:
-            inner = DummyVecEnv([lambda: Monitor(run.make_env())] * cfg["n_envs"])
+            inner = DummyVecEnv([lambda: Monitor(run.make_env())] * self.n_envs)
         self._venv = VecNormalize(
             inner, norm_obs=True, norm_reward=False, gamma=cfg["algo_kwargs"].get("gamma", 0.99)
         )
-        # the rollouts share the budget with the selection's candidates (teachers.base.Selection)
-        n_steps = self.rollout_steps(max(0, run.budget - self.selection_budget(run)), spec.interval)
-        self._rollout = n_steps * cfg["n_envs"]
+        n_steps = self.rollout_steps(budget, spec.interval, self.n_envs)
+        self._rollout = n_steps * self.n_envs
         kwargs = {
             "n_steps": n_steps,
             "policy_kwargs": {"log_std_init": cfg["log_std_init"], "net_arch": cfg["net_arch"]},
@@ -185,6 +221,8 @@ class SB3Teacher(Teacher):
                 "episodes": run.report.episodes,
                 "mean_return": float(np.mean(returns.returns)) if returns.returns else math.nan,
                 "episode_returns": returns.returns,
+                "n_envs": self.n_envs,
+                "batched": self.batched,
             }
         ]
 

@@ -18,6 +18,8 @@ boundary would test the clipping, not the learning.
 
 from __future__ import annotations
 
+import json
+
 import gymnasium
 import numpy as np
 import pytest
@@ -71,6 +73,8 @@ def test_policy_gradient_teacher_learns_the_best_action(name):
     teacher = make_teacher(name, family="compact", **config)
     report = teacher.fit(SPEC, budget, seed=0)
     assert report.student_steps == budget
+    # the batched process would not wrap the spec's own env (the reward): one env at a time
+    assert {row["n_envs"] for row in report.log} == {1}
     returns = np.array([row["mean_return"] for row in report.log])
     k = max(1, len(returns) // 5)
     first, last = returns[:k].mean(), returns[-k:].mean()
@@ -80,3 +84,114 @@ def test_policy_gradient_teacher_learns_the_best_action(name):
     obs, _ = env.reset(seed=11)
     error = np.abs(teacher.act(obs) - TARGET).mean()
     assert error < 0.2, f"mean |a - a*| = {error:.3f} (0.3 for the untrained mean)"
+
+
+# -- how many students an RL fit trains at once (teachers/fit_envs.py) ---------------------------
+TINY = TeachingSpec(
+    horizon=2, interval=5, batch_size=16, dev_subset=32, device="cpu", student_kwargs={"hidden": 16}
+)
+EPISODE = TINY.episode_steps
+SELECTION = 6 * 2 * EPISODE
+"""the default selection's expected share: 6 candidates (every 0.2 of the budget, the untrained
+and the last) of 2 students each"""
+
+
+def update_rows(report) -> list[dict]:
+    return [row for row in report.log if row.get("kind") != "select"]
+
+
+def widths(report, *keys) -> set[tuple]:
+    return {tuple(row[k] for k in keys) for row in update_rows(report)}
+
+
+def test_reinforce_fits_on_the_batched_env_by_default_at_a_budget_of_several_episodes():
+    """24 episodes and no selection: the widest batch that leaves 8 updates is 3 students,
+    collected together, one batch per update; at a larger budget, with the default selection,
+    the full 8."""
+    report = make_teacher("reinforce", hidden=16, select_seeds=0).fit(TINY, 24 * EPISODE + 3)
+    assert widths(report, "n_envs", "episodes_per_update") == {(3, 3)}
+    assert len(update_rows(report)) == 8 and report.episodes == 24
+    assert report.student_steps == 24 * EPISODE
+    wide = make_teacher("reinforce", hidden=16).fit(TINY, SELECTION + 64 * EPISODE)
+    assert widths(wide, "n_envs", "episodes_per_update") == {(8, 8)}
+    assert wide.student_steps <= SELECTION + 64 * EPISODE
+
+
+def test_a_given_episodes_per_update_gets_a_width_that_divides_it():
+    report = make_teacher("reinforce", hidden=16, select_seeds=0, episodes_per_update=6).fit(
+        TINY, 64 * EPISODE
+    )
+    assert widths(report, "n_envs", "episodes_per_update") == {(6, 6)}
+    report = make_teacher("reinforce", hidden=16, select_seeds=0, episodes_per_update=4).fit(
+        TINY, 64 * EPISODE
+    )
+    assert widths(report, "n_envs", "episodes_per_update") == {(4, 4)}
+
+
+def test_a_tiny_budget_still_fits_one_student_at_a_time():
+    """Below two students' worth of updates the default is the single env, 2 episodes an update
+    (the old default): one episode's budget still makes an update, and a budget that the
+    selection takes whole still fits."""
+    one = make_teacher("reinforce", hidden=16, select_seeds=0).fit(TINY, EPISODE)
+    assert widths(one, "n_envs", "episodes_per_update") == {(1, 2)}
+    assert one.episodes == 1 and one.student_steps == EPISODE
+    quick = make_teacher("reinforce", hidden=16).fit(TINY, 2 * EPISODE)
+    assert quick.student_steps <= 2 * EPISODE
+    for name in ("ppo", "a2c"):
+        teacher = make_teacher(name, net_arch=[16])
+        assert teacher.width(0, TINY) == (1, False)
+        assert teacher.width(8 * 4 * 2 * TINY.interval, TINY) == (8, True)
+        assert teacher.width(8 * 4 * 2 * TINY.interval - 1, TINY) == (7, True)
+        assert teacher.width(8 * 4 * 2 * TINY.interval, ActionRewardSpec(**vars(TINY))) == (
+            1,
+            False,
+        )
+        report = teacher.fit(TINY, 2 * EPISODE)
+        assert report.student_steps <= 2 * EPISODE
+        assert widths(report, "n_envs", "batched") <= {(1, False)}
+
+
+def test_ppo_fits_on_the_batched_env_by_default():
+    report = make_teacher("ppo", net_arch=[16], select_seeds=0).fit(TINY, 8 * 4 * 2 * TINY.interval)
+    assert widths(report, "n_envs", "batched") == {(8, True)}
+    assert len(update_rows(report)) == 4 and report.student_steps == 8 * 4 * 2 * TINY.interval
+
+
+def test_a_result_directory_made_before_the_default_resumes_with_the_old_width(tmp_path):
+    """A directory whose config.json lacks the teachers' resolved options (the runner wrote none
+    before) fits its units at the old defaults (one env, 2 episodes an update), also on a later
+    resume; a new directory fits at the budget's width. Both directories record `{}` as the
+    teacher's config."""
+    from analysis.runner import Grid, RecordStore, prepare, run_grid
+
+    budget = SELECTION + 24 * EPISODE
+
+    def grid(seeds=1):
+        return Grid(["reinforce"], seeds=seeds, budgets=[budget], spec=TINY)
+
+    def fitted_widths(root):
+        frame = RecordStore(root).read()
+        fit = frame[(frame.phase == "fit") & frame.metric.isin(["n_envs", "episodes_per_update"])]
+        return {
+            (seed, metric): set(rows.value)
+            for (seed, metric), rows in fit.groupby(["seed", "metric"])
+        }
+
+    run_grid(grid(), tmp_path / "new", progress=False)
+    assert fitted_widths(tmp_path / "new") == {
+        (0, "n_envs"): {3.0},
+        (0, "episodes_per_update"): {3.0},
+    }
+    prepare(grid(), tmp_path / "old")  # config.json as the runner wrote it before: no options
+    path = tmp_path / "old" / "config.json"
+    config = json.loads(path.read_text())
+    del config["teacher_options"]
+    path.write_text(json.dumps(config))
+    run_grid(grid(), tmp_path / "old", progress=False)
+    recorded = json.loads(path.read_text())["teacher_options"]["reinforce"]
+    assert (recorded["n_envs"], recorded["episodes_per_update"]) == (1, 2)
+    run_grid(grid(seeds=2), tmp_path / "old", progress=False)  # a later resume adds a seed
+    assert fitted_widths(tmp_path / "old") == {
+        (s, m): {v} for s in (0, 1) for m, v in (("n_envs", 1.0), ("episodes_per_update", 2.0))
+    }
+    assert json.loads(path.read_text())["teacher_configs"] == {}
