@@ -522,9 +522,26 @@ class TeachingProcess(StateViews):
         buffers = {k: b.clone() for k, b in state.buffers.items()}  # BatchNorm writes its copy
         x, y = self.batch(state.step)
         with torch.enable_grad():
-            loss, _ = self.student_loss(dict(zip(keys, w, strict=True)), buffers, x, y, c)
-            g = torch.autograd.grad(loss, w, create_graph=True)
-            *hv, dc = torch.autograd.grad(g, [*w, c], grad_outputs=dv_tot, allow_unused=True)
+            with _data_layers(self.model) as layers:
+                loss, _ = self.student_loss(dict(zip(keys, w, strict=True)), buffers, x, y, c)
+            # <g_t, dv_tot>, differentiated once more: H_t dv_tot and the mixed product. A layer
+            # on the data (Linear/Conv whose input needs no gradient) enters through its output
+            # h = f(x; W, b), linear in (W, b): <dL/dW, U> + <dL/db, u> = <dL/dh, f(x; U, u)>,
+            # which spares the product dL/dW = dh^T x (the first layer's: a quarter of the
+            # reverse step's arithmetic) that only the double backward would read
+            u = dict(zip(keys, dv_tot, strict=True))
+            layers = [layer for layer in layers if set(layer[1]) <= u.keys()]
+            owned = {k for _, params, _ in layers for k in params}
+            rest = [i for i, k in enumerate(keys) if k not in owned]
+            g = torch.autograd.grad(
+                loss, [w[i] for i in rest] + [out for _, _, (_, out) in layers], create_graph=True
+            )
+            dot = [(g[j] * dv_tot[i]).sum() for j, i in enumerate(rest)]
+            for (module, params, (inp, _)), dh in zip(layers, g[len(rest) :], strict=True):
+                with torch.no_grad():  # f(x; U, u): the output's derivative along dv_tot
+                    h_dot = functional_call(module, {n: u[k] for k, n in params.items()}, (inp,))
+                dot.append((dh * h_dot).sum())
+            *hv, dc = torch.autograd.grad(torch.stack(dot).sum(), [*w, c], allow_unused=True)
         hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, w, strict=True)]
         dc = torch.zeros_like(c) if dc is None else dc
         dw = d_params if inplace else [d.clone() for d in d_params]
@@ -817,3 +834,35 @@ class TeachingProcess(StateViews):
     @property
     def log_classes(self) -> float:
         return math.log(self.num_classes)
+
+
+_DATA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@contextlib.contextmanager
+def _data_layers(model: nn.Module) -> Iterator[list]:
+    """Catch the layers of one forward pass of `model` that read the data: a Linear or Conv
+    called once, on an input that needs no gradient, its output not changed in place after.
+    Yields a list, filled when the block ends, of (module, {param key: its name in the module},
+    (input, output)) for :meth:`TeachingProcess.step_vjp`."""
+    seen: dict[str, list] = {}
+    modules = {n: m for n, m in model.named_modules() if isinstance(m, _DATA_LAYER_TYPES)}
+
+    def catch(name: str) -> Callable:
+        return lambda module, inp, out: seen.setdefault(name, []).append(
+            (inp[0], out, out._version)
+        )
+
+    hooks = [m.register_forward_hook(catch(n)) for n, m in modules.items()]
+    layers: list = []
+    try:
+        yield layers
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for name, calls in seen.items():
+        if len(calls) != 1 or calls[0][0].requires_grad or calls[0][1]._version != calls[0][2]:
+            continue
+        inp, out, _ = calls[0]
+        params = {f"{name}.{n}" if name else n: n for n, _ in modules[name].named_parameters()}
+        layers.append((modules[name], params, (inp, out)))
