@@ -14,10 +14,13 @@ walks the steps backwards with explicit adjoints, following Maclaurin et al. (20
               dv    <- mu dv_tot
 
 with g_t = grad_w L_Phi(w_t; B_t) and H_t = d g_t / d w_t. These four lines are the vector-Jacobian
-product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), so each reverse step is autograd through
-the process's own differentiable step (``TeachingProcess.step_vjp``): one gradient with
-``create_graph=True`` and one double-backward that yields H_t dv_tot and the mixed product together,
-with no second copy of the student's update rule here.
+product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), the process's own
+(``TeachingProcess.step_vjp``, next to the step it reverses; no copy of the student's update rule
+here): the scalar <g_t, dv_tot> by one gradient with ``create_graph=True``, and its gradient (one
+double backward) gives H_t dv_tot and the mixed product together. The optimiser's arithmetic stays
+out of the graph and the adjoints are updated in place (``inplace=True``), and a layer on the data
+enters <g_t, dv_tot> through its output, so a reverse step does 3 products with the first layer's
+weights where a plain step does 2 (benchmarks/README.md, hypergradient section).
 
 The coefficients are constant within one ``advance`` call (one env step, ``interval`` student steps),
 so the engine returns dM/dPhi_k per call k; a teacher backprops those into its parameters with one
