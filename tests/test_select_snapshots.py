@@ -23,10 +23,11 @@ TINY = TeachingSpec(
     horizon=2, interval=5, batch_size=32, dev_subset=64, device="cpu", student_kwargs={"hidden": 32}
 )
 LEARNING = ("a2c", "l2t-dlf", "l2t-dln", "ppo", "reinforce")
-SMALL = {  # small networks: the selection is under test, not the learning
-    "reinforce": {"hidden": 16},
-    "ppo": {"net_arch": [16]},
-    "a2c": {"net_arch": [16]},
+SMALL = {  # small networks: the selection is under test, not the learning; one env at a time,
+    # so every process is built by the spec's make_env, which the test counts
+    "reinforce": {"hidden": 16, "n_envs": 1},
+    "ppo": {"net_arch": [16], "n_envs": 1},
+    "a2c": {"net_arch": [16], "n_envs": 1},
     "l2t-dln": {"hidden": 8, "lookahead": 5},
 }
 
