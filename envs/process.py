@@ -534,10 +534,15 @@ class TeachingProcess(StateViews):
             owned = {k for _, params, _ in layers for k in params}
             rest = [i for i, k in enumerate(keys) if k not in owned]
             g = torch.autograd.grad(
-                loss, [w[i] for i in rest] + [out for _, _, (_, out) in layers], create_graph=True
+                loss,
+                [w[i] for i in rest] + [out for _, _, (_, out) in layers],
+                create_graph=True,
+                allow_unused=True,
             )
-            dot = [(g[j] * dv_tot[i]).sum() for j, i in enumerate(rest)]
+            dot = [(g[j] * dv_tot[i]).sum() for j, i in enumerate(rest) if g[j] is not None]
             for (module, params, (inp, _)), dh in zip(layers, g[len(rest) :], strict=True):
+                if dh is None:  # a layer whose output the loss does not read
+                    continue
                 with torch.no_grad():  # f(x; U, u): the output's derivative along dv_tot
                     h_dot = functional_call(module, {n: u[k] for k, n in params.items()}, (inp,))
                 dot.append((dh * h_dot).sum())
@@ -842,7 +847,8 @@ _DATA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 @contextlib.contextmanager
 def _data_layers(model: nn.Module) -> Iterator[list]:
     """Catch the layers of one forward pass of `model` that read the data: a Linear or Conv
-    called once, on an input that needs no gradient, its output not changed in place after.
+    called once, on an input that needs no gradient, its output not changed in place after (and
+    its weights used by it alone: the students here tie no weights)
     Yields a list, filled when the block ends, of (module, {param key: its name in the module},
     (input, output)) for :meth:`TeachingProcess.step_vjp`."""
     seen: dict[str, list] = {}
