@@ -137,6 +137,32 @@ def diagnostics(run_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+GOALS = ("ce+meta", "gce")
+"""what issue 20 asks an estimator to beat (ce+meta) and to match or beat (GCE)"""
+
+
+def versus(run_dir: Path, against: tuple[str, ...] = GOALS) -> pd.DataFrame:
+    """Each L2T-DLF variant against each of `against`: the paired test-error difference over the
+    shared seeds (teacher - other, in points), its 95 % CI, the raw paired-t p and the p
+    Holm-adjusted over this whole family of comparisons (every variant x every other)."""
+    from analysis.records import RecordStore
+    from analysis.stats import holm, paired_difference
+    from analysis.tables import per_seed
+
+    store = RecordStore(run_dir)
+    seeds = per_seed(store.read(), store.config().get("teachers"))
+    rows = []
+    for other in against:
+        diff = paired_difference(
+            seeds[["teacher", "seed", "test_error"]], other, value="test_error"
+        )
+        diff = diff[diff["teacher"].str.startswith("l2t-dlf")].assign(versus=other)
+        rows.append(diff)
+    out = pd.concat(rows, ignore_index=True)
+    out["diff_p_holm"] = holm(out["diff_p"].to_numpy())
+    return out[["teacher", "versus", "diff_n", "diff_mean", "diff_ci", "diff_p", "diff_p_holm"]]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=list(PARTS), required=True)
@@ -162,7 +188,10 @@ def main(argv: list[str] | None = None) -> None:
     if not args.collate:
         subprocess.run(cmd, check=True)
     run_dir = Path(args.out) / args.part
-    for name, table in (("learned", learned(run_dir)), ("diagnostics", diagnostics(run_dir))):
+    tables = {"learned": learned(run_dir), "diagnostics": diagnostics(run_dir)}
+    if args.part == "estimators":
+        tables["versus"] = versus(run_dir)
+    for name, table in tables.items():
         table.to_csv(Path(args.out) / f"{args.part}_{name}.csv", index=False)
         print(table.to_string())
 
