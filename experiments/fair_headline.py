@@ -20,9 +20,10 @@ class 100) and ``clean`` (the reference: shown, not averaged into the overall ra
 flipped) is the limit of the noisy settings only: elsewhere it is plain CE.
 
 Teachers: the fair baselines (``ce``, ``ce+meta``, ``label-smoothing``, ``gce``, ``l2rw``,
-``mw-net``), L2T-DLF with the paper's whole-run estimator (``l2t-dlf``) and with the estimator
-chosen on ``select`` in ``results/estimators_fair`` (``l2t-dlf@<it>``), L2T-DLN, REINFORCE and
-PPO; and L2T-DLF (chosen estimator), REINFORCE and PPO again with the lr action (``@...+lr``:
+``mw-net``), L2T-DLF with the paper's whole-run estimator (``l2t-dlf``) and, when another was
+chosen on ``select`` in ``results/estimators_fair``, with that one (``l2t-dlf@<it>``; the whole-run
+one was chosen: lowest select error), L2T-DLN, REINFORCE and PPO; and L2T-DLF (the chosen
+estimator), REINFORCE and PPO again with the lr action (``@lr`` / ``@...+lr``:
 the same teacher that may also scale the student lr; L2T-DLN refuses the lr action, its
 loss network has no lr output). Every learned teacher is chosen among candidates every half of
 its budget (``select_every: 0.5``), as in ``experiments/estimators_fair.py``.
@@ -64,7 +65,7 @@ RANKED = ("symmetric-40", "pairflip-40", "imbalance-100")
 SUMMARY_BUDGET = 64000
 """the budget every setting has: the leaderboard's and the across-settings statistics'"""
 
-CHOSEN_ESTIMATOR = "truncated"
+CHOSEN_ESTIMATOR = "full"
 """L2T-DLF's estimator for the headline, chosen on ``select`` (mean select error of the fitted
 teachers) in results/estimators_fair; its options are ESTIMATORS[CHOSEN_ESTIMATOR]"""
 SELECT = {"select_every": 0.5}
