@@ -96,6 +96,10 @@ class Protocol:
 LARGE_MARGIN_MNIST = {"margin": 4, "beta0": 1000.0, "gamma": 0.12, "power": 1.0, "beta_min": 0.0}
 """L-Softmax as both protocols run it: m = 4, beta annealed 1000 (1 + 0.12 t)^-1 down to 0"""
 
+L2T_DLF_ATTENTION = {"form": "attention", "memory": 8, "init_scale": 0.01, "objective": "ce"}
+"""the paper's teacher as every full-MNIST protocol runs it: Phi_t = W softmax(V s_t), N = 8
+memories, small init around the start, dev cross-entropy as M"""
+
 PAPER = Protocol(
     name="paper",
     version="paper-3",
@@ -116,12 +120,9 @@ PAPER = Protocol(
         "label-smoothing": {"epsilon": 0.1},
         "large-margin": LARGE_MARGIN_MNIST,
         "l2t-dlf": {
-            "form": "attention",
-            "memory": 8,
-            "init_scale": 0.01,
+            **L2T_DLF_ATTENTION,
             "teacher_lr": 0.002,
             "clip": 1.0,
-            "objective": "ce",
             "checkpoint_every": 8,
             "select_seeds": 2,
         },
@@ -195,10 +196,7 @@ PAPER_TRAINED = Protocol(
         "label-smoothing": {"epsilon": 0.1},
         "large-margin": LARGE_MARGIN_MNIST,
         "l2t-dlf": {
-            "form": "attention",
-            "memory": 8,
-            "init_scale": 0.01,
-            "objective": "ce",
+            **L2T_DLF_ATTENTION,
             "estimator": "truncated",
             "K": 200,
             "normalize": True,

@@ -101,8 +101,9 @@ def learned(run_dir: Path) -> pd.DataFrame:
             kept = ups[ups.step.isin(best.step)]
             row["kept_updates"] = int(kept.value.iloc[-1]) if len(kept) else 0
         env = config["teacher_configs"].get(teacher, {}).get("env", {})
+        lr_action = env.get("lr_action", config["spec"]["lr_action"])  # a variant's, or the run's
         coeffs = run_dir / "coeffs" / f.name
-        if env.get("lr_action") and coeffs.exists():
+        if lr_action and coeffs.exists():
             c = pd.read_parquet(coeffs)
             last = c[c["index"] == c["index"].max()].sort_values("t")
             mult = 2.0 ** last.value.to_numpy()

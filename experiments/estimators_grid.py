@@ -88,33 +88,17 @@ def collate(part_dir: Path) -> pd.DataFrame:
 
 
 def learned(part_dir: Path) -> pd.DataFrame:
-    """What each fitted teacher learned, from its records: L2T-DLF's theta updates and those of
-    the candidate selection kept (0 = the untrained teacher); with the lr action, the lr
-    multiplier 2^ell it used on its test student at the first, middle and last decision."""
-    rows = []
-    for d in sorted(p for p in part_dir.iterdir() if (p / "records").exists()):
-        lr_action = json.loads((d / "config.json").read_text())["spec"]["lr_action"]
-        for f in sorted((d / "records").glob("*.parquet")):
-            r = pd.read_parquet(f)
-            fit = r[r.phase == "fit"]
-            row = {"variant": d.name, "teacher": r.teacher.iloc[0], "seed": int(r.seed.iloc[0])}
-            ups = fit[fit.metric == "updates"].reset_index(drop=True)
-            best = fit[fit.metric == "best"]
-            if len(ups):
-                row["updates"] = int(fit[fit.metric == "updated"].value.sum())
-                kept = ups[ups.step.isin(best.step)]
-                row["kept_updates"] = int(kept.value.iloc[-1]) if len(kept) else 0
-            c = pd.read_parquet(d / "coeffs" / f.name)
-            if lr_action and len(c):
-                last = c[c["index"] == c["index"].max()].sort_values("t")
-                mult = 2.0 ** last.value.to_numpy()
-                row["lr_x_first"], row["lr_x_mid"], row["lr_x_last"] = (
-                    round(float(mult[0]), 3),
-                    round(float(mult[len(mult) // 2]), 3),
-                    round(float(mult[-1]), 3),
-                )
-            rows.append(row)
-    return pd.DataFrame(rows)
+    """What each fitted teacher learned, per variant directory (estimators_fair.learned: its
+    theta updates, those the candidate selection kept, and with the lr action the multipliers
+    it used on its test student)."""
+    from estimators_fair import learned as learned_in
+
+    frames = [
+        learned_in(d).assign(variant=d.name)
+        for d in sorted(p for p in part_dir.iterdir() if (p / "records").exists())
+    ]
+    df = pd.concat(frames, ignore_index=True)
+    return df[["variant", *[c for c in df.columns if c != "variant"]]]
 
 
 def markdown(df: pd.DataFrame) -> str:
