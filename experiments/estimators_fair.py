@@ -164,6 +164,32 @@ def versus(run_dir: Path, against: tuple[str, ...] = GOALS) -> pd.DataFrame:
     return out[["teacher", "versus", "diff_n", "diff_mean", "diff_ci", "diff_p", "diff_p_holm"]]
 
 
+def two_by_two(run_dir: Path) -> str:
+    """Part ``gradient-vs-rl`` as the issue's 2 x 2 (x lr) table: a row per teacher, a column
+    per (family, lr action), each cell the mean test error with its 95 % CI (seeds); the paired,
+    Holm-adjusted tests are the run's own report.md."""
+    from analysis.records import RecordStore
+    from analysis.tables import summary
+
+    store = RecordStore(run_dir)
+    table = summary(store.read(), order=store.config().get("teachers")).set_index("teacher")
+    columns = ["bilinear", "bilinear+lr", "compact", "compact+lr"]
+    lines = ["| teacher | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for base in ("l2t-dlf", "reinforce", "ppo"):
+        cells = []
+        for col in columns:
+            name = f"{base}@{col}"
+            if name not in table.index:
+                cells.append("—")
+                continue
+            r = table.loc[name]
+            cells.append(
+                f"{100 * r.test_error:.2f} ± {100 * r.test_error_ci:.2f} % ({int(r.seeds)})"
+            )
+        lines.append(f"| {base} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=list(PARTS), required=True)
@@ -192,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     tables = {"learned": learned(run_dir), "diagnostics": diagnostics(run_dir)}
     if args.part == "estimators":
         tables["versus"] = versus(run_dir)
+    else:
+        (Path(args.out) / f"{args.part}.md").write_text(two_by_two(run_dir))
+        print(two_by_two(run_dir))
     for name, table in tables.items():
         table.to_csv(Path(args.out) / f"{args.part}_{name}.csv", index=False)
         print(table.to_string())
