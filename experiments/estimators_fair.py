@@ -190,6 +190,30 @@ def two_by_two(run_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gradient_vs_rl_tests(run_dir: Path) -> pd.DataFrame:
+    """On each action space (family x lr action), the gradient teacher against each RL teacher:
+    the paired test-error difference (l2t-dlf - other, points) over the shared seeds, its 95 %
+    CI, the raw paired-t p and the p Holm-adjusted over all these comparisons."""
+    from analysis.records import RecordStore
+    from analysis.stats import holm, paired_difference
+    from analysis.tables import per_seed
+
+    store = RecordStore(run_dir)
+    seeds = per_seed(store.read(), store.config().get("teachers"))[
+        ["teacher", "seed", "test_error"]
+    ]
+    rows = []
+    for space in ("bilinear", "bilinear+lr", "compact", "compact+lr"):
+        for rl in ("reinforce", "ppo"):
+            pair = seeds[seeds["teacher"].isin([f"l2t-dlf@{space}", f"{rl}@{space}"])]
+            diff = paired_difference(pair, f"{rl}@{space}", value="test_error")
+            diff = diff[diff["teacher"] == f"l2t-dlf@{space}"]
+            rows.append(diff.assign(space=space, versus=rl))
+    out = pd.concat(rows, ignore_index=True)
+    out["diff_p_holm"] = holm(out["diff_p"].to_numpy())
+    return out[["space", "versus", "diff_n", "diff_mean", "diff_ci", "diff_p", "diff_p_holm"]]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=list(PARTS), required=True)
@@ -219,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.part == "estimators":
         tables["versus"] = versus(run_dir)
     else:
+        tables["tests"] = gradient_vs_rl_tests(run_dir)
         (Path(args.out) / f"{args.part}.md").write_text(two_by_two(run_dir))
         print(two_by_two(run_dir))
     for name, table in tables.items():
