@@ -379,7 +379,8 @@ def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
     """One teacher's search on select. A teacher that learns nothing in its fit (fixed losses,
     ce+meta, oracle, l2rw, mw-net, random) is scored as it teaches; a learned teacher at its family's
     starting action: on the bilinear family (l2t-dlf) the start and lr jointly over
-    ``grid.starts`` x its grid, otherwise its family's default action (a FixedTeacher)."""
+    ``grid.starts`` x its grid, otherwise its :meth:`~teachers.base.Teacher.frozen_start`
+    (L2T-DLN's warm-start loss; by default its family's default action, a FixedTeacher)."""
     lrs = grid.lr_grids[name]
     seeds = tuple(2**31 - 1 - i for i in range(grid.selection_students))
     trial = cached_trial(cache)
@@ -393,7 +394,8 @@ def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:
         return choose_start_and_lr(
             base, {"start": list(grid.starts), "lr": list(lrs)}, seeds, trial=trial
         )
-    return search_lr(FixedTeacher(family=own.loss), own, lrs, seeds, trial=trial)
+    start = teacher.frozen_start() or FixedTeacher(family=own.loss)
+    return search_lr(start, own, lrs, seeds, trial=trial)
 
 
 def learns(name: str) -> bool:

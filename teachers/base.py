@@ -483,6 +483,14 @@ class Teacher(ABC):
             return spec
         return spec.replace(loss=family, loss_kwargs={})
 
+    def frozen_start(self) -> Teacher | None:
+        """The teacher before it has learned anything, frozen and cheap: what the lr search
+        scores for a learned teacher (analysis.runner.search_teacher). None = its family's
+        default action (a FixedTeacher), which is the start of every teacher that begins at
+        its family's default; a teacher that starts elsewhere (L2T-DLN's warm start) says so,
+        or its lr is chosen for a loss it never teaches."""
+        return None
+
     def fit(
         self,
         spec: TeachingSpec,

@@ -77,6 +77,7 @@ from envs.process import TeachingProcess
 from envs.state import DefaultState
 from students.optim import Tensors
 from teachers.base import FitRun, SelectOptions, Teacher, TeachingSpec
+from teachers.fixed import FixedTeacher
 
 WARM_STARTS = ("bce", "none")
 
@@ -265,6 +266,24 @@ def bce_warm_start(
     return phi.detach()
 
 
+class DLNStart(FixedTeacher):
+    """L2T-DLN's starting loss held fixed: phi_0 (the warm start, or the Kaiming draw with
+    ``warm_start='none'``) at every step, as the env's float64 action. With ``identity_start``
+    (the default) the untrained teacher's Delta is 0, so this is the untrained teacher without
+    the look-ahead it would pay for (and the ``dln-fixed`` baseline of results/l2t_dln)."""
+
+    name = "dln-start"
+
+    def __init__(self, teacher: L2TDLNTeacher) -> None:
+        super().__init__(family="dln")
+        self._initial_coeffs = teacher.initial_coeffs
+
+    def begin_episode(self, env) -> None:
+        family = env.unwrapped.family
+        phi = self._initial_coeffs(family, torch.float64, "cpu")
+        self._action = family.coeffs_to_action(phi).clamp(-1.0, 1.0).numpy()
+
+
 # -- one iteration ----------------------------------------------------------------------------
 def validation_loss(
     process: TeachingProcess, params: Tensors, buffers: Tensors, full: bool = False
@@ -341,6 +360,13 @@ class L2TDLNTeacher(Teacher):
         else:
             phi = family.default_coeffs(torch.float64)
         return phi.to(dtype=dtype, device=device)
+
+    def frozen_start(self) -> Teacher:
+        """phi_0 held fixed (:class:`DLNStart`): what the lr search scores, not the family's
+        Kaiming draw. Why: under the Kaiming draw students ended at 99.7-99.9 % select error at
+        every lr (40 % noise, fair-1, results/fair before this fix), so the lr was chosen by
+        noise, for a loss this teacher never teaches."""
+        return DLNStart(self)
 
     def begin_episode(self, env) -> None:
         """A taught episode starts: bind the env's student (act reads it) and reset phi, (h, c)."""

@@ -395,3 +395,39 @@ def test_update_every_fit_iterations_commit_the_window():
     assert [r["step"] for r in report.log] == [10, 20, 10]
     assert [r["episode"] for r in report.log] == [0, 0, 1]
     assert not any(r["diverged"] for r in report.log)
+
+
+def test_frozen_start_teaches_what_the_untrained_teacher_teaches():
+    """The lr search scores L2T-DLN's frozen start (phi_0 held, no look-ahead): the student the
+    untrained teacher (identity_start: Delta = 0) trains, to the bit, and not the family's
+    Kaiming draw (the default action), under which a student learns nothing."""
+    spec = tiny_spec(horizon=6, lr=0.1)
+    teacher = L2TDLNTeacher(lookahead=5)
+    own = teacher.spec_for(spec)
+    start = teacher.frozen_start()
+    assert start.spec_for(own) == own
+    untrained = teacher.teach(spec, seed=3).final
+    frozen = start.teach(own, seed=3).final
+    assert (frozen["test_loss"], frozen["test_error"]) == (
+        untrained["test_loss"],
+        untrained["test_error"],
+    )
+    kaiming = make_teacher("fixed", family="dln").teach(own, seed=3).final
+    assert frozen["test_error"] < 0.6 < kaiming["test_error"], (frozen, kaiming)
+
+
+def test_lr_search_scores_the_warm_start(tmp_path):
+    """analysis.runner.search_teacher: L2T-DLN's trials are its frozen start's students."""
+    from analysis.runner import Grid, search_teacher
+    from analysis.selection import evaluate_trial
+
+    spec = tiny_spec(horizon=6)
+    grid = Grid(
+        teachers=["l2t-dln"], spec=spec, lr_grids={"l2t-dln": [0.1]}, selection_students=1
+    )
+    chosen = search_teacher(grid, "l2t-dln", tmp_path)
+    teacher = L2TDLNTeacher()
+    own = teacher.spec_for(spec)
+    expected = evaluate_trial(teacher.frozen_start(), own, {"lr": 0.1}, [2**31 - 1])
+    assert chosen.trials[0].errors == expected.errors
+    assert chosen.trials[0].error < 0.6
