@@ -422,9 +422,7 @@ def test_lr_search_scores_the_warm_start(tmp_path):
     from analysis.selection import evaluate_trial
 
     spec = tiny_spec(horizon=6)
-    grid = Grid(
-        teachers=["l2t-dln"], spec=spec, lr_grids={"l2t-dln": [0.1]}, selection_students=1
-    )
+    grid = Grid(teachers=["l2t-dln"], spec=spec, lr_grids={"l2t-dln": [0.1]}, selection_students=1)
     chosen = search_teacher(grid, "l2t-dln", tmp_path)
     teacher = L2TDLNTeacher()
     own = teacher.spec_for(spec)
