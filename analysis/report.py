@@ -89,29 +89,38 @@ def protocol_section(root: Path, config: dict) -> list[str]:
         "| teacher | grid | chosen | select error (chosen) | search cost (student steps) |",
         "|---|---|---|---:|---:|",
     ]
+    bodies = [json.loads(path.read_text()) for path in found]
+    # one search serves every teacher that names its folder (analysis.runner.search_folder; a
+    # file written before the folder was recorded is its own search): its cost is counted once,
+    # on the teacher the folder is named after
+    names = {b["teacher"] for b in bodies}
+    first_of = {b["searched_in"]: b["searched_in"] for b in bodies if b.get("searched_in") in names}
     total = 0
-    for path in found:
-        body = json.loads(path.read_text())
+    for body in bodies:
         chosen = body["chosen"]
         trials = body["trials"]
         grid = sorted({t["lr"] for t in trials})
         starts = sorted({str(t["start"]) for t in trials if "start" in t})
         shown = f"lr {grid}" + (f" x start {starts}" if starts else "")
         error = next(t[f"{body['split']}_error"] for t in trials if t["chosen"])
-        total += int(body["student_steps"])
+        folder = body.get("searched_in", body["teacher"])
+        shared = first_of.setdefault(folder, body["teacher"])
+        if shared == body["teacher"]:
+            total += int(body["student_steps"])
+            cost = f"{int(body['student_steps']):,}"
+        else:
+            cost = f"shared with {shared}"
         what = ", ".join(f"{k} {v}" for k, v in chosen.items())
-        rows.append(
-            f"| {body['teacher']} | {shown} | {what} | {100 * error:.2f}% | "
-            f"{int(body['student_steps']):,} |"
-        )
+        rows.append(f"| {body['teacher']} | {shown} | {what} | {100 * error:.2f}% | {cost} |")
     lines += [
         f"### Student lr chosen on `{body['split']}`",
         "",
         f"Each candidate trains {len(body['seeds'])} fresh student(s) for one episode (frozen "
-        "teacher: fixed losses as themselves, learned teachers at their family's starting "
-        "action); the lowest mean select error is chosen. The cost is in student-step "
-        f"equivalents from the process counter, paid once per teacher and not taken from the "
-        f"fit budget; {total:,} in all.",
+        "teacher: fixed losses as themselves, learned teachers at their starting loss); "
+        "the lowest mean select error is chosen. The cost is in student-step "
+        "equivalents from the process counter, paid once per search (learned teachers that "
+        "start alike share one) and not taken from the fit budget; "
+        f"{total:,} in all.",
         "",
         *rows,
         "",

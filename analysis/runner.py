@@ -345,9 +345,10 @@ def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
     for name in grid.teachers:
         if name not in grid.lr_grids:
             continue
-        chosen = search_teacher(grid, name, root / "selection" / search_folder(grid, name))
+        folder = search_folder(grid, name)
+        chosen = search_teacher(grid, name, root / "selection" / folder)
         tuned[name], cost[name] = chosen.chosen, chosen.student_steps
-        _write_selection(root / "selection" / f"{name}.json", name, chosen)
+        _write_selection(root / "selection" / f"{name}.json", name, chosen, folder)
         if progress:
             tqdm.write(f"{name}: chose {chosen.chosen} on select ({chosen.student_steps:,} steps)")
     grid = replace(grid, tuned=tuned, search_cost=cost)
@@ -429,11 +430,15 @@ def cached_trial(folder: Path) -> Callable[..., Trial]:
     return trial
 
 
-def _write_selection(path: Path, name: str, chosen: Selection) -> None:
+def _write_selection(path: Path, name: str, chosen: Selection, folder: str) -> None:
+    """``selection/<teacher>.json``: the choice, its trials and the folder its trials are
+    cached in (``searched_in``: teachers that share one search name the same folder, so a
+    report counts its cost once)."""
     import json
 
     body = {
         "teacher": name,
+        "searched_in": folder,
         "chosen": chosen.chosen,
         "split": chosen.split,
         "seeds": list(chosen.seeds),

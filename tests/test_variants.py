@@ -10,6 +10,7 @@ import pytest
 
 from analysis import selection
 from analysis.records import RecordStore
+from analysis.report import protocol_section
 from analysis.runner import Grid, choose_lrs, run_unit, search_folder
 from analysis.tables import kind_of
 from teachers.base import TeachingSpec
@@ -87,6 +88,15 @@ def test_a_learned_variant_shares_its_bases_lr_search_unless_it_starts_elsewhere
     assert sorted(calls) == [("bilinear", False), ("compact", False), ("compact", True)]
     assert tuned.tuned["l2t-dlf@pes"] == tuned.tuned["l2t-dlf"]
     assert (tmp_path / "selection" / "l2t-dlf@pes.json").exists()
+    # the report counts the shared search once, on the teacher it is named after
+    lines = protocol_section(tmp_path, {})
+    steps = {t: json.loads((tmp_path / "selection" / f"{t}.json").read_text())["student_steps"]
+             for t in grid.teachers}  # fmt: skip
+    assert steps["l2t-dlf@pes"] == steps["l2t-dlf"] > 0
+    row = next(line for line in lines if line.startswith("| l2t-dlf@pes |"))
+    assert row.endswith("| shared with l2t-dlf |")
+    once = steps["l2t-dlf"] + steps["l2t-dlf@compact"] + steps["reinforce@lr"]
+    assert any(f"{once:,} in all" in line for line in lines)
 
 
 def test_a_resumed_directory_takes_a_new_variant_but_not_a_changed_config(tmp_path):
