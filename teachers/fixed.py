@@ -124,6 +124,18 @@ class FixedTeacher(Teacher):
         return self._action
 
 
+class BoxCentreTeacher(FixedTeacher):
+    """Action 0 at every step: the centre of the family's action box (a family's default
+    coefficients need not lie there: compact's default is plain CE, its centre a GCE-like mix).
+    It is where an untrained policy-gradient teacher acts (its mean's last layer starts near
+    zero), so the lr search scores it for them (Teacher.frozen_start)."""
+
+    name = "box-centre"
+
+    def begin_episode(self, env) -> None:
+        self._action = np.zeros(env.action_space.shape, np.float32)
+
+
 class CrossEntropyTeacher(FixedTeacher):
     """Plain cross-entropy (the ``ce`` family at tau = 1)."""
 

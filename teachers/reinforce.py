@@ -50,6 +50,7 @@ from envs.cost import price
 from envs.losses import unknown_name_error
 from teachers.base import FitRun, SelectOptions, Teacher
 from teachers.fit_envs import spec_batchable, students_at_once
+from teachers.fixed import BoxCentreTeacher
 
 BASELINES = ("learned", "running-mean", "none")
 MEANS = ("tanh", "clip")
@@ -215,6 +216,13 @@ class ReinforceTeacher(Teacher):
         self.value: nn.Sequential | None = None
         self.ret_rms = RunningMeanStd()
         self.running_baseline = np.zeros(0)
+
+    def frozen_start(self) -> Teacher:
+        """The box's centre on this teacher's family (:class:`~teachers.fixed.BoxCentreTeacher`):
+        the untrained policy's mean is tanh(mu(s)) with mu's last layer scaled by 0.01 and its
+        bias zero, so it acts within about 0.01 of action 0 whatever the state, not at the
+        family's default (compact: plain CE), and the lr search must score that loss."""
+        return BoxCentreTeacher(family=self.config["family"])
 
     # -- networks -----------------------------------------------------------------------------
     def _build(self, obs_dim: int, act_dim: int, seed: int) -> None:

@@ -49,6 +49,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormali
 from envs.cost import price
 from teachers.base import FitRun, SelectOptions, Teacher
 from teachers.fit_envs import spec_batchable, students_at_once
+from teachers.fixed import BoxCentreTeacher
 
 
 @dataclass
@@ -133,6 +134,13 @@ class SB3Teacher(Teacher):
         super().__init__(config, **options)
         self.model: BaseAlgorithm | None = None
         self.obs_stats: dict[str, Any] | None = None
+
+    def frozen_start(self) -> Teacher:
+        """The box's centre on this teacher's family (:class:`~teachers.fixed.BoxCentreTeacher`):
+        SB3's policies initialise the action head orthogonally with gain 0.01 and zero bias, so
+        the untrained mean acts within about 0.01 of action 0, not at the family's default
+        (compact: plain CE), and the lr search must score that loss."""
+        return BoxCentreTeacher(family=self.config["family"])
         """VecNormalize's observation statistics (mean, var, epsilon, clip_obs), frozen for act"""
 
     def rollout_steps(self, budget: float, interval: int, n_envs: int | None = None) -> int:

@@ -195,3 +195,30 @@ def test_a_result_directory_made_before_the_default_resumes_with_the_old_width(t
         (s, m): {v} for s in (0, 1) for m, v in (("n_envs", 1.0), ("episodes_per_update", 2.0))
     }
     assert json.loads(path.read_text())["teacher_configs"] == {}
+
+
+# -- where an untrained RL teacher starts: what its lr search scores -----------------------------
+@pytest.mark.parametrize("name", ["reinforce", "ppo"])
+def test_lr_search_scores_where_the_untrained_policy_acts(name, tmp_path):
+    """An untrained policy acts near action 0, the box's centre, not at the family's default
+    (compact: plain CE); the lr search (analysis.runner.search_teacher) scores the centre."""
+    from analysis.runner import Grid, search_teacher
+    from analysis.selection import evaluate_trial
+    from teachers.fixed import BoxCentreTeacher, FixedTeacher
+
+    teacher = make_teacher(name, select_seeds=0)
+    teacher.fit(TINY, 1, seed=0)  # sets the policy up; a budget of 1 makes no update
+    env = teacher.spec_for(TINY).make_env()
+    obs, _ = env.reset(seed=0)
+    centre = np.zeros(env.action_space.shape, np.float32)
+    default = env.unwrapped.family.default_action()
+    assert np.abs(teacher.act(obs) - centre).max() < 0.05
+    assert np.abs(default - centre).max() > 0.5  # so the two starts are different losses
+
+    grid = Grid(teachers=[name], spec=TINY, lr_grids={name: [0.1]}, selection_students=1)
+    chosen = search_teacher(grid, name, tmp_path)
+    own = teacher.spec_for(TINY)
+    at = lambda start: evaluate_trial(start, own, {"lr": 0.1}, [2**31 - 1]).errors  # noqa: E731
+    assert isinstance(teacher.frozen_start(), BoxCentreTeacher)
+    assert chosen.trials[0].errors == at(BoxCentreTeacher(family="compact"))
+    assert chosen.trials[0].errors != at(FixedTeacher(family="compact"))
