@@ -435,9 +435,10 @@ FAIR_1 = CompareProtocol(
         "teacher before any unit, by the mean select error of `selection_students` fresh "
         "students trained for one episode: fixed losses and per-example weighting (ce, "
         "label-smoothing, gce, ce+meta, oracle, l2rw, mw-net) at their own loss; learned "
-        "teachers at their family's starting action: l2t-dlf's bilinear start and lr jointly "
-        "(starts x lrs), reinforce / ppo / a2c / l2t-dln / random at their family's default "
-        "action (a FixedTeacher on that family). Cached in the results directory "
+        "teachers at their starting point, frozen (Teacher.frozen_start): l2t-dlf's bilinear "
+        "start and lr jointly (starts x lrs); reinforce / ppo / a2c at the centre of their "
+        "family's box, where an untrained policy acts; l2t-dln at its warm-start loss; others "
+        "at their family's default action. Cached in the results directory "
         "(selection/), recorded with its cost in student-step equivalents.",
         "compute": "every teacher fits within the same --budget of student-step equivalents "
         "(envs.cost: reverse passes, look-aheads and dev gradients priced as measured); the lr "

@@ -358,22 +358,30 @@ def choose_lrs(grid: Grid, root: str | Path, *, progress: bool = True) -> Grid:
 
 def search_folder(grid: Grid, name: str) -> str:
     """Where `name`'s lr-search trials are cached (``selection/<folder>/``). A learned teacher's
-    search scores its starting action (its family's start, under its env changes), not its
-    estimator, policy or other fitting options, so learned teachers that start alike share one
-    search: the folder of the first of them in the grid (``l2t-dlf@pes`` shares ``l2t-dlf``'s;
-    ``ppo`` shares ``reinforce``'s). Every teacher that learns nothing is scored as itself."""
+    search scores its starting point (its frozen start on its family, under its env changes),
+    not its estimator, policy or other fitting options, so learned teachers that start alike
+    share one search: the folder of the first of them in the grid (``l2t-dlf@pes`` shares
+    ``l2t-dlf``'s; ``ppo`` shares ``reinforce``'s; ``l2t-dlf@compact``, at the family's default,
+    does not share the RL teachers', at its centre). Every teacher that learns nothing is
+    scored as itself."""
     if not learns(name):
         return name
     key = _start_key(grid, name)
     return next(t for t in grid.teachers if learns(t) and _start_key(grid, t) == key)
 
 
-def _start_key(grid: Grid, name: str) -> tuple[str, str]:
-    """(the family a learned teacher starts on, its env changes): what its lr search scores."""
+def _start_key(grid: Grid, name: str) -> tuple[str, str, str]:
+    """(the family a learned teacher starts on, its env changes, where on the family it starts):
+    what its lr search scores. On the bilinear family with starts to choose every learned
+    teacher is scored at the same grid of starts; elsewhere at its own frozen start (the family's
+    default, or e.g. the box's centre for the RL teachers), which is part of the key."""
     env = grid.env_of(name)
-    family = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0).spec_for(env).loss
+    teacher = build_teacher(name, grid.teacher_configs.get(name, {}), seed=0)
+    family = teacher.spec_for(env).loss
     changes = grid.teacher_configs.get(name, {}).get(ENV_KEY, {})
-    return family, json.dumps(changes, sort_keys=True)
+    start = teacher.frozen_start()
+    where = "" if family == "bilinear" and grid.starts else type(start).__name__ if start else ""
+    return family, json.dumps(changes, sort_keys=True), where
 
 
 def search_teacher(grid: Grid, name: str, cache: Path) -> Selection:

@@ -20,7 +20,7 @@ from analysis.protocols import (
 )
 from analysis.runner import Grid, choose_lrs, learns, run_unit
 from teachers.base import TeachingSpec
-from teachers.fixed import FixedTeacher
+from teachers.fixed import BoxCentreTeacher
 from teachers.registry import make_teacher
 
 TINY = TeachingSpec(device="cpu", horizon=1, interval=20, label_noise=0.4)
@@ -120,9 +120,9 @@ def test_the_lr_chosen_has_the_lower_select_error_and_reaches_the_students(tmp_p
 
 
 def test_learned_teachers_are_searched_at_their_familys_start(tmp_path, monkeypatch):
-    """l2t-dlf: start x lr on the bilinear family's untrained start; reinforce: its family's
-    default action (a FixedTeacher on compact); the chosen values land in that teacher's spec
-    only."""
+    """l2t-dlf: start x lr on the bilinear family's untrained start; reinforce: the centre of
+    compact's box, where its untrained policy acts (not the family's default, plain CE); the
+    chosen values land in that teacher's spec only."""
     seen = []
     original = selection.evaluate_trial
 
@@ -142,7 +142,7 @@ def test_learned_teachers_are_searched_at_their_familys_start(tmp_path, monkeypa
     )
     assert {(n, loss) for n, loss, _ in seen} == {
         ("FixedTeacher", "bilinear"),
-        ("FixedTeacher", "compact"),
+        ("BoxCentreTeacher", "compact"),
     }
     assert set(tuned.tuned) == {"l2t-dlf", "reinforce"}  # ce keeps the spec's lr
     assert tuned.spec_of("ce") == TINY
@@ -173,13 +173,13 @@ def test_a_resumed_run_repeats_no_trial(tmp_path, monkeypatch):
     assert calls == [{"lr": 0.1}]
 
 
-def test_fixed_teacher_search_matches_a_fixed_teacher_on_the_family(tmp_path):
-    """reinforce's lr search scores exactly what a FixedTeacher on compact gives."""
+def test_rl_search_matches_the_box_centre_on_the_family(tmp_path):
+    """reinforce's lr search scores exactly what action 0 on compact gives."""
     grid = Grid(teachers=["reinforce"], seeds=1, budgets=[1], spec=TINY,
                 lr_grids={"reinforce": [0.1]}, selection_students=1)  # fmt: skip
     choose_lrs(grid, tmp_path, progress=False)
     body = json.loads((tmp_path / "selection" / "reinforce.json").read_text())
     direct, _ = selection.held_out_errors(
-        FixedTeacher(family="compact"), TINY.replace(loss="compact"), ONE
+        BoxCentreTeacher(family="compact"), TINY.replace(loss="compact"), ONE
     )
     assert np.isclose(body["trials"][0]["select_error"], direct[0])

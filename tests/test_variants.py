@@ -69,12 +69,16 @@ def test_a_learned_variant_shares_its_bases_lr_search_unless_it_starts_elsewhere
     assert search_folder(grid, "l2t-dlf@pes") == "l2t-dlf"
     assert search_folder(grid, "l2t-dlf@compact") == "l2t-dlf@compact"
     assert search_folder(grid, "reinforce@lr") == "reinforce@lr"
-    # teachers that start alike share the first one's search, whatever their class
-    alike = Grid(teachers=["ce", "reinforce", "ppo", "ppo@bilinear", "l2t-dlf"], spec=TINY,
-                 teacher_configs={"ppo@bilinear": {"family": "bilinear"}})  # fmt: skip
+    # teachers that start alike share the first one's search, whatever their class: on the
+    # bilinear family's grid of starts every learned teacher; elsewhere those with the same
+    # frozen start (the RL teachers at the box's centre, l2t-dlf at the family's default)
+    alike = Grid(teachers=["ce", "reinforce", "ppo", "ppo@bilinear", "l2t-dlf", "l2t-dlf@c"],
+                 spec=TINY, starts=["zero"], teacher_configs={"ppo@bilinear": {"family": "bilinear"},
+                 "l2t-dlf@c": {"family": "compact"}})  # fmt: skip
     folders = {t: search_folder(alike, t) for t in alike.teachers}
     assert folders == {"ce": "ce", "reinforce": "reinforce", "ppo": "reinforce",
-                       "ppo@bilinear": "ppo@bilinear", "l2t-dlf": "ppo@bilinear"}  # fmt: skip
+                       "ppo@bilinear": "ppo@bilinear", "l2t-dlf": "ppo@bilinear",
+                       "l2t-dlf@c": "l2t-dlf@c"}  # fmt: skip
     calls = []
     original = selection.evaluate_trial
 
