@@ -13,6 +13,13 @@ torch.cuda.max_memory_allocated).
 
     OMP_NUM_THREADS=1 python benchmarks/hypergrad.py [--repeats 3] [--device auto]
 
+    OMP_NUM_THREADS=1 python benchmarks/hypergrad.py --split [--repeats 9]
+
+``--split`` times, interleaved, T = 200 plain steps against the hypergradient's two halves: the
+recorded forward and the reverse pass (``rmd.reverse``), with the tape keeping each step's
+first-layer output (the default) and without (``Tape(keep_outputs=False)``: the reverse step
+recomputes x W^T), and prints each as a ratio to the plain steps (fastest and median repeats).
+
 Last line: time_ratio=<hypergradient / T plain steps, T=200> memory_mb_per_step=<peak MB / T,
 T=200, every-step checkpoints> time_ratio_best=<the same ratio of the fastest repeats>. The median
 is the figure; the ratio of the fastest repeats (timeit's rule: other processes only ever add
@@ -129,6 +136,49 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_mb": peak, "checkpoint_mb": tape_mb}))
 
 
+def split(args: argparse.Namespace, total: int = 200) -> None:
+    """Forward and reverse halves of one hypergradient, with and without kept outputs."""
+    proc = make_process(args, total)
+    interval = min(args.interval, total)
+    rows = schedule(proc, total, interval)
+
+    def forward(keep: bool) -> tuple[rmd.Tape, float]:
+        proc.reset(0)
+        tape = rmd.Tape(1, keep_outputs=keep)
+        t0 = time.perf_counter()
+        with proc.recording(tape):
+            for row in rows:
+                proc.advance(row, interval)
+        return tape, time.perf_counter() - t0
+
+    def reverse(tape: rmd.Tape) -> float:
+        t0 = time.perf_counter()
+        rmd.reverse(proc, tape).coeff_grads.sum().item()
+        return time.perf_counter() - t0
+
+    times: dict[str, list[float]] = {}
+    plain_steps(proc, 20)
+    forward(True)
+    for i in range(args.repeats):
+        proc.reset(0)
+        t0 = time.perf_counter()
+        plain_steps(proc, total)
+        times.setdefault("plain", []).append(time.perf_counter() - t0)
+        for keep in (True, False) if i % 2 == 0 else (False, True):
+            tape, f = forward(keep)
+            name = "kept" if keep else "recomputed"
+            times.setdefault(f"forward, outputs {name}", []).append(f)
+            times.setdefault(f"reverse, outputs {name}", []).append(reverse(tape))
+            del tape
+    p, pm = min(times["plain"]), statistics.median(times["plain"])
+    print(f"T={total}: ratio to {total} plain steps (fastest / median of {args.repeats} repeats)")
+    for name, ts in times.items():
+        fast, med = min(ts), statistics.median(ts)
+        print(
+            f"{name:>28} {1e3 * fast:8.1f} ms {fast / p:5.2f}x   {1e3 * med:8.1f} ms {med / pm:5.2f}x"
+        )
+
+
 def measure_memory(args: argparse.Namespace, total: int, every: int) -> dict:
     cmd = [sys.executable, __file__, "--child", str(total), str(every)]
     cmd += ["--device", args.device, "--student", args.student, "--dataset", args.dataset]
@@ -148,11 +198,15 @@ def main() -> None:
     ap.add_argument("--student", default="mlp")
     ap.add_argument("--dataset", default="mnist5k")
     ap.add_argument("--horizons", type=int, nargs="+", default=list(HORIZONS))
+    ap.add_argument("--split", action="store_true", help="time the forward and reverse halves")
     ap.add_argument("--child", type=int, nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.child:
         child(args)
+        return
+    if args.split:
+        split(args)
         return
 
     print(

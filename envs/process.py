@@ -79,6 +79,11 @@ ExampleWeights = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
 detached terms (Meta-Weight-Net's weighting net)"""
 
 
+Recorder = Callable[[int, Tensors, Tensors, torch.Tensor], dict[str, torch.Tensor] | None]
+"""what :meth:`TeachingProcess.recording` calls before each step: ``tape(t, w_t, v_t, coeffs)``,
+returning a dict for the step's kept data-layer outputs, or None"""
+
+
 class StepStats(NamedTuple):
     """Per-step scalars, left on the device: the family loss, batch cross-entropy, #correct."""
 
@@ -159,6 +164,8 @@ class TeachingProcess(StateViews):
             c.student, self.data.input_shape, self.num_classes, **c.student_kwargs
         ).to(self.device, dtype)
         self.student_name = c.student
+        self._layers = _layer_table(self.model)
+        """the model's Linear/Conv layers, which may read the data (:func:`_data_layers`)"""
         self.family = make_loss(c.loss, self.num_classes, lr_action=c.lr_action, **c.loss_kwargs)
         self.optim = optim or SGDConfig()
         if c.batch_size > len(self.data.y_train):
@@ -176,7 +183,7 @@ class TeachingProcess(StateViews):
         self.train_parts: tuple[str, ...] = ("train",)
         """what the training split is made of (:meth:`set_training_data`)"""
         self.seed: int | None = None
-        self._tape: Callable[[int, Tensors, Tensors, torch.Tensor], None] | None = None
+        self._tape: Recorder | None = None
         self._weigh: Callable[..., torch.Tensor] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -278,9 +285,15 @@ class TeachingProcess(StateViews):
         inplace: bool = False,
         with_stats: bool = True,
         example_weights: ExampleWeights | None = None,
+        keep_outputs: dict[str, torch.Tensor] | None = None,
     ) -> tuple[StudentState, StepStats | None]:
         """One momentum-SGD step on L_Phi: state_t -> state_{t+1} (on the per-example weighted
         loss with `example_weights`, :meth:`student_loss`).
+
+        `keep_outputs`, a dict, is filled with the raw outputs h_t = x W_t^T + b_t of the
+        Linear layers that read the data (:func:`_kept_outputs`), by layer name, as this step's
+        forward computed them (no copy, no extra product): an RMD tape keeps them so that the
+        reverse step (:meth:`step_vjp`'s ``outputs``) need not recompute x W_t^T.
 
         Pure by default: the inputs are not modified. With ``differentiable=True`` the outputs
         are functions of `state.params`, `state.velocity` and `coeffs` in the autograd graph.
@@ -302,7 +315,10 @@ class TeachingProcess(StateViews):
             inputs = {k: p.detach().requires_grad_(True) for k, p in params.items()}
             coeffs = coeffs.detach()
         with torch.enable_grad():
-            loss, logits = self.student_loss(inputs, buffers, x, y, coeffs, example_weights)
+            with _data_layers(self._layers, keep_outputs is not None) as layers:
+                loss, logits = self.student_loss(inputs, buffers, x, y, coeffs, example_weights)
+            if keep_outputs is not None:
+                keep_outputs.update(_kept_outputs(layers, inputs))
             grads = torch.autograd.grad(loss, list(inputs.values()), create_graph=differentiable)
         grads = dict(zip(inputs, grads, strict=True))
         lr = self.optim.lr_at(state.step)
@@ -341,13 +357,13 @@ class TeachingProcess(StateViews):
 
     # -- training -----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def recording(
-        self, tape: Callable[[int, Tensors, Tensors, torch.Tensor], None]
-    ) -> Iterator[None]:
+    def recording(self, tape: Recorder) -> Iterator[None]:
         """Within the block, :meth:`advance` calls ``tape(t, w_t, v_t, coeffs)`` before each
         step: an RMD ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what
-        it keeps: the fast path updates the weights in place). A gradient teacher wraps its
-        ``env.step`` calls in this block, so the env keeps Gymnasium's ``step(action)``."""
+        it keeps: the fast path updates the weights in place). A dict returned by the call is
+        filled with the step's data-layer outputs (:meth:`student_step`'s ``keep_outputs``); a
+        None return keeps nothing. A gradient teacher wraps its ``env.step`` calls in this
+        block, so the env keeps Gymnasium's ``step(action)``."""
         if self._tape is not None:
             raise RuntimeError("the process is already recording to a tape")
         self._tape = tape
@@ -400,8 +416,9 @@ class TeachingProcess(StateViews):
         first_stat = max(0, steps - STATS_WINDOW)
         tape = self._tape
         for i in range(steps):
+            kept = None
             if tape is not None:
-                tape(state.step, state.params, state.velocity, coeffs)
+                kept = tape(state.step, state.params, state.velocity, coeffs)
             batch = self.batch(state.step)
             state, stats = self.student_step(
                 state,
@@ -410,6 +427,7 @@ class TeachingProcess(StateViews):
                 differentiable=differentiable,
                 inplace=inplace,
                 with_stats=i >= first_stat,
+                keep_outputs=kept,
             )
             if stats is not None:
                 sum_loss = sum_loss + stats.loss
@@ -467,16 +485,26 @@ class TeachingProcess(StateViews):
         return state, stats
 
     def replay(
-        self, state: StudentState, steps: int, coeffs_at: Callable[[int], torch.Tensor]
+        self,
+        state: StudentState,
+        steps: int,
+        coeffs_at: Callable[[int], torch.Tensor],
+        *,
+        outputs: dict[int, dict[str, torch.Tensor]] | None = None,
     ) -> list[StudentState]:
         """[state, state_{t+1}, ..., state_{t+steps}] by the fast path's arithmetic (the same
         ``student_step`` without statistics, out of place), under ``coeffs_at(t)`` at step t:
         the RMD recompute of a checkpointed segment, bitwise the forward pass's weights. Not
-        committed; charged ``recompute`` per step."""
+        committed; charged ``recompute`` per step. `outputs` (a dict) is filled with step t ->
+        that step's kept data-layer outputs (:meth:`student_step`'s ``keep_outputs``), for the
+        segment's reverse steps."""
         out = [state]
         for _ in range(steps):
             t = state.step
-            state, _ = self.student_step(state, self.batch(t), coeffs_at(t), with_stats=False)
+            kept = None if outputs is None else outputs.setdefault(t, {})
+            state, _ = self.student_step(
+                state, self.batch(t), coeffs_at(t), with_stats=False, keep_outputs=kept
+            )
             out.append(state)
         self.cost.charge("recompute", steps)
         return out
@@ -489,6 +517,7 @@ class TeachingProcess(StateViews):
         d_velocity: list[torch.Tensor],
         *,
         inplace: bool = False,
+        outputs: dict[str, torch.Tensor] | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Reverse mode through one student step (state_t -> state_{t+1} under `coeffs`): given
         the adjoints of w_{t+1} and v_{t+1} (lists in ``state.params`` order), return those of
@@ -507,6 +536,23 @@ class TeachingProcess(StateViews):
         writes the new dw and dv over `d_params` and `d_velocity` (an RMD loop owns its
         adjoints): no fresh buffer per tensor per step. With the lr a coefficient (the lr
         action: w' = w - eta s(Phi) v'), it is autograd through the whole differentiable step.
+
+        A layer that reads the data, h = f(x; W, b) (a Linear or Conv whose input needs no
+        gradient), is linear in (W, b) and its weights reach the loss through h alone, so
+
+            <dL/dW, U> + <dL/db, u> = <dL/dh, h_dot>,   h_dot = f(x; U, u)   (U, u: dv_tot's)
+
+        and <g_t, dv_tot> is formed through h: the product dL/dW = dh^T x, which only the
+        double backward would read, is never made. `outputs` ({layer name: h_t}, what the
+        forward step computed: :meth:`student_step`'s ``keep_outputs``) goes one product
+        further for those layers (Linear): the stored h_t enters as a leaf instead of
+        x W_t^T, and since h_dot does not depend on (W, b), the double backward's
+        d_h = d<g_t, dv_tot>/dh gives their Hessian-vector product by the chain rule,
+
+            (H_t dv_tot)_W = d_h^T x,   (H_t dv_tot)_b = sum over the batch of d_h,
+
+        so a reverse step makes 2 products with such a layer's weights (h_dot and d_h^T x)
+        instead of 3. Layers not in `outputs` recompute h.
         """
         c = coeffs.detach().to(self.device, self.dtype).requires_grad_(True)
         if self.family.lr_multiplier(c.detach()) is not None:
@@ -521,37 +567,61 @@ class TeachingProcess(StateViews):
         w = [state.params[k].detach().requires_grad_(True) for k in keys]
         buffers = {k: b.clone() for k, b in state.buffers.items()}  # BatchNorm writes its copy
         x, y = self.batch(state.step)
+        u = dict(zip(keys, dv_tot, strict=True))
+        fed = {name: h.detach().requires_grad_(True) for name, h in (outputs or {}).items()}
         with torch.enable_grad():
-            with _data_layers(self.model) as layers:
+            with _data_layers(self._layers) as layers, _feeding(self._layers, fed) as fed_layers:
                 loss, _ = self.student_loss(dict(zip(keys, w, strict=True)), buffers, x, y, c)
-            # <g_t, dv_tot>, differentiated once more: H_t dv_tot and the mixed product. A layer
-            # on the data (Linear/Conv whose input needs no gradient) enters through its output
-            # h = f(x; W, b), linear in (W, b): <dL/dW, U> + <dL/db, u> = <dL/dh, f(x; U, u)>,
-            # which spares the product dL/dW = dh^T x (the first layer's: a quarter of the
-            # reverse step's arithmetic) that only the double backward would read
-            u = dict(zip(keys, dv_tot, strict=True))
-            layers = [layer for layer in layers if set(layer[1]) <= u.keys()]
-            owned = {k for _, params, _ in layers for k in params}
+            # <g_t, dv_tot>, differentiated once more: H_t dv_tot and the mixed product; the
+            # data layers (recomputed, and fed) enter through their outputs (docstring)
+            layers = [
+                layer
+                for layer in layers
+                if layer[0] not in fed and set(layer[2]) <= u.keys()  # fed: not recomputed
+            ]
+            owned = {k for _, _, params, _ in layers for k in params}
             rest = [i for i, k in enumerate(keys) if k not in owned]
+            outs = [out for *_, (_, out) in layers] + list(fed.values())
             g = torch.autograd.grad(
-                loss,
-                [w[i] for i in rest] + [out for _, _, (_, out) in layers],
-                create_graph=True,
-                allow_unused=True,
+                loss, [w[i] for i in rest] + outs, create_graph=True, allow_unused=True
             )
+            # a fed layer's weights are not in this graph: their g (in `rest`) is None
             dot = [(g[j] * dv_tot[i]).sum() for j, i in enumerate(rest) if g[j] is not None]
-            for (module, params, (inp, _)), dh in zip(layers, g[len(rest) :], strict=True):
+            reads = [(module, params, inp) for _, module, params, (inp, _) in layers]
+            reads += [(module, params, inp) for _, module, params, inp in fed_layers]
+            for (module, params, inp), dh in zip(reads, g[len(rest) :], strict=True):
                 if dh is None:  # a layer whose output the loss does not read
                     continue
                 with torch.no_grad():  # f(x; U, u): the output's derivative along dv_tot
-                    h_dot = functional_call(module, {n: u[k] for k, n in params.items()}, (inp,))
+                    along = {n: u[k] for k, n in params.items()}
+                    if type(module) is nn.Linear:  # x U^T + u, without functional_call's setup
+                        h_dot = F.linear(inp, along["weight"], along.get("bias"))
+                    else:
+                        h_dot = functional_call(module, along, (inp,))
                 dot.append((dh * h_dot).sum())
-            *hv, dc = torch.autograd.grad(torch.stack(dot).sum(), [*w, c], allow_unused=True)
-        hv = [torch.zeros_like(p) if h is None else h for h, p in zip(hv, w, strict=True)]
+            *hv, dc = torch.autograd.grad(
+                torch.stack(dot).sum(), [*w, *fed.values(), c], allow_unused=True
+            )
+        hv, d_h = hv[: len(w)], hv[len(w) :]
         dc = torch.zeros_like(c) if dc is None else dc
         dw = d_params if inplace else [d.clone() for d in d_params]
         torch._foreach_add_(dw, dv_tot, alpha=opt.weight_decay)
-        torch._foreach_add_(dw, hv)
+        # + H_t dv_tot: autograd's part (None where a weight's only path is a fed output)...
+        got = [i for i, h in enumerate(hv) if h is not None]
+        if got:
+            torch._foreach_add_([dw[i] for i in got], [hv[i] for i in got])
+        # ...and the fed layers' by the chain rule through h = x W^T + b, added where dw is:
+        # (H_t dv_tot)_W = d_h^T x, (H_t dv_tot)_b = sum of d_h over the batch
+        index = {k: i for i, k in enumerate(keys)}
+        for (_, _, params, inp), dh in zip(fed_layers, d_h, strict=True):
+            if dh is None:  # the loss does not read h: no term
+                continue
+            dh, inp = dh.flatten(0, -2), inp.flatten(0, -2)  # over h's leading dims
+            for key, name in params.items():
+                if name == "weight":
+                    dw[index[key]].addmm_(dh.T, inp)
+                else:
+                    dw[index[key]].add_(dh.sum(0))
         torch._foreach_mul_(dv_tot, opt.momentum)
         self.cost.charge("reverse", 1)
         return dw, dv_tot, dc
@@ -844,22 +914,38 @@ class TeachingProcess(StateViews):
 _DATA_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
+LayerTable = dict[str, tuple[nn.Module, dict[str, str]]]
+"""layer name -> (module, {param key in the student's dict: its name in the module})"""
+
+
+def _layer_table(model: nn.Module) -> LayerTable:
+    """The Linear and Conv layers of `model`, found once per process (a step walks it)."""
+    return {
+        name: (module, {f"{name}.{n}" if name else n: n for n, _ in module.named_parameters()})
+        for name, module in model.named_modules()
+        if isinstance(module, _DATA_LAYER_TYPES)
+    }
+
+
 @contextlib.contextmanager
-def _data_layers(model: nn.Module) -> Iterator[list]:
-    """Catch the layers of one forward pass of `model` that read the data: a Linear or Conv
+def _data_layers(table: LayerTable, active: bool = True) -> Iterator[list]:
+    """Catch the layers of one forward pass that read the data: a Linear or Conv of `table`
     called once, on an input that needs no gradient, its output not changed in place after (and
     its weights used by it alone: the students here tie no weights)
-    Yields a list, filled when the block ends, of (module, {param key: its name in the module},
-    (input, output)) for :meth:`TeachingProcess.step_vjp`."""
+    Yields a list, filled when the block ends, of (name, module, {param key: its name in the
+    module}, (input, output)) for :meth:`TeachingProcess.step_vjp`; with ``active=False`` it
+    stays empty and no hook is set (a fast-path step that keeps nothing)."""
+    if not active:
+        yield []
+        return
     seen: dict[str, list] = {}
-    modules = {n: m for n, m in model.named_modules() if isinstance(m, _DATA_LAYER_TYPES)}
 
     def catch(name: str) -> Callable:
         return lambda module, inp, out: seen.setdefault(name, []).append(
             (inp[0], out, out._version)
         )
 
-    hooks = [m.register_forward_hook(catch(n)) for n, m in modules.items()]
+    hooks = [m.register_forward_hook(catch(n)) for n, (m, _) in table.items()]
     layers: list = []
     try:
         yield layers
@@ -870,5 +956,59 @@ def _data_layers(model: nn.Module) -> Iterator[list]:
         if len(calls) != 1 or calls[0][0].requires_grad or calls[0][1]._version != calls[0][2]:
             continue
         inp, out, _ = calls[0]
-        params = {f"{name}.{n}" if name else n: n for n, _ in modules[name].named_parameters()}
-        layers.append((modules[name], params, (inp, out)))
+        layers.append((name, *table[name], (inp, out)))
+
+
+def _kept_outputs(layers: list, params: Tensors) -> dict[str, torch.Tensor]:
+    """The outputs h = x W^T + b worth keeping for the reverse step, by layer name, among the
+    data layers `layers` caught (:func:`_data_layers`) in a step on the weights `params`.
+
+    Linear layers only (their weight VJP d_h^T x is written out in
+    :meth:`TeachingProcess.step_vjp`), and only when h is no larger than the student's weights,
+    so that keeping it at most doubles a tape's memory per step: the mlp's 784-256 layer keeps
+    B x 256 floats (8 % of its checkpoint at B = 64) and saves the reverse step a third of its
+    products with that layer; a Conv's output on images is many times the student's weights,
+    and its product with 3 input channels is cheap. Detached views, not copies: the output
+    is fresh each step and is not written after (:func:`_data_layers` checks its version)."""
+    size = sum(p.numel() for p in params.values())
+    return {
+        name: out.detach()
+        for name, module, _, (_, out) in layers
+        if type(module) is nn.Linear and out.numel() <= size
+    }
+
+
+@contextlib.contextmanager
+def _feeding(table: LayerTable, outputs: dict[str, torch.Tensor]) -> Iterator[list]:
+    """Within the block, the layers named in `outputs` return their given output instead of
+    computing it (their ``forward`` replaced on the instance, put back after), so the reverse
+    step reads the h_t its forward step stored. Each must be called once, on an input that
+    needs no gradient and has h's leading shape (the forward's data layer), or this raises: a
+    stored output fed to another call would be silently wrong. Yields a list, filled when the
+    block ends, of (name, module, {param key: its name in the module}, input)."""
+    calls: dict[str, list] = {name: [] for name in outputs}
+
+    def feed(name: str, h: torch.Tensor) -> Callable:
+        def forward(inp: torch.Tensor) -> torch.Tensor:
+            if calls[name] or inp.requires_grad or inp.shape[:-1] != h.shape[:-1]:
+                raise RuntimeError(
+                    f"the stored output of {name!r} was recorded for one call on the data; "
+                    "this forward calls it otherwise"
+                )
+            calls[name].append(inp)
+            return h
+
+        return forward
+
+    for name, h in outputs.items():
+        table[name][0].forward = feed(name, h)
+    fed: list = []
+    try:
+        yield fed
+    finally:
+        for name in outputs:
+            del table[name][0].forward
+    for name in outputs:
+        if len(calls[name]) != 1:
+            raise RuntimeError(f"the stored output of {name!r} was not read by the forward")
+        fed.append((name, *table[name], calls[name][0]))

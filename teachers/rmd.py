@@ -19,14 +19,17 @@ product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), the process's own
 here): the scalar <g_t, dv_tot> by one gradient with ``create_graph=True``, and its gradient (one
 double backward) gives H_t dv_tot and the mixed product together. The optimiser's arithmetic stays
 out of the graph and the adjoints are updated in place (``inplace=True``), and a layer on the data
-enters <g_t, dv_tot> through its output, so a reverse step does 3 products with the first layer's
-weights where a plain step does 2 (benchmarks/README.md, hypergradient section).
+enters <g_t, dv_tot> through its output; the tape keeps each step's first-layer output h_t from
+the forward, fed back as a leaf, so a reverse step does 2 products with the first layer's
+weights (h_dot = x U^T and d_h^T x), as a plain step does (benchmarks/README.md, hypergradient
+section).
 
 The coefficients are constant within one ``advance`` call (one env step, ``interval`` student steps),
 so the engine returns dM/dPhi_k per call k; a teacher backprops those into its parameters with one
 autograd call. The state s_t a teacher reads is a constant here (no gradient through accuracies).
 
-Memory: ``checkpoint_every=1`` keeps w_t for every step, O(T x |w|). ``checkpoint_every=k`` keeps
+Memory: ``checkpoint_every=1`` keeps w_t and the first-layer output h_t (B x hidden) for every step,
+O(T x (|w| + B x hidden)). ``checkpoint_every=k`` keeps
 (w, v) every k steps and recomputes the k weights of a segment before reversing it:
 O((T/k + k) x |w|) for one more forward pass of compute. The process charges every pass to
 ``process.cost`` (envs/cost.py): a forward step ``train``, a recomputed step ``recompute``, a
@@ -64,12 +67,20 @@ class Tape:
     keep_velocity: bool = False
     """keep v_t at every checkpoint even with k = 1: a step whose lr is a coefficient (the lr
     action) has d w_{t+1} / d eta = -v_{t+1}, which depends on v_t (:func:`tape_for` sets it)"""
+    keep_outputs: bool = True
+    """with k = 1, keep each step's first-layer outputs h_t = x W_t^T + b_t as the forward made
+    them (``TeachingProcess.student_step``'s ``keep_outputs``: B x hidden floats a step, the
+    mlp's 64 x 256 are 8 % of its checkpoint), so the reverse step need not recompute x W_t^T;
+    with k > 1 the segment's replay makes them instead. Off for the lr action, whose reverse
+    step is autograd's (:func:`tape_for`)"""
     start: int | None = None
     """step index of the first recorded step"""
     steps: int = 0
     """steps recorded"""
     checkpoints: dict[int, tuple[Tensors, Tensors]] = field(default_factory=dict)
     """step t -> (w_t, v_t); v_t only where a recompute starts"""
+    outputs: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    """step t -> {layer name: h_t}, the kept data-layer outputs (``keep_outputs``, k = 1)"""
     coeffs: list[torch.Tensor] = field(default_factory=list)
     """coefficients of each ``advance`` call (segment k), detached"""
     segment_of_step: list[int] = field(default_factory=list)
@@ -80,7 +91,9 @@ class Tape:
             raise ValueError(f"checkpoint_every must be an int >= 1, got {self.checkpoint_every!r}")
         self._last_coeffs: torch.Tensor | None = None
 
-    def __call__(self, t: int, params: Tensors, velocity: Tensors, coeffs: torch.Tensor) -> None:
+    def __call__(
+        self, t: int, params: Tensors, velocity: Tensors, coeffs: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
         if self.start is None:
             self.start = t
         elif t != self.start + self.steps:
@@ -104,13 +117,18 @@ class Tape:
             )
             self.checkpoints[t] = (w, v)
         self.steps += 1
+        if self.keep_outputs and self.checkpoint_every == 1:  # the process fills it (recording)
+            return self.outputs.setdefault(t, {})
+        return None
 
     def nbytes(self) -> int:
-        """Bytes held by the checkpoints (for the memory benchmark and tests)."""
+        """Bytes held by the checkpoints and kept outputs (for the memory benchmark and tests)."""
         return sum(
             p.numel() * p.element_size()
-            for w, v in self.checkpoints.values()
-            for d in (w, v)
+            for d in (
+                *(d for w, v in self.checkpoints.values() for d in (w, v)),
+                *self.outputs.values(),
+            )
             for p in d.values()
         )
 
@@ -139,7 +157,8 @@ def lr_is_a_coefficient(process: TeachingProcess) -> bool:
 
 def tape_for(process: TeachingProcess, checkpoint_every: int = 1) -> Tape:
     """A tape for `process`: it keeps what the reverse pass through this process needs."""
-    return Tape(checkpoint_every, keep_velocity=lr_is_a_coefficient(process))
+    lr_action = lr_is_a_coefficient(process)
+    return Tape(checkpoint_every, keep_velocity=lr_action, keep_outputs=not lr_action)
 
 
 def reverse(
@@ -194,16 +213,22 @@ def reverse(
         seg_end = min(seg_start + k_every, end)
         w, v = tape.checkpoints[seg_start]
         start = StudentState(w, v or any_velocity, buffers, seg_start)
-        # (w_t, v_t) for t in [seg_start, seg_end) from the segment's checkpoint
-        states = (
-            [start] if k_every == 1 else process.replay(start, seg_end - seg_start - 1, coeffs_at)
-        )
+        # (w_t, v_t) for t in [seg_start, seg_end) from the segment's checkpoint, and the
+        # first-layer outputs h_t the forward kept (k = 1) or the replay makes (k > 1: all but
+        # the segment's last step, whose reverse step recomputes its h)
+        outputs = tape.outputs
+        if k_every == 1:
+            states = [start]
+        else:
+            outputs = {} if tape.keep_outputs else None
+            states = process.replay(start, seg_end - seg_start - 1, coeffs_at, outputs=outputs)
         for t in range(seg_end - 1, seg_start - 1, -1):
             # dv_tot = dv - eta_t dw;  dPhi += (dg_t/dPhi)^T dv_tot;
             # dw <- dw + lambda dv_tot + H_t dv_tot;  dv <- mu dv_tot      (module docstring)
             s = states[t - seg_start]
             state_t = StudentState(s.params, s.velocity, buffers, t)
-            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv, inplace=True)
+            kept = None if outputs is None else outputs.get(t)
+            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv, inplace=True, outputs=kept)
             dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
     return Hypergradient(m.detach(), dphi, objective)
 

@@ -261,3 +261,141 @@ def test_step_vjp_is_the_steps_autograd_vjp(student, loss, kw):
     assert torch.equal(again[2], got[2])
     if not kw:  # the written-out path updates the caller's adjoints where they are
         assert all(a is b for a, b in zip(again[0], dw, strict=True))
+
+
+def kept_outputs(proc, state, coeffs):
+    """The data-layer outputs the fast path keeps for a tape in the step from `state`."""
+    kept: dict = {}
+    proc.student_step(state, proc.batch(state.step), coeffs, with_stats=False, keep_outputs=kept)
+    return kept
+
+
+@pytest.mark.parametrize(
+    ("loss", "kw", "hidden"),
+    [
+        ("bilinear", {}, 6),
+        ("large-margin", {}, 6),  # the head reads the (fed) first layer's activations
+        ("bilinear", {}, (6, 5)),  # a second hidden layer: not on the data, not fed
+    ],
+)
+def test_stored_output_step_vjp_is_the_steps_autograd_vjp(loss, kw, hidden):
+    """The reverse step fed the first layer's output h_t as the forward computed it (no x W^T
+    recomputed; its Hessian-vector product d_h^T x and sum d_h by the chain rule) equals
+    autograd through the whole differentiable step, and the recomputing path, to float64
+    rounding."""
+    proc = make_process(loss=loss, **kw)
+    if hidden != 6:
+        proc = TeachingProcess(
+            DATA,
+            "mlp",
+            loss,
+            batch_size=16,
+            optim=SGDConfig(0.3, 0.9, 1e-2, "cosine", STEPS),
+            dtype=torch.float64,
+            device="cpu",
+            student_kwargs={"hidden": hidden},
+        )
+        proc.reset(3)
+    g = torch.Generator().manual_seed(5)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)
+    state = proc.state
+    kept = kept_outputs(proc, state, coeffs)
+    assert list(kept) == ["layers.0"] and kept["layers.0"].shape == (16, 6)
+    x, _ = proc.batch(state.step)
+    w0, b0 = state.params["layers.0.weight"], state.params["layers.0.bias"]
+    assert torch.equal(kept["layers.0"], torch.nn.functional.linear(x.flatten(1), w0, b0))
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    fed = proc.step_vjp(state, coeffs, dw, dv, outputs=kept)
+    recomputed = proc.step_vjp(state, coeffs, dw, dv)
+    for mine, ref, other in zip(
+        (*fed[0], *fed[1], fed[2]),
+        (*want[0], *want[1], want[2]),
+        (*recomputed[0], *recomputed[1], recomputed[2]),
+        strict=True,
+    ):
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(mine, other, rtol=1e-12, atol=1e-14)
+    # in place: the same numbers, written over the caller's adjoints
+    again = proc.step_vjp(
+        state, coeffs, [d.clone() for d in dw], [d.clone() for d in dv], inplace=True, outputs=kept
+    )
+    for a, b in zip((*again[0], *again[1], again[2]), (*fed[0], *fed[1], fed[2]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_outputs_are_kept_only_where_the_reverse_step_uses_them():
+    """A k = 1 tape keeps each step's first-layer output (and counts its bytes); the recompute
+    mode, the lr action, a Conv first layer and an output larger than the student's weights
+    keep none, and their hypergradients still match autograd."""
+    coeffs = coeff_schedule(make_process().family)
+    proc, tape = make_process(), rmd.tape_for(make_process())
+    with proc.recording(tape):
+        for row in coeffs:
+            proc.advance(row, INTERVAL)
+    assert sorted(tape.outputs) == list(range(STEPS))
+    assert all(
+        list(o) == ["layers.0"] and o["layers.0"].shape == (16, 6) for o in tape.outputs.values()
+    )
+    weights = sum(
+        p.numel() * p.element_size() for w, _ in tape.checkpoints.values() for p in w.values()
+    )
+    assert tape.nbytes() == weights + STEPS * 16 * 6 * 8
+    sparse = rmd.tape_for(make_process(), 4)
+    proc = make_process()
+    with proc.recording(sparse):
+        for row in coeffs:
+            proc.advance(row, INTERVAL)
+    assert not sparse.outputs  # the replay makes them for its segment
+    lr_proc = make_process(lr_action=True)
+    assert not rmd.tape_for(lr_proc).keep_outputs  # its reverse step is autograd's
+    lr_coeffs = coeff_schedule(lr_proc.family)
+    h = rmd.hypergradient(lr_proc, lr_coeffs, INTERVAL)
+    assert (
+        rel_err(h.coeff_grads, unrolled_grad(make_process(lr_action=True), lr_coeffs, "ce")) <= 1e-6
+    )
+    # resnet8: a Conv reads the data; its output (B x 16 x 8 x 8) is not kept
+    data = tiny_data(shape=(3, 8, 8), classes=3, n=60)
+    res = make_process("resnet8", data)
+    assert kept_outputs(res, res.state, res.family.default_coeffs(torch.float64)) == {}
+    res_coeffs = coeff_schedule(res.family)
+    h = rmd.hypergradient(res, res_coeffs, INTERVAL)
+    assert (
+        rel_err(h.coeff_grads, unrolled_grad(make_process("resnet8", data), res_coeffs, "ce"))
+        <= 1e-6
+    )
+    # a first layer wider than the student's weights (24 x 6 outputs > 12 x 6 + 6 + 6 x 3 + 3)
+    wide = TeachingProcess(
+        DATA,
+        "mlp",
+        "bilinear",
+        batch_size=24,
+        dtype=torch.float64,
+        device="cpu",
+        student_kwargs={"hidden": 6},
+    )
+    wide.reset(0)
+    assert kept_outputs(wide, wide.state, wide.family.default_coeffs(torch.float64)) == {}
+
+
+def test_a_stored_output_fed_where_it_was_not_recorded_raises():
+    """A stored output reaches the forward only as the one call of its layer on the data: fed
+    to a layer that reads activations, or to one the forward does not call, it raises."""
+    proc = make_process()
+    c = proc.family.default_coeffs(torch.float64)
+    state = proc.state
+    adj = [torch.ones_like(p) for p in state.params.values()]
+    zeros = [torch.zeros_like(p) for p in state.params.values()]
+    h = kept_outputs(proc, state, c)["layers.0"]
+    with pytest.raises(RuntimeError, match="recorded for one call on the data"):
+        proc.step_vjp(state, c, adj, zeros, outputs={"layers.1": torch.zeros(16, 3, dtype=h.dtype)})
+    with pytest.raises(RuntimeError, match="recorded for one call on the data"):
+        proc.step_vjp(state, c, adj, zeros, outputs={"layers.0": h[:8]})
+    # the model is left as it was: its own forward again
+    assert "forward" not in vars(proc.model.layers[0]) and "forward" not in vars(
+        proc.model.layers[1]
+    )
+    proc.step_vjp(state, c, adj, zeros, outputs={"layers.0": h})
