@@ -232,8 +232,25 @@ class ReweightTeacher(Teacher):
     def rollout(self, env, seed: int, decide=None) -> Iterator:
         """:meth:`Teacher.rollout` with every student step weighted (``process.weighting``;
         the weighting function is made per student in :meth:`begin_episode`)."""
-        with env.unwrapped.process.weighting(lambda *args: self._weigh(*args)):
+        with env.unwrapped.process.weighting(_CurrentWeigh(self)):
             yield from super().rollout(env, seed, decide)
+
+
+class _CurrentWeigh:
+    """The teacher's weighting function of the current student (made in ``begin_episode``,
+    after the weighting block opens) and what its last call spent, which
+    ``process.advance_weighted`` reads as ``cost`` and charges: a plain ``lambda`` in its place
+    hid the look-ahead's cost, and these teachers were charged as plain CE (1.0x)."""
+
+    def __init__(self, teacher: ReweightTeacher) -> None:
+        self.teacher = teacher
+
+    def __call__(self, *args: Any) -> torch.Tensor:
+        return self.teacher._weigh(*args)
+
+    @property
+    def cost(self) -> dict[str, float]:
+        return self.teacher._weigh.cost
 
 
 class L2RWTeacher(ReweightTeacher):

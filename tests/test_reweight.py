@@ -235,3 +235,19 @@ def test_a_reweighting_teachers_student_lr_reaches_its_spec(name):
 
     assert make_teacher(name, lr=0.02).spec_for(TeachingSpec(lr=0.1)).lr == 0.02
     assert make_teacher(name).spec_for(TeachingSpec(lr=0.1)).lr == 0.1
+
+
+@pytest.mark.parametrize("name", ["l2rw", "mw-net"])
+def test_a_taught_student_is_charged_the_look_ahead_of_every_step(name):
+    """Each taught step: the step itself, the virtual step differentiated back (``unroll``) and
+    the meta minibatch's pass (``meta_grad``, m / B = 1 here), so about 3.7x plain CE, not 1.0x
+    (a lambda around the weighting function once hid its cost from the counter)."""
+    from envs.cost import KINDS
+    from teachers import TeachingSpec, make_teacher
+
+    spec = TeachingSpec(horizon=2, interval=10, batch_size=16, dev_subset=32, device="cpu",
+                        student_kwargs={"hidden": 16}, label_noise=0.4)  # fmt: skip
+    final = make_teacher(name).teach(spec, seed=1).final
+    per_step = KINDS["train"] + KINDS["unroll"] + KINDS["meta_grad"]
+    assert final["teach_cost"] == pytest.approx(spec.episode_steps * per_step)
+    assert final["teach_cost_ratio"] == pytest.approx(per_step)
