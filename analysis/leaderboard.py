@@ -127,6 +127,34 @@ def to_markdown(board: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+LEARNED_KINDS = ("gradient", "rl")
+"""the kinds of teacher that learn their loss (analysis.tables.kind_of)"""
+
+
+def verdict(board: pd.DataFrame) -> str:
+    """One sentence: which teachers beat their setting's best baseline (the ✓ cells), and
+    whether any learned teacher does, so that a board without one says so in words."""
+    wins = [
+        (r["teacher"], s)
+        for r in board.to_dict("records")
+        for s in board.attrs["settings"]
+        if r.get(f"{s}:beats_best") is True
+    ]
+    learned = [(t, s) for t, s in wins if _kind(board, t) in LEARNED_KINDS]
+    if not wins:
+        return (
+            "No teacher beats its setting's best baseline (Holm-adjusted paired t-test, "
+            "p < 0.05) in any setting here, and so no learned teacher does."
+        )
+    listed = "; ".join(f"{t} in {s}" for t, s in wins)
+    tail = "" if learned else " None of them is a learned teacher."
+    return f"Beats its setting's best baseline (Holm-adjusted, p < 0.05): {listed}.{tail}"
+
+
+def _kind(board: pd.DataFrame, teacher: str) -> str:
+    return str(board.loc[board["teacher"] == teacher, "kind"].iloc[0])
+
+
 def _ratio(x: float) -> str:
     return "—" if pd.isna(x) else f"{x:.1f}"
 

@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 
 from analysis.across import across_settings, plot_across, settings_frame
-from analysis.leaderboard import leaderboard, plot, setting_table, to_markdown
+from analysis.leaderboard import leaderboard, plot, setting_table, to_markdown, verdict
 
 SETTINGS: dict[str, dict] = {
     "symmetric-40": {
@@ -142,6 +142,8 @@ def summarise(out: Path, command_line: str) -> Path | None:
         "settings); teach cost: student-step equivalents per taught student over plain CE's.",
         "",
         to_markdown(board),
+        verdict(board),
+        "",
         "![leaderboard](leaderboard.png)",
         "",
     ]

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.leaderboard import leaderboard, setting_table, to_markdown
+from analysis.leaderboard import leaderboard, setting_table, to_markdown, verdict
 from analysis.runner import Grid, run_grid
 from analysis.tables import summary
 from students.data import from_tensors
@@ -108,3 +108,18 @@ def test_the_headline_commands_hold_every_teacher_once_and_refuse_unknown_settin
     with pytest.raises(SystemExit):
         fair_headline.main(["--settings", "noisy", "--print"])
     assert "unknown settings ['noisy']" in capsys.readouterr().err
+
+
+def test_the_verdict_says_who_beats_the_best_baseline_and_whether_a_learned_teacher_does(settings):
+    _, dirs = settings
+    board = leaderboard(dirs)
+    cells = [c for c in board.columns if c.endswith(":beats_best")]
+    board[cells] = False
+    assert verdict(board).startswith("No teacher beats its setting's best baseline")
+    fixed = board.index[board["teacher"] == "label-smoothing"][0]
+    board.loc[fixed, cells[0]] = True
+    text = verdict(board)
+    setting = cells[0].split(":")[0]
+    assert f"label-smoothing in {setting}" in text and "None of them is a learned" in text
+    board.loc[fixed, "kind"] = "gradient"  # as if a learned teacher had won that cell
+    assert "None of them" not in verdict(board)
