@@ -45,6 +45,7 @@ from pathlib import Path
 
 from analysis.across import across_settings, plot_across, settings_frame
 from analysis.leaderboard import leaderboard, plot, setting_table, to_markdown, verdict
+from analysis.records import RecordStore, unit_id
 
 SETTINGS: dict[str, dict] = {
     "symmetric-40": {
@@ -117,10 +118,31 @@ def command(setting: str, args: argparse.Namespace) -> list[str]:
     ]  # fmt: skip
 
 
+def units_done(root: Path) -> tuple[int, int]:
+    """(units finished, units the run's config asks for) of one setting's directory."""
+    store = RecordStore(root)
+    config = store.config()
+    want = {
+        unit_id(t, b, s)
+        for t in config["teachers"]
+        for b in config["budgets"]
+        for s in range(config["seeds"])
+    }
+    return len(want & store.completed()), len(want)
+
+
 def summarise(out: Path, command_line: str) -> Path | None:
     """The leaderboard and the across-settings statistics of the settings that have results."""
-    present = {s: out / s for s in SETTINGS if (out / s / "records").is_dir()}
-    present = {s: p for s, p in present.items() if any((p / "records").glob("*.parquet"))}
+    present, partial = {}, []
+    for s in SETTINGS:
+        if (out / s / "config.json").exists():
+            done, want = units_done(out / s)
+            if done == want:
+                present[s] = out / s
+            elif done:
+                partial.append(f"{s} ({done} of {want} units)")
+    if partial:  # a part of a setting would rank teachers on different seeds: left out
+        print(f"not summarised, still running: {', '.join(partial)}", file=sys.stderr)
     if not present:
         print("no setting has results yet: nothing to summarise", file=sys.stderr)
         return None
@@ -132,7 +154,8 @@ def summarise(out: Path, command_line: str) -> Path | None:
         "",
         f"Made by `{command_line}`, from the runs in this folder (one per setting; each "
         "report.md says its commits, seeds and wall time). Settings present: "
-        f"{', '.join(present)}; ranked: {', '.join(ranked) or 'none yet'}.",
+        f"{', '.join(present)}; ranked: {', '.join(ranked) or 'none yet'}"
+        + (f"; still running, so not summarised: {', '.join(partial)}." if partial else "."),
         "",
         f"Each cell: rank by mean test error at budget {SUMMARY_BUDGET:,} (1 = best; the oracle "
         "is a limit, not ranked), the mean test error ± its 95 % CI half-width over seeds, and "

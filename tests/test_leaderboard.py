@@ -123,3 +123,19 @@ def test_the_verdict_says_who_beats_the_best_baseline_and_whether_a_learned_teac
     assert f"label-smoothing in {setting}" in text and "None of them is a learned" in text
     board.loc[fixed, "kind"] = "gradient"  # as if a learned teacher had won that cell
     assert "None of them" not in verdict(board)
+
+
+def test_a_setting_still_running_is_not_summarised(settings, monkeypatch, tmp_path):
+    """A setting with units missing would rank its teachers on fewer seeds: the summary leaves
+    it out and says so."""
+    import shutil
+
+    root, _ = settings
+    copy = tmp_path / "fair"
+    shutil.copytree(root, copy)
+    (copy / "pairflip-40" / "records" / "gce__b5__s2.parquet").unlink()
+    assert fair_headline.units_done(copy / "pairflip-40") == (11, 12)
+    monkeypatch.setattr(fair_headline, "SUMMARY_BUDGET", 5)
+    text = fair_headline.summarise(copy, "summary").read_text()
+    assert "still running, so not summarised: pairflip-40 (11 of 12 units)" in text
+    assert "ranked: symmetric-40; still running" in text and "pairflip-40 |" not in text
