@@ -96,10 +96,13 @@ def protocol_section(root: Path, config: dict) -> list[str]:
     names = {b["teacher"] for b in bodies}
     first_of = {b["searched_in"]: b["searched_in"] for b in bodies if b.get("searched_in") in names}
     total = 0
+    at_edge = []
     for body in bodies:
         chosen = body["chosen"]
         trials = body["trials"]
         grid = sorted({t["lr"] for t in trials})
+        if len(grid) > 1 and chosen.get("lr") in (grid[0], grid[-1]):
+            at_edge.append(f"{body['teacher']} (lr {chosen['lr']})")
         starts = sorted({str(t["start"]) for t in trials if "start" in t})
         shown = f"lr {grid}" + (f" x start {starts}" if starts else "")
         error = next(t[f"{body['split']}_error"] for t in trials if t["chosen"])
@@ -125,6 +128,12 @@ def protocol_section(root: Path, config: dict) -> list[str]:
         *rows,
         "",
     ]
+    if at_edge:  # the grid may not hold the best lr: the search only knows it is not inside
+        lines += [
+            "Chosen at an end of the grid: " + ", ".join(at_edge) + ". The search cannot tell "
+            "whether an lr beyond that end would score better; a wider grid may choose another.",
+            "",
+        ]
     return lines
 
 
