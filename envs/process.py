@@ -555,6 +555,14 @@ class TeachingProcess(StateViews):
 
         so a reverse step makes 2 products with such a layer's weights (h_dot and d_h^T x)
         instead of 3. Layers not in `outputs` recompute h.
+
+        A Linear layer on activations, h = a W^T + b (the classifier, a middle layer; called
+        once), enters the same way, <dL/dW, U> + <dL/db, u> = <dL/dh, a U^T + u>, with a kept
+        in the graph: the scalar is the same function of the weights, so its gradient is too
+        (a's dependence on the layers below carries their part), and dL/dW = dh^T a and its
+        double backward are not formed (~5 % of a reverse step, mlp on mnist). Not for the
+        classifier of a family that reads its weights beside its output (``needs_head``,
+        large-margin): there dL/dW has a second term and it stays a direct gradient.
         """
         c = coeffs.detach().to(self.device, self.dtype).requires_grad_(True)
         if self.family.lr_multiplier(c.detach()) is not None:
@@ -566,55 +574,70 @@ class TeachingProcess(StateViews):
             torch._foreach_add_(dv_tot, d_params, alpha=-lr)
         else:
             dv_tot = torch._foreach_add(d_velocity, d_params, alpha=-lr)
-        w = [state.params[k].detach().requires_grad_(True) for k in keys]
-        buffers = {k: b.clone() for k, b in state.buffers.items()}  # BatchNorm writes its copy
+        w = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
+        # BatchNorm writes its copy of the buffers
+        buffers = {k: b.clone() for k, b in state.buffers.items()} if state.buffers else {}
         x, y = self.batch(state.step)
         u = dict(zip(keys, dv_tot, strict=True))
         fed = {name: h.detach().requires_grad_(True) for name, h in (outputs or {}).items()}
+        inner: list = []
         with torch.enable_grad():
-            with _data_layers(self._layers) as layers, _feeding(self._layers, fed) as fed_layers:
-                loss, _ = self.student_loss(dict(zip(keys, w, strict=True)), buffers, x, y, c)
-            # <g_t, dv_tot>, differentiated once more: H_t dv_tot and the mixed product; the
-            # data layers (recomputed, and fed) enter through their outputs (docstring)
-            layers = [
+            with (
+                _data_layers(self._layers, inner=inner) as layers,
+                _feeding(self._layers, fed) as fed_layers,
+            ):
+                loss, _ = self.student_loss(w, buffers, x, y, c)
+            # <g_t, dv_tot>, differentiated once more: H_t dv_tot and the mixed product. The
+            # Linear/Conv layers on the data (recomputed; fed ones are leaves) and the Linear
+            # layers on activations enter through their outputs (docstring); not the classifier
+            # of a family that reads its weights beside its output (``needs_head``)
+            head = self._head_name() if self.family.needs_head else None
+            through = [
                 layer
-                for layer in layers
-                if layer[0] not in fed and set(layer[2]) <= u.keys()  # fed: not recomputed
+                for layer in layers + inner
+                if layer[0] not in fed and layer[0] != head and layer[2].keys() <= u.keys()
             ]
-            owned = {k for _, _, params, _ in layers for k in params}
-            rest = [i for i, k in enumerate(keys) if k not in owned]
-            outs = [out for *_, (_, out) in layers] + list(fed.values())
+            fed_keys = {k for _, _, params, _ in fed_layers for k in params}
+            owned = fed_keys.union(*(params for _, _, params, _ in through))
+            rest = [k for k in keys if k not in owned]  # weights differentiated directly
+            outs = [out for *_, (_, out) in through]
             g = torch.autograd.grad(
-                loss, [w[i] for i in rest] + outs, create_graph=True, allow_unused=True
+                loss,
+                [w[k] for k in rest] + outs + list(fed.values()),
+                create_graph=True,
+                allow_unused=True,
             )
-            # a fed layer's weights are not in this graph: their g (in `rest`) is None
-            dot = [(g[j] * dv_tot[i]).sum() for j, i in enumerate(rest) if g[j] is not None]
-            reads = [(module, params, inp) for _, module, params, (inp, _) in layers]
+            dot = sum((gk * u[k]).sum() for k, gk in zip(rest, g, strict=False) if gk is not None)
+            reads = [(module, params, inp) for _, module, params, (inp, _) in through]
             reads += [(module, params, inp) for _, module, params, inp in fed_layers]
             for (module, params, inp), dh in zip(reads, g[len(rest) :], strict=True):
                 if dh is None:  # a layer whose output the loss does not read
                     continue
-                with torch.no_grad():  # f(x; U, u): the output's derivative along dv_tot
-                    along = {n: u[k] for k, n in params.items()}
-                    if type(module) is nn.Linear:  # x U^T + u, without functional_call's setup
-                        h_dot = F.linear(inp, along["weight"], along.get("bias"))
-                    else:
-                        h_dot = functional_call(module, along, (inp,))
-                dot.append((dh * h_dot).sum())
+                # f(x; U, u), the output's derivative along dv_tot: a constant for a layer on
+                # the data; for one on activations a, a U^T + u stays a function of a (and so
+                # of the layers below) in the graph, for its second derivative through a
+                along = {n: u[k] for k, n in params.items()}
+                if type(module) is nn.Linear:  # without functional_call's setup
+                    h_dot = F.linear(inp, along["weight"], along.get("bias"))
+                else:
+                    h_dot = functional_call(module, along, (inp,))
+                dot = dot + (dh * h_dot).sum()
+            # the fed layers' weights are not in this graph: their d_h stands for them
+            wrt = [k for k in keys if k not in fed_keys]
             *hv, dc = torch.autograd.grad(
-                torch.stack(dot).sum(), [*w, *fed.values(), c], allow_unused=True
+                dot, [*(w[k] for k in wrt), *fed.values(), c], allow_unused=True
             )
-        hv, d_h = hv[: len(w)], hv[len(w) :]
+        hv, d_h = hv[: len(wrt)], hv[len(wrt) :]
         dc = torch.zeros_like(c) if dc is None else dc
         dw = d_params if inplace else [d.clone() for d in d_params]
         torch._foreach_add_(dw, dv_tot, alpha=opt.weight_decay)
-        # + H_t dv_tot: autograd's part (None where a weight's only path is a fed output)...
-        got = [i for i, h in enumerate(hv) if h is not None]
+        # + H_t dv_tot: autograd's part...
+        index = {k: i for i, k in enumerate(keys)}
+        got = [(dw[index[k]], h) for k, h in zip(wrt, hv, strict=True) if h is not None]
         if got:
-            torch._foreach_add_([dw[i] for i in got], [hv[i] for i in got])
+            torch._foreach_add_(*(list(t) for t in zip(*got, strict=True)))
         # ...and the fed layers' by the chain rule through h = x W^T + b, added where dw is:
         # (H_t dv_tot)_W = d_h^T x, (H_t dv_tot)_b = sum of d_h over the batch
-        index = {k: i for i, k in enumerate(keys)}
         for (_, _, params, inp), dh in zip(fed_layers, d_h, strict=True):
             if dh is None:  # the loss does not read h: no term
                 continue
@@ -627,6 +650,10 @@ class TeachingProcess(StateViews):
         torch._foreach_mul_(dv_tot, opt.momentum)
         self.cost.charge("reverse", 1)
         return dw, dv_tot, dc
+
+    def _head_name(self) -> str:
+        """The classifier's name: the model's last nn.Linear (what :meth:`_head_loss` reads)."""
+        return [n for n, (m, _) in self._layers.items() if isinstance(m, nn.Linear)][-1]
 
     def _step_vjp_autograd(
         self,
@@ -930,13 +957,17 @@ def _layer_table(model: nn.Module) -> LayerTable:
 
 
 @contextlib.contextmanager
-def _data_layers(table: LayerTable, active: bool = True) -> Iterator[list]:
+def _data_layers(
+    table: LayerTable, active: bool = True, *, inner: list | None = None
+) -> Iterator[list]:
     """Catch the layers of one forward pass that read the data: a Linear or Conv of `table`
     called once, on an input that needs no gradient, its output not changed in place after (and
-    its weights used by it alone: the students here tie no weights)
+    its weights used by it alone: the students here tie no weights).
     Yields a list, filled when the block ends, of (name, module, {param key: its name in the
     module}, (input, output)) for :meth:`TeachingProcess.step_vjp`; with ``active=False`` it
-    stays empty and no hook is set (a fast-path step that keeps nothing)."""
+    stays empty and no hook is set (a fast-path step that keeps nothing). `inner`, a list, is
+    filled the same way with the Linear layers called once on an input that needs a gradient
+    (activations: the reverse step's output identity for them, :meth:`TeachingProcess.step_vjp`)."""
     if not active:
         yield []
         return
@@ -955,10 +986,13 @@ def _data_layers(table: LayerTable, active: bool = True) -> Iterator[list]:
         for hook in hooks:
             hook.remove()
     for name, calls in seen.items():
-        if len(calls) != 1 or calls[0][0].requires_grad or calls[0][1]._version != calls[0][2]:
+        if len(calls) != 1 or calls[0][1]._version != calls[0][2]:
             continue
         inp, out, _ = calls[0]
-        layers.append((name, *table[name], (inp, out)))
+        if not inp.requires_grad:
+            layers.append((name, *table[name], (inp, out)))
+        elif inner is not None and type(table[name][0]) is nn.Linear:
+            inner.append((name, *table[name], (inp, out)))
 
 
 def _kept_outputs(layers: list, params: Tensors) -> dict[str, torch.Tensor]:

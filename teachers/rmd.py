@@ -19,7 +19,8 @@ product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), the process's own
 here): the scalar <g_t, dv_tot> by one gradient with ``create_graph=True``, and its gradient (one
 double backward) gives H_t dv_tot and the mixed product together. The optimiser's arithmetic stays
 out of the graph and the adjoints are updated in place (``inplace=True``), and a layer on the data
-enters <g_t, dv_tot> through its output; the tape keeps each step's first-layer output h_t from
+(and a Linear layer on activations, the classifier included unless the family reads its weights:
+``needs_head``) enters <g_t, dv_tot> through its output; the tape keeps each step's first-layer output h_t from
 the forward, fed back as a leaf, so a reverse step does 2 products with the first layer's
 weights (h_dot = x U^T and d_h^T x), as a plain step does (benchmarks/README.md, hypergradient
 section).

@@ -399,3 +399,69 @@ def test_a_stored_output_fed_where_it_was_not_recorded_raises():
         proc.model.layers[1]
     )
     proc.step_vjp(state, c, adj, zeros, outputs={"layers.0": h})
+
+
+def mlp_process(loss="bilinear", hidden=6, activation="relu"):
+    proc = TeachingProcess(
+        DATA,
+        "mlp",
+        loss,
+        batch_size=16,
+        optim=SGDConfig(0.3, 0.9, 1e-2, "cosine", STEPS),
+        dtype=torch.float64,
+        device="cpu",
+        student_kwargs={"hidden": hidden, "activation": activation},
+    )
+    proc.reset(3)
+    return proc
+
+
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize(
+    ("loss", "hidden", "activation"),
+    [
+        ("bilinear", 6, "relu"),
+        ("bilinear", (6, 5), "relu"),
+        ("bilinear", (6, 5), "tanh"),  # curvature through the activations, a's second derivative
+        ("large-margin", 6, "relu"),  # the head's weights enter the loss beside its output
+        ("large-margin", (6, 5), "tanh"),  # the middle layer through its output, the head not
+    ],
+)
+def test_layers_on_activations_enter_through_their_outputs(
+    loss, hidden, activation, kept, monkeypatch
+):
+    """A Linear layer on activations a (the classifier, a middle layer) enters <g_t, dv_tot> as
+    <dL/dh, a U^T + u> with a in the graph, so its weight gradient dL/dW = dh^T a is never
+    formed; the reverse step still equals autograd through the whole step to float64 rounding,
+    with the first layer's output fed (kept) or recomputed. A family that reads the classifier's
+    weights directly (large-margin) keeps them in the create_graph gradient: there the identity
+    would drop the loss's own dependence on W."""
+    proc = mlp_process(loss, hidden, activation)
+    g = torch.Generator().manual_seed(13)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)
+    state = proc.state
+    outputs = kept_outputs(proc, state, coeffs) if kept else None
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    asked = []  # what each create_graph gradient is taken with respect to
+    grad = torch.autograd.grad
+
+    def spy(outputs, inputs, *args, **kwargs):
+        if kwargs.get("create_graph"):
+            asked.append([tuple(t.shape) for t in inputs])
+        return grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    got = proc.step_vjp(state, coeffs, dw, dv, outputs=outputs)
+    monkeypatch.undo()
+    for mine, ref in zip((*got[0], *got[1], got[2]), (*want[0], *want[1], want[2]), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+    # weights asked for directly: the classifier's under large-margin, and nothing else
+    shapes = {k: tuple(p.shape) for k, p in state.params.items()}
+    head = [k for k in shapes if k.startswith(f"layers.{len(shapes) // 2 - 1}.")]
+    assert len(asked) == 1
+    direct = sorted(s for s in asked[0] if s in shapes.values() and s[0] != 16)
+    assert direct == sorted(shapes[k] for k in (head if loss == "large-margin" else []))
