@@ -465,3 +465,36 @@ def test_layers_on_activations_enter_through_their_outputs(
     assert len(asked) == 1
     direct = sorted(s for s in asked[0] if s in shapes.values() and s[0] != 16)
     assert direct == sorted(shapes[k] for k in (head if loss == "large-margin" else []))
+
+
+def test_the_model_call_is_functional_calls():
+    """The process's model call (the tensors put into the module's own slots for the call, the
+    slots found once) gives functional_call's logits and BatchNorm buffer updates bit for bit,
+    leaves the module's own tensors in place after (also when the forward raises), and a
+    model that ties weights takes functional_call itself."""
+    from torch.func import functional_call
+
+    from envs.process import _call_model, _parameter_slots
+
+    data = tiny_data(shape=(3, 8, 8), classes=3, n=60)
+    proc = make_process("resnet8", data)
+    model, slots = proc.model, proc._slots
+    own = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    params = {k: p + 0.01 for k, p in proc.params.items()}
+    x, _ = proc.batch(0)
+    mine, ref = ({k: b.clone() for k, b in proc.buffers.items()} for _ in range(2))
+    got = _call_model(model, slots, params, mine, x)
+    want = functional_call(model, (params, ref), (x,))
+    assert torch.equal(got, want)
+    assert any(not torch.equal(b, proc.buffers[k]) for k, b in mine.items())  # BN ran on them
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+    after = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    assert after.keys() == own.keys() and all(after[k] is own[k] for k in own)
+    with pytest.raises(RuntimeError):
+        _call_model(model, slots, params, mine, x[:, :1])  # wrong channels: the conv raises
+    after = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    assert all(after[k] is own[k] for k in own)
+    tied = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    tied[1].weight = tied[0].weight
+    assert _parameter_slots(tied) is None
+    assert _parameter_slots(make_process().model).keys() == dict(make_process().params).keys()
