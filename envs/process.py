@@ -290,6 +290,7 @@ class TeachingProcess(StateViews):
         with_stats: bool = True,
         example_weights: ExampleWeights | None = None,
         keep_outputs: dict[str, torch.Tensor] | None = None,
+        fresh_params: bool = False,
     ) -> tuple[StudentState, StepStats | None]:
         """One momentum-SGD step on L_Phi: state_t -> state_{t+1} (on the per-example weighted
         loss with `example_weights`, :meth:`student_loss`).
@@ -303,7 +304,9 @@ class TeachingProcess(StateViews):
         are functions of `state.params`, `state.velocity` and `coeffs` in the autograd graph.
         ``inplace=True`` (fast path only; what :meth:`advance` uses) updates the weights, momentum
         and BatchNorm buffers where they are, as torch.optim does, to save an allocation per
-        tensor per step; callers that keep old weights must clone them (the RMD tape does).
+        tensor per step; callers that keep old weights must clone them, or pass
+        ``fresh_params=True``: w_{t+1} in new tensors, w_t left as it was (the momentum and
+        BatchNorm buffers still in place; how :meth:`advance` hands w_t to a recording tape).
         """
         if inplace and differentiable:
             raise ValueError("inplace=True is for the fast path; the differentiable path keeps w_t")
@@ -338,6 +341,7 @@ class TeachingProcess(StateViews):
                 self.optim.weight_decay,
                 inplace=inplace,
                 lr_scale=self.family.lr_multiplier(coeffs),  # None unless the lr is an action
+                fresh_params=fresh_params,
             )
         stats = None
         if with_stats:
@@ -366,7 +370,9 @@ class TeachingProcess(StateViews):
         step: an RMD ``teachers.rmd.Tape`` records its weight checkpoints so (it must clone what
         it keeps: the fast path updates the weights in place). A dict returned by the call is
         filled with the step's data-layer outputs (:meth:`student_step`'s ``keep_outputs``); a
-        None return keeps nothing. A gradient teacher wraps its ``env.step`` calls in this
+        None return keeps nothing. A recorder whose ``takes_weights`` is true is handed w_t for
+        keeps: the process steps the weights out of place while recording (``fresh_params``)
+        and never writes w_t again, so it needs no copy (an RMD ``Tape``). A gradient teacher wraps its ``env.step`` calls in this
         block, so the env keeps Gymnasium's ``step(action)``."""
         if self._tape is not None:
             raise RuntimeError("the process is already recording to a tape")
@@ -419,6 +425,7 @@ class TeachingProcess(StateViews):
         # few device ops they cost are paid on a fifth of a default interval's steps
         first_stat = max(0, steps - STATS_WINDOW)
         tape = self._tape
+        hand_over = inplace and getattr(tape, "takes_weights", False)
         for i in range(steps):
             kept = None
             if tape is not None:
@@ -432,6 +439,7 @@ class TeachingProcess(StateViews):
                 inplace=inplace,
                 with_stats=i >= first_stat,
                 keep_outputs=kept,
+                fresh_params=hand_over,
             )
             if stats is not None:
                 sum_loss = sum_loss + stats.loss

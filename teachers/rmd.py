@@ -58,9 +58,13 @@ class Tape:
     ``with process.recording(tape): process.advance(coeffs, steps)``: advance calls it before
     each step.
 
-    Checkpoints are clones: the weights handed to the hook belong to the process (and, on other
-    code paths, may be updated in place), so aliasing would silently reverse through w_T at every
-    step (the official demo's ``borrow=True`` pitfall).
+    The process hands w_t over (``takes_weights``: it steps the weights out of place while
+    recording and never writes w_t again), so a checkpoint is the forward's own tensor, without
+    the copy that cost a pass over the weights a step. Aliasing a tensor that is then updated in
+    place would silently reverse through w_T at every step (the official demo's
+    ``borrow=True`` pitfall): each checkpoint's version counters are recorded, and
+    :func:`reverse` raises if one moved. The momentum v_t, which the fast path updates in place,
+    is cloned where it is kept.
     """
 
     checkpoint_every: int = 1
@@ -86,6 +90,12 @@ class Tape:
     """coefficients of each ``advance`` call (segment k), detached"""
     segment_of_step: list[int] = field(default_factory=list)
     """segment index k of each recorded step"""
+    takes_weights: bool = True
+    """the process hands each w_t over for keeps (``TeachingProcess.recording``); False
+    clones them instead"""
+    versions: dict[int, list[int]] = field(default_factory=dict)
+    """step t -> the version counters of w_t's tensors when recorded (an in-place write after
+    would move them)"""
 
     def __post_init__(self) -> None:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
@@ -108,7 +118,11 @@ class Tape:
         self.segment_of_step.append(len(self.coeffs) - 1)
         i = t - self.start
         if i % self.checkpoint_every == 0:
-            w = {k: p.detach().clone() for k, p in params.items()}
+            if self.takes_weights:
+                w = {k: p.detach() for k, p in params.items()}
+                self.versions[t] = [p._version for p in w.values()]
+            else:
+                w = {k: p.detach().clone() for k, p in params.items()}
             # with recompute, a segment restarts from (w, v); with k = 1, v is needed only when
             # the lr is a coefficient
             v = (
@@ -213,6 +227,11 @@ def reverse(
     for seg_start in sorted(tape.checkpoints, reverse=True):
         seg_end = min(seg_start + k_every, end)
         w, v = tape.checkpoints[seg_start]
+        if [p._version for p in w.values()] != tape.versions.get(seg_start, [0] * len(w)):
+            raise RuntimeError(
+                f"the weights checkpointed at step {seg_start} were changed in place after "
+                "they were recorded: the tape would reverse through the wrong weights"
+            )
         start = StudentState(w, v or any_velocity, buffers, seg_start)
         # (w_t, v_t) for t in [seg_start, seg_end) from the segment's checkpoint, and the
         # first-layer outputs h_t the forward kept (k = 1) or the replay makes (k > 1: all but

@@ -121,7 +121,7 @@ def test_plain_sgd_and_constant_schedule():
     assert rel_err(h.coeff_grads, unrolled_grad(ref_proc, coeffs, "ce")) <= 1e-6
 
 
-def test_checkpoints_are_clones_and_memory_modes_differ():
+def test_checkpoints_are_not_the_live_weights_and_memory_modes_differ():
     proc = make_process()
     coeffs = coeff_schedule(proc.family)
     full, sparse = rmd.Tape(1), rmd.Tape(4)
@@ -498,3 +498,40 @@ def test_the_model_call_is_functional_calls():
     tied[1].weight = tied[0].weight
     assert _parameter_slots(tied) is None
     assert _parameter_slots(make_process().model).keys() == dict(make_process().params).keys()
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_the_tape_keeps_the_forwards_own_weights(every):
+    """The process hands w_t to the tape (the weights stepped out of place while recording),
+    so checkpoints are distinct tensors without a copy: the same weights, trajectory and
+    hypergradient, bit for bit, as a tape that clones them; a checkpoint written in place after
+    recording makes the reverse pass raise instead of reversing through the wrong weights."""
+    coeffs = coeff_schedule(make_process().family)
+    runs = {}
+    for takes in (True, False):
+        proc = make_process()
+        tape = rmd.Tape(every, takes_weights=takes)
+        with proc.recording(tape):
+            for row in coeffs:
+                proc.advance(row, INTERVAL)
+        runs[takes] = proc, tape
+    (handed, tape), (cloned, ref) = runs[True], runs[False]
+    assert tape.checkpoints.keys() == ref.checkpoints.keys()
+    for t, (w, _) in tape.checkpoints.items():
+        assert all(torch.equal(w[k], ref.checkpoints[t][0][k]) for k in w)
+    ptrs = [p.data_ptr() for w, _ in tape.checkpoints.values() for p in w.values()]
+    assert len(set(ptrs)) == len(ptrs)  # one tensor per step: no checkpoint aliases another
+    unrecorded = make_process()
+    for row in coeffs:
+        unrecorded.advance(row, INTERVAL)
+    for k, p in unrecorded.params.items():
+        assert torch.equal(handed.params[k], p) and torch.equal(cloned.params[k], p)
+    for k, v in unrecorded.velocity.items():
+        assert torch.equal(handed.velocity[k], v)
+    h = rmd.reverse(handed, tape).coeff_grads
+    assert torch.equal(h, rmd.reverse(cloned, ref).coeff_grads)
+    # a write into a checkpoint (here the first one, with + then - to keep its values)
+    first = tape.checkpoints[0][0]["layers.0.weight"]
+    first.add_(1.0).sub_(1.0)
+    with pytest.raises(RuntimeError, match="changed in place after they were recorded"):
+        rmd.reverse(handed, tape)
