@@ -530,6 +530,7 @@ class TeachingProcess(StateViews):
         *,
         inplace: bool = False,
         outputs: dict[str, torch.Tensor] | None = None,
+        velocity_scale: float | None = None,
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Reverse mode through one student step (state_t -> state_{t+1} under `coeffs`): given
         the adjoints of w_{t+1} and v_{t+1} (lists in ``state.params`` order), return those of
@@ -548,6 +549,16 @@ class TeachingProcess(StateViews):
         writes the new dw and dv over `d_params` and `d_velocity` (an RMD loop owns its
         adjoints): no fresh buffer per tensor per step. With the lr a coefficient (the lr
         action: w' = w - eta s(Phi) v'), it is autograd through the whole differentiable step.
+
+        `velocity_scale` s (not with the lr action): `d_velocity` holds dv / s, and the returned
+        adjoint of v_t holds mu dv_tot / (mu s), i.e. dv_tot / s: the last line's factor mu is
+        left to the caller's scale (s <- mu s; :func:`teachers.rmd.reverse` folds it back in
+        when s gets small) instead of a pass over the weights. Inside, with E = dv / s,
+
+            E <- E - (eta / s) dw  (= dv_tot / s);   <g_t, dv_tot> = s <g_t, E>;
+            dw <- dw + (lambda s) E + H_t dv_tot
+
+        the same arithmetic as above up to rounding.
 
         A layer that reads the data, h = f(x; W, b) (a Linear or Conv whose input needs no
         gradient), is linear in (W, b) and its weights reach the loss through h alone, so
@@ -576,14 +587,18 @@ class TeachingProcess(StateViews):
         """
         c = coeffs.detach().to(self.device, self.dtype).requires_grad_(True)
         if self.family.lr_multiplier(c.detach()) is not None:
+            if velocity_scale is not None:
+                raise ValueError("velocity_scale is for the written-out adjoint, not the lr action")
             return self._step_vjp_autograd(state, c, d_params, d_velocity)
         keys = list(state.params)
         lr, opt = self.optim.lr_at(state.step), self.optim
+        s = 1.0 if velocity_scale is None else velocity_scale
+        # dv_tot / s (dv_tot itself without a scale)
         if inplace:
             dv_tot = d_velocity
-            torch._foreach_add_(dv_tot, d_params, alpha=-lr)
+            torch._foreach_add_(dv_tot, d_params, alpha=-lr / s)
         else:
-            dv_tot = torch._foreach_add(d_velocity, d_params, alpha=-lr)
+            dv_tot = torch._foreach_add(d_velocity, d_params, alpha=-lr / s)
         w = {k: p.detach().requires_grad_(True) for k, p in state.params.items()}
         # BatchNorm writes its copy of the buffers
         buffers = {k: b.clone() for k, b in state.buffers.items()} if state.buffers else {}
@@ -617,7 +632,7 @@ class TeachingProcess(StateViews):
                 create_graph=True,
                 allow_unused=True,
             )
-            dot = sum((gk * u[k]).sum() for k, gk in zip(rest, g, strict=False) if gk is not None)
+            terms = [(gk * u[k]).sum() for k, gk in zip(rest, g, strict=False) if gk is not None]
             reads = [(module, params, inp) for _, module, params, (inp, _) in through]
             reads += [(module, params, inp) for _, module, params, inp in fed_layers]
             for (module, params, inp), dh in zip(reads, g[len(rest) :], strict=True):
@@ -631,7 +646,12 @@ class TeachingProcess(StateViews):
                     h_dot = F.linear(inp, along["weight"], along.get("bias"))
                 else:
                     h_dot = functional_call(module, along, (inp,))
-                dot = dot + (dh * h_dot).sum()
+                terms.append((dh * h_dot).sum())
+            dot = terms[0]
+            for term in terms[1:]:
+                dot = dot + term
+            if s != 1.0:  # <g_t, dv_tot> = s <g_t, dv_tot / s>
+                dot = dot * s
             # the fed layers' weights are not in this graph: their d_h stands for them
             wrt = [k for k in keys if k not in fed_keys]
             *hv, dc = torch.autograd.grad(
@@ -640,7 +660,7 @@ class TeachingProcess(StateViews):
         hv, d_h = hv[: len(wrt)], hv[len(wrt) :]
         dc = torch.zeros_like(c) if dc is None else dc
         dw = d_params if inplace else [d.clone() for d in d_params]
-        torch._foreach_add_(dw, dv_tot, alpha=opt.weight_decay)
+        torch._foreach_add_(dw, dv_tot, alpha=opt.weight_decay * s)
         # + H_t dv_tot: autograd's part...
         index = {k: i for i, k in enumerate(keys)}
         got = [(dw[index[k]], h) for k, h in zip(wrt, hv, strict=True) if h is not None]
@@ -657,7 +677,8 @@ class TeachingProcess(StateViews):
                     dw[index[key]].addmm_(dh.T, inp)
                 else:
                     dw[index[key]].add_(dh.sum(0))
-        torch._foreach_mul_(dv_tot, opt.momentum)
+        if velocity_scale is None:  # else mu goes to the caller's scale
+            torch._foreach_mul_(dv_tot, opt.momentum)
         self.cost.charge("reverse", 1)
         return dw, dv_tot, dc
 

@@ -222,6 +222,12 @@ def reverse(
         )
     any_velocity = {k: torch.zeros_like(p) for k, p in process.params.items()}
     coeffs_at = lambda t: tape.coeffs[tape.segment_of_step[t - tape.start]]  # noqa: E731
+    rows = dphi.unbind(0)  # dM/dPhi_k, views: each step adds its dc in place
+    # dv is held as dv / scale: the momentum's factor mu of each reverse step goes to the scale
+    # (step_vjp's velocity_scale), folded back into dv only when the scale gets small (every
+    # ~90 steps at mu = 0.9, every step at mu = 0); the lr action's step is autograd's
+    scaled = not lr_is_a_coefficient(process)
+    scale, mu = 1.0, process.optim.momentum
     k_every = tape.checkpoint_every
     end = tape.start + tape.steps
     for seg_start in sorted(tape.checkpoints, reverse=True):
@@ -248,8 +254,21 @@ def reverse(
             s = states[t - seg_start]
             state_t = StudentState(s.params, s.velocity, buffers, t)
             kept = None if outputs is None else outputs.get(t)
-            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv, inplace=True, outputs=kept)
-            dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
+            dw, dv, dc = process.step_vjp(
+                state_t,
+                coeffs_at(t),
+                dw,
+                dv,
+                inplace=True,
+                outputs=kept,
+                velocity_scale=scale if scaled else None,
+            )
+            rows[tape.segment_of_step[t - tape.start]].add_(dc.reshape(-1))
+            if scaled:
+                scale *= mu
+                if scale < 1e-4:  # dv / scale would grow past float32's comfort
+                    torch._foreach_mul_(dv, scale)
+                    scale = 1.0
     return Hypergradient(m.detach(), dphi, objective)
 
 
