@@ -77,6 +77,7 @@ def sgd_step(
     *,
     inplace: bool = False,
     lr_scale: torch.Tensor | None = None,
+    fresh_params: bool = False,
 ) -> tuple[Tensors, Tensors]:
     """One momentum-SGD step: returns (w_{t+1}, v_{t+1}).
 
@@ -93,6 +94,10 @@ def sgd_step(
     tensor multiplying eta_t, on the device and, on the differentiable path, in the graph. It
     scales v_{t+1} before the usual update, w_{t+1} = w_t - eta_t (s v_{t+1}), so s = 1 leaves
     every bit of the step as it is without the action.
+
+    ``fresh_params=True`` (with ``inplace``) returns w_{t+1} in new tensors and leaves `params`
+    as they were (the momentum and `grads` still in place): an RMD tape keeps w_t as it is,
+    where a copy would cost a pass over the weights. The same kernel, so the same bits.
     """
     keys = list(params)
     w, v, g = ([d[k] for k in keys] for d in (params, velocity, grads))
@@ -108,6 +113,13 @@ def sgd_step(
         torch._foreach_mul_(v, momentum)
         torch._foreach_add_(v, g)
         step = v if lr_scale is None else torch._foreach_mul(v, scales)
+        if fresh_params:
+            w = (
+                torch._foreach_addcmul(w, step, neg_lr)
+                if stacked
+                else torch._foreach_add(w, step, alpha=-lr)
+            )
+            return dict(zip(keys, w, strict=True)), velocity
         if stacked:
             torch._foreach_addcmul_(w, step, neg_lr)
         else:

@@ -19,7 +19,8 @@ product of one step (w_t, v_t, Phi) -> (w_{t+1}, v_{t+1}), the process's own
 here): the scalar <g_t, dv_tot> by one gradient with ``create_graph=True``, and its gradient (one
 double backward) gives H_t dv_tot and the mixed product together. The optimiser's arithmetic stays
 out of the graph and the adjoints are updated in place (``inplace=True``), and a layer on the data
-enters <g_t, dv_tot> through its output; the tape keeps each step's first-layer output h_t from
+(and a Linear layer on activations, the classifier included unless the family reads its weights:
+``needs_head``) enters <g_t, dv_tot> through its output; the tape keeps each step's first-layer output h_t from
 the forward, fed back as a leaf, so a reverse step does 2 products with the first layer's
 weights (h_dot = x U^T and d_h^T x), as a plain step does (benchmarks/README.md, hypergradient
 section).
@@ -57,9 +58,13 @@ class Tape:
     ``with process.recording(tape): process.advance(coeffs, steps)``: advance calls it before
     each step.
 
-    Checkpoints are clones: the weights handed to the hook belong to the process (and, on other
-    code paths, may be updated in place), so aliasing would silently reverse through w_T at every
-    step (the official demo's ``borrow=True`` pitfall).
+    The process hands w_t over (``takes_weights``: it steps the weights out of place while
+    recording and never writes w_t again), so a checkpoint is the forward's own tensor, without
+    the copy that cost a pass over the weights a step. Aliasing a tensor that is then updated in
+    place would silently reverse through w_T at every step (the official demo's
+    ``borrow=True`` pitfall): each checkpoint's version counters are recorded, and
+    :func:`reverse` raises if one moved. The momentum v_t, which the fast path updates in place,
+    is cloned where it is kept.
     """
 
     checkpoint_every: int = 1
@@ -85,6 +90,12 @@ class Tape:
     """coefficients of each ``advance`` call (segment k), detached"""
     segment_of_step: list[int] = field(default_factory=list)
     """segment index k of each recorded step"""
+    takes_weights: bool = True
+    """the process hands each w_t over for keeps (``TeachingProcess.recording``); False
+    clones them instead"""
+    versions: dict[int, list[int]] = field(default_factory=dict)
+    """step t -> the version counters of w_t's tensors when recorded (an in-place write after
+    would move them)"""
 
     def __post_init__(self) -> None:
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
@@ -107,7 +118,11 @@ class Tape:
         self.segment_of_step.append(len(self.coeffs) - 1)
         i = t - self.start
         if i % self.checkpoint_every == 0:
-            w = {k: p.detach().clone() for k, p in params.items()}
+            if self.takes_weights:
+                w = {k: p.detach() for k, p in params.items()}
+                self.versions[t] = [p._version for p in w.values()]
+            else:
+                w = {k: p.detach().clone() for k, p in params.items()}
             # with recompute, a segment restarts from (w, v); with k = 1, v is needed only when
             # the lr is a coefficient
             v = (
@@ -207,11 +222,22 @@ def reverse(
         )
     any_velocity = {k: torch.zeros_like(p) for k, p in process.params.items()}
     coeffs_at = lambda t: tape.coeffs[tape.segment_of_step[t - tape.start]]  # noqa: E731
+    rows = dphi.unbind(0)  # dM/dPhi_k, views: each step adds its dc in place
+    # dv is held as dv / scale: the momentum's factor mu of each reverse step goes to the scale
+    # (step_vjp's velocity_scale), folded back into dv only when the scale gets small (every
+    # ~90 steps at mu = 0.9, every step at mu = 0); the lr action's step is autograd's
+    scaled = not lr_is_a_coefficient(process)
+    scale, mu = 1.0, process.optim.momentum
     k_every = tape.checkpoint_every
     end = tape.start + tape.steps
     for seg_start in sorted(tape.checkpoints, reverse=True):
         seg_end = min(seg_start + k_every, end)
         w, v = tape.checkpoints[seg_start]
+        if [p._version for p in w.values()] != tape.versions.get(seg_start, [0] * len(w)):
+            raise RuntimeError(
+                f"the weights checkpointed at step {seg_start} were changed in place after "
+                "they were recorded: the tape would reverse through the wrong weights"
+            )
         start = StudentState(w, v or any_velocity, buffers, seg_start)
         # (w_t, v_t) for t in [seg_start, seg_end) from the segment's checkpoint, and the
         # first-layer outputs h_t the forward kept (k = 1) or the replay makes (k > 1: all but
@@ -228,8 +254,21 @@ def reverse(
             s = states[t - seg_start]
             state_t = StudentState(s.params, s.velocity, buffers, t)
             kept = None if outputs is None else outputs.get(t)
-            dw, dv, dc = process.step_vjp(state_t, coeffs_at(t), dw, dv, inplace=True, outputs=kept)
-            dphi[tape.segment_of_step[t - tape.start]] += dc.flatten()
+            dw, dv, dc = process.step_vjp(
+                state_t,
+                coeffs_at(t),
+                dw,
+                dv,
+                inplace=True,
+                outputs=kept,
+                velocity_scale=scale if scaled else None,
+            )
+            rows[tape.segment_of_step[t - tape.start]].add_(dc.reshape(-1))
+            if scaled:
+                scale *= mu
+                if scale < 1e-4:  # dv / scale would grow past float32's comfort
+                    torch._foreach_mul_(dv, scale)
+                    scale = 1.0
     return Hypergradient(m.detach(), dphi, objective)
 
 

@@ -121,7 +121,7 @@ def test_plain_sgd_and_constant_schedule():
     assert rel_err(h.coeff_grads, unrolled_grad(ref_proc, coeffs, "ce")) <= 1e-6
 
 
-def test_checkpoints_are_clones_and_memory_modes_differ():
+def test_checkpoints_are_not_the_live_weights_and_memory_modes_differ():
     proc = make_process()
     coeffs = coeff_schedule(proc.family)
     full, sparse = rmd.Tape(1), rmd.Tape(4)
@@ -399,3 +399,186 @@ def test_a_stored_output_fed_where_it_was_not_recorded_raises():
         proc.model.layers[1]
     )
     proc.step_vjp(state, c, adj, zeros, outputs={"layers.0": h})
+
+
+def mlp_process(loss="bilinear", hidden=6, activation="relu"):
+    proc = TeachingProcess(
+        DATA,
+        "mlp",
+        loss,
+        batch_size=16,
+        optim=SGDConfig(0.3, 0.9, 1e-2, "cosine", STEPS),
+        dtype=torch.float64,
+        device="cpu",
+        student_kwargs={"hidden": hidden, "activation": activation},
+    )
+    proc.reset(3)
+    return proc
+
+
+@pytest.mark.parametrize("kept", [True, False])
+@pytest.mark.parametrize(
+    ("loss", "hidden", "activation"),
+    [
+        ("bilinear", 6, "relu"),
+        ("bilinear", (6, 5), "relu"),
+        ("bilinear", (6, 5), "tanh"),  # curvature through the activations, a's second derivative
+        ("large-margin", 6, "relu"),  # the head's weights enter the loss beside its output
+        ("large-margin", (6, 5), "tanh"),  # the middle layer through its output, the head not
+    ],
+)
+def test_layers_on_activations_enter_through_their_outputs(
+    loss, hidden, activation, kept, monkeypatch
+):
+    """A Linear layer on activations a (the classifier, a middle layer) enters <g_t, dv_tot> as
+    <dL/dh, a U^T + u> with a in the graph, so its weight gradient dL/dW = dh^T a is never
+    formed; the reverse step still equals autograd through the whole step to float64 rounding,
+    with the first layer's output fed (kept) or recomputed. A family that reads the classifier's
+    weights directly (large-margin) keeps them in the create_graph gradient: there the identity
+    would drop the loss's own dependence on W."""
+    proc = mlp_process(loss, hidden, activation)
+    g = torch.Generator().manual_seed(13)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)
+    state = proc.state
+    outputs = kept_outputs(proc, state, coeffs) if kept else None
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    asked = []  # what each create_graph gradient is taken with respect to
+    grad = torch.autograd.grad
+
+    def spy(outputs, inputs, *args, **kwargs):
+        if kwargs.get("create_graph"):
+            asked.append([tuple(t.shape) for t in inputs])
+        return grad(outputs, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    got = proc.step_vjp(state, coeffs, dw, dv, outputs=outputs)
+    monkeypatch.undo()
+    for mine, ref in zip((*got[0], *got[1], got[2]), (*want[0], *want[1], want[2]), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+    # weights asked for directly: the classifier's under large-margin, and nothing else
+    shapes = {k: tuple(p.shape) for k, p in state.params.items()}
+    head = [k for k in shapes if k.startswith(f"layers.{len(shapes) // 2 - 1}.")]
+    assert len(asked) == 1
+    direct = sorted(s for s in asked[0] if s in shapes.values() and s[0] != 16)
+    assert direct == sorted(shapes[k] for k in (head if loss == "large-margin" else []))
+
+
+def test_the_model_call_is_functional_calls():
+    """The process's model call (the tensors put into the module's own slots for the call, the
+    slots found once) gives functional_call's logits and BatchNorm buffer updates bit for bit,
+    leaves the module's own tensors in place after (also when the forward raises), and a
+    model that ties weights takes functional_call itself."""
+    from torch.func import functional_call
+
+    from envs.process import _call_model, _parameter_slots
+
+    data = tiny_data(shape=(3, 8, 8), classes=3, n=60)
+    proc = make_process("resnet8", data)
+    model, slots = proc.model, proc._slots
+    own = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    params = {k: p + 0.01 for k, p in proc.params.items()}
+    x, _ = proc.batch(0)
+    mine, ref = ({k: b.clone() for k, b in proc.buffers.items()} for _ in range(2))
+    got = _call_model(model, slots, params, mine, x)
+    want = functional_call(model, (params, ref), (x,))
+    assert torch.equal(got, want)
+    assert any(not torch.equal(b, proc.buffers[k]) for k, b in mine.items())  # BN ran on them
+    assert all(torch.equal(mine[k], ref[k]) for k in ref)
+    after = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    assert after.keys() == own.keys() and all(after[k] is own[k] for k in own)
+    with pytest.raises(RuntimeError):
+        _call_model(model, slots, params, mine, x[:, :1])  # wrong channels: the conv raises
+    after = {k: t for k, t in (*model.named_parameters(), *model.named_buffers())}
+    assert all(after[k] is own[k] for k in own)
+    tied = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    tied[1].weight = tied[0].weight
+    assert _parameter_slots(tied) is None
+    assert _parameter_slots(make_process().model).keys() == dict(make_process().params).keys()
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_the_tape_keeps_the_forwards_own_weights(every):
+    """The process hands w_t to the tape (the weights stepped out of place while recording),
+    so checkpoints are distinct tensors without a copy: the same weights, trajectory and
+    hypergradient, bit for bit, as a tape that clones them; a checkpoint written in place after
+    recording makes the reverse pass raise instead of reversing through the wrong weights."""
+    coeffs = coeff_schedule(make_process().family)
+    runs = {}
+    for takes in (True, False):
+        proc = make_process()
+        tape = rmd.Tape(every, takes_weights=takes)
+        with proc.recording(tape):
+            for row in coeffs:
+                proc.advance(row, INTERVAL)
+        runs[takes] = proc, tape
+    (handed, tape), (cloned, ref) = runs[True], runs[False]
+    assert tape.checkpoints.keys() == ref.checkpoints.keys()
+    for t, (w, _) in tape.checkpoints.items():
+        assert all(torch.equal(w[k], ref.checkpoints[t][0][k]) for k in w)
+    ptrs = [p.data_ptr() for w, _ in tape.checkpoints.values() for p in w.values()]
+    assert len(set(ptrs)) == len(ptrs)  # one tensor per step: no checkpoint aliases another
+    unrecorded = make_process()
+    for row in coeffs:
+        unrecorded.advance(row, INTERVAL)
+    for k, p in unrecorded.params.items():
+        assert torch.equal(handed.params[k], p) and torch.equal(cloned.params[k], p)
+    for k, v in unrecorded.velocity.items():
+        assert torch.equal(handed.velocity[k], v)
+    h = rmd.reverse(handed, tape).coeff_grads
+    assert torch.equal(h, rmd.reverse(cloned, ref).coeff_grads)
+    # a write into a checkpoint (here the first one, with + then - to keep its values)
+    first = tape.checkpoints[0][0]["layers.0.weight"]
+    first.add_(1.0).sub_(1.0)
+    with pytest.raises(RuntimeError, match="changed in place after they were recorded"):
+        rmd.reverse(handed, tape)
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_step_vjp_with_a_velocity_scale(kept):
+    """With ``velocity_scale`` s the adjoint of v is held as dv / s and mu is left to the
+    caller's scale: given dv / s, the step returns dv_tot / s, so mu s times it is autograd's
+    adjoint of v_t, and dw and dPhi are autograd's, to float64 rounding. Not for the lr action."""
+    proc = make_process()
+    g = torch.Generator().manual_seed(17)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)
+    state = proc.state
+    outputs = kept_outputs(proc, state, coeffs) if kept else None
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    s, mu = 0.37, proc.optim.momentum
+    got_w, got_v, got_c = proc.step_vjp(
+        state, coeffs, dw, [d / s for d in dv], outputs=outputs, velocity_scale=s
+    )
+    for mine, ref in zip((*got_w, got_c), (*want[0], want[2]), strict=True):
+        torch.testing.assert_close(mine, ref, rtol=1e-10, atol=1e-12)
+    for mine, ref in zip(got_v, want[1], strict=True):
+        torch.testing.assert_close(mu * s * mine, ref, rtol=1e-10, atol=1e-12)
+    lr_proc = make_process(lr_action=True)
+    with pytest.raises(ValueError, match="velocity_scale"):
+        lr_proc.step_vjp(lr_proc.state, coeff_schedule(lr_proc.family)[0], dw, dv, velocity_scale=s)
+
+
+@pytest.mark.parametrize("momentum", [0.5, 0.9])
+def test_the_velocity_scale_folds_back_over_a_long_tape(momentum):
+    """rmd.reverse holds dv / mu^k and folds the scale back into dv when it drops below 1e-4
+    (after 14 steps at mu = 0.5; never in 24 at 0.9): both match autograd through the unroll."""
+    segments, interval = 6, 4
+    steps = segments * interval
+    optim = SGDConfig(0.3, momentum, 1e-2, "cosine", steps)
+    coeffs = make_process(optim=optim).family.default_coeffs(torch.float64).repeat(segments, 1)
+    coeffs = coeffs + 0.1 * torch.randn(
+        coeffs.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64
+    )
+    h = rmd.hypergradient(make_process(optim=optim), coeffs, interval)
+    proc, leaf = make_process(optim=optim), coeffs.clone().requires_grad_(True)
+    for row in leaf:
+        proc.advance(row, interval, differentiable=True)
+    (ref,) = torch.autograd.grad(proc.dev_objective(kind="ce"), leaf)
+    assert rel_err(h.coeff_grads, ref) <= 1e-6
