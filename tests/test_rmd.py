@@ -283,19 +283,7 @@ def test_stored_output_step_vjp_is_the_steps_autograd_vjp(loss, kw, hidden):
     recomputed; its Hessian-vector product d_h^T x and sum d_h by the chain rule) equals
     autograd through the whole differentiable step, and the recomputing path, to float64
     rounding."""
-    proc = make_process(loss=loss, **kw)
-    if hidden != 6:
-        proc = TeachingProcess(
-            DATA,
-            "mlp",
-            loss,
-            batch_size=16,
-            optim=SGDConfig(0.3, 0.9, 1e-2, "cosine", STEPS),
-            dtype=torch.float64,
-            device="cpu",
-            student_kwargs={"hidden": hidden},
-        )
-        proc.reset(3)
+    proc = make_process(loss=loss, **kw) if hidden == 6 else mlp_process(loss, hidden)
     g = torch.Generator().manual_seed(5)
     coeffs = proc.family.default_coeffs(torch.float64)
     coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
@@ -401,6 +389,21 @@ def test_a_stored_output_fed_where_it_was_not_recorded_raises():
     proc.step_vjp(state, c, adj, zeros, outputs={"layers.0": h})
 
 
+def adjoint_case(proc, seed, kept):
+    """A reverse step to check: coefficients off their default, the state after 3 steps under
+    them, that step's first-layer outputs (`kept`) or None, random adjoints dw and dv, and
+    autograd's answer (:func:`autograd_step_vjp`)."""
+    g = torch.Generator().manual_seed(seed)
+    coeffs = proc.family.default_coeffs(torch.float64)
+    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
+    proc.advance(coeffs, 3)
+    state = proc.state
+    outputs = kept_outputs(proc, state, coeffs) if kept else None
+    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
+    return state, coeffs, outputs, dw, dv, autograd_step_vjp(proc, state, coeffs, dw, dv)
+
+
 def mlp_process(loss="bilinear", hidden=6, activation="relu"):
     proc = TeachingProcess(
         DATA,
@@ -437,15 +440,7 @@ def test_layers_on_activations_enter_through_their_outputs(
     weights directly (large-margin) keeps them in the create_graph gradient: there the identity
     would drop the loss's own dependence on W."""
     proc = mlp_process(loss, hidden, activation)
-    g = torch.Generator().manual_seed(13)
-    coeffs = proc.family.default_coeffs(torch.float64)
-    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
-    proc.advance(coeffs, 3)
-    state = proc.state
-    outputs = kept_outputs(proc, state, coeffs) if kept else None
-    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
-    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
-    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    state, coeffs, outputs, dw, dv, want = adjoint_case(proc, 13, kept)
     asked = []  # what each create_graph gradient is taken with respect to
     grad = torch.autograd.grad
 
@@ -543,15 +538,7 @@ def test_step_vjp_with_a_velocity_scale(kept):
     caller's scale: given dv / s, the step returns dv_tot / s, so mu s times it is autograd's
     adjoint of v_t, and dw and dPhi are autograd's, to float64 rounding. Not for the lr action."""
     proc = make_process()
-    g = torch.Generator().manual_seed(17)
-    coeffs = proc.family.default_coeffs(torch.float64)
-    coeffs = coeffs + 0.1 * torch.randn(coeffs.shape, generator=g, dtype=torch.float64)
-    proc.advance(coeffs, 3)
-    state = proc.state
-    outputs = kept_outputs(proc, state, coeffs) if kept else None
-    dw = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
-    dv = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in state.params.values()]
-    want = autograd_step_vjp(proc, state, coeffs, dw, dv)
+    state, coeffs, outputs, dw, dv, want = adjoint_case(proc, 17, kept)
     s, mu = 0.37, proc.optim.momentum
     got_w, got_v, got_c = proc.step_vjp(
         state, coeffs, dw, [d / s for d in dv], outputs=outputs, velocity_scale=s
