@@ -17,6 +17,7 @@ a message listing the valid values. ``compare`` re-run with the same ``--out`` r
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import signal
 import sys
@@ -105,6 +106,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _lr_grid(text: str) -> list[float]:
+    """A student-lr grid: two or more distinct positive, finite numbers, sorted."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated learning rates, got {text!r}"
+        ) from None
+    if len(set(values)) < 2 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected two or more distinct positive learning rates, got {text!r}"
+        )
+    return sorted(set(values))
+
+
 def _budgets(text: str) -> list[int]:
     values = _csv(str)(text)
     return [_positive_int(v.replace("_", "")) for v in values]
@@ -168,6 +184,14 @@ def _add_grid_options(p: argparse.ArgumentParser, *, demo: bool = False) -> None
             help="a named, versioned protocol (analysis/protocols.py: fair-1): dev parts, "
             "episode length, each teacher's lr chosen on select, checkpoint rule; a flag that "
             "changes one of its values is applied and recorded, --lr is refused",
+        )
+        p.add_argument(
+            "--lr-grid",
+            type=_lr_grid,
+            default=None,
+            help="comma-separated student lrs for --protocol's lr search, in place of the "
+            "protocol's grid, for every teacher (applied and recorded as protocol_overrides; "
+            "e.g. when the report names lrs chosen at an end of the grid)",
         )
         p.add_argument(
             "--teacher-config",
@@ -305,8 +329,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     check_paths(parser, args)
     check_device_here(parser, args)
     grid, notes = _grid(parser, args)
+    if getattr(args, "lr_grid", None) is not None and not getattr(args, "protocol", None):
+        parser.error(
+            "argument --lr-grid: it sets the lr search of a --protocol; without one every "
+            "teacher trains at --lr"
+        )
     if getattr(args, "protocol", None):
-        grid, more = apply_protocol(parser, grid, args.protocol, explicit_flags(argv))
+        grid, more = apply_protocol(
+            parser, grid, args.protocol, explicit_flags(argv), lr_grid=args.lr_grid
+        )
         notes += more
     import torch
 
@@ -418,11 +449,17 @@ def explicit_flags(argv: Sequence[str] | None) -> set[str]:
 
 
 def apply_protocol(
-    parser: argparse.ArgumentParser, grid: Grid, version: str, explicit: set[str]
+    parser: argparse.ArgumentParser,
+    grid: Grid,
+    version: str,
+    explicit: set[str],
+    *,
+    lr_grid: Sequence[float] | None = None,
 ) -> tuple[Grid, list[str]]:
     """`grid` under the protocol `version`: its spec fields, checkpoint rule, lr grids and
     selection students. A protocol value the user's flag changes is applied, printed and
-    recorded (``protocol_overrides``); ``--lr`` is refused (the protocol chooses every lr)."""
+    recorded (``protocol_overrides``), `lr_grid` (``--lr-grid``) too, as every teacher's grid;
+    ``--lr`` is refused (the protocol chooses every lr)."""
     from dataclasses import replace
 
     from analysis.protocols import get_compare_protocol
@@ -448,6 +485,10 @@ def apply_protocol(
         rule[key] = getattr(grid, key) if key in explicit else value
         if rule[key] != value:
             overrides[key] = [value, rule[key]]
+    grids = {t: list(protocol.lr_grid(t)) for t in grid.teachers}
+    if lr_grid is not None and list(lr_grid) != list(protocol.lrs):
+        overrides["lr_grid"] = [list(protocol.lrs), list(lr_grid)]
+        grids = {t: list(lr_grid) for t in grid.teachers}
     for key, (theirs, used) in overrides.items():
         print(
             f"l2t compare: --{key.replace('_', '-')} {used} overrides {version}'s {theirs} "
@@ -461,7 +502,7 @@ def apply_protocol(
             **rule,
             protocol=protocol.version,
             protocol_overrides=overrides,
-            lr_grids={t: list(protocol.lr_grid(t)) for t in grid.teachers},
+            lr_grids=grids,
             starts=list(protocol.starts),
             selection_students=protocol.selection_students,
         )
@@ -469,7 +510,8 @@ def apply_protocol(
         parser.error(str(err))
     notes = [
         f"protocol `{protocol.version}` (analysis/protocols.py): every teacher's student lr "
-        f"chosen on select from {list(protocol.lrs)} ({protocol.selection_students} students a "
+        f"chosen on select from {list(lr_grid or protocol.lrs)} "
+        f"({protocol.selection_students} students a "
         f"candidate), checkpoint {grid.checkpoint} of K = {grid.checks}, episode "
         f"{grid.spec.horizon} x {grid.spec.interval} steps, meta {grid.spec.meta_size}"
     ]

@@ -8,6 +8,9 @@ again after an interruption or spread over several sessions:
     OMP_NUM_THREADS=1 python experiments/fair_headline.py --seeds 5 --workers 2 --out results/fair
     # on a Ray cluster (units as Ray tasks; the summary runs locally):
     python experiments/fair_headline.py --backend ray --address auto --out results/fair
+    # a wider student-lr grid than fair-1's, into a folder of its own:
+    python experiments/fair_headline.py --settings imbalance-100 --lr-grid 0.01,0.03,0.1,0.3,1 \
+        --out results/fair_lr_wide
     # only some settings, or only the summary of what is there:
     python experiments/fair_headline.py --settings symmetric-40 --out results/fair
     python experiments/fair_headline.py --summary-only --out results/fair
@@ -109,12 +112,14 @@ def command(setting: str, args: argparse.Namespace) -> list[str]:
     names = teachers(spec["noisy"])
     configs = {name: options for name, options in names.items() if options}
     backend = ["--backend", args.backend] + (["--address", args.address] if args.address else [])
+    lrs = getattr(args, "lr_grid", None)
+    wider = ["--lr-grid", lrs] if lrs else []  # in place of fair-1's grid (recorded as such)
     return [
         sys.executable, "-m", "analysis.cli", "compare", "--protocol", "fair-1",
         "--teachers", ",".join(names), "--seeds", str(args.seeds),
         "--budget", ",".join(map(str, spec["budgets"])), "--dataset", "mnist5k",
         *spec["flags"], "--teacher-config", json.dumps(configs), "--workers",
-        str(args.workers), *backend, "--out", str(Path(args.out) / setting), "--quiet",
+        str(args.workers), *backend, *wider, "--out", str(Path(args.out) / setting), "--quiet",
     ]  # fmt: skip
 
 
@@ -217,6 +222,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backend", choices=["local", "ray"], default="local")
     ap.add_argument("--address", default="", help="the Ray cluster (with --backend ray)")
     ap.add_argument("--out", default="results/fair")
+    ap.add_argument(
+        "--lr-grid",
+        default=None,
+        help="comma-separated student lrs in place of fair-1's grid (`l2t compare --lr-grid`); "
+        "use a new --out: a directory made with another grid refuses to resume",
+    )
     ap.add_argument("--summary-only", action="store_true", help="only rebuild the leaderboard")
     ap.add_argument("--print", action="store_true", help="print the commands, run nothing")
     args = ap.parse_args(argv)

@@ -103,6 +103,10 @@ def test_the_headline_commands_hold_every_teacher_once_and_refuse_unknown_settin
     lr_rows = {t for t, c in configs.items() if c.get("env") == {"lr_action": True}}
     assert lr_rows == {t for t in teachers if t.endswith("lr")}
     assert cmd[cmd.index("--budget") + 1] == "16000,64000" and "--backend" in cmd
+    assert "--lr-grid" not in cmd  # fair-1's own grid unless asked
+    args.lr_grid = "0.03,0.1,0.3,1"
+    wide = fair_headline.command("imbalance-100", args)
+    assert wide[wide.index("--lr-grid") + 1] == "0.03,0.1,0.3,1"
     clean = fair_headline.command("clean", args)
     assert "oracle" not in clean[clean.index("--teachers") + 1].split(",")
     with pytest.raises(SystemExit):

@@ -34,7 +34,9 @@ def protocol_grid(*words: str) -> tuple[Grid, list[str]]:
     parser = cli.build_parser()
     args = parser.parse_args(argv)
     grid, _ = cli._grid(parser, args)
-    return cli.apply_protocol(parser, grid, args.protocol, cli.explicit_flags(argv))
+    return cli.apply_protocol(
+        parser, grid, args.protocol, cli.explicit_flags(argv), lr_grid=args.lr_grid
+    )
 
 
 def test_the_protocols_fields_reach_the_grid_and_its_config():
@@ -76,6 +78,35 @@ def test_a_flag_that_changes_the_protocol_is_applied_and_recorded(capsys):
     # typing the protocol's own value is no override
     grid, _ = protocol_grid("--horizon", "30")
     assert grid.protocol_overrides == {}
+
+
+def test_a_wider_lr_grid_replaces_the_protocols_for_every_teacher_and_is_recorded(capsys):
+    """--lr-grid: the lr search of every teacher runs on the user's grid (sorted, deduplicated),
+    recorded as an override, so a directory made with fair-1's grid refuses to resume with it
+    (records.FIXED_KEYS holds both); the protocol's own grid typed out is no override."""
+    grid, notes = protocol_grid("--lr-grid", "1.0,0.03,0.1,0.3,0.1")
+    assert grid.lr_grids == {t: [0.03, 0.1, 0.3, 1.0] for t in ("ce", "l2t-dlf", "reinforce")}
+    assert grid.protocol_overrides == {"lr_grid": [list(FAIR_LRS), [0.03, 0.1, 0.3, 1.0]]}
+    assert "--lr-grid [0.03, 0.1, 0.3, 1.0] overrides fair-1's" in capsys.readouterr().err
+    assert any("[0.03, 0.1, 0.3, 1.0]" in n for n in notes)
+    grid, _ = protocol_grid("--lr-grid", ",".join(map(str, FAIR_LRS)))
+    assert grid.protocol_overrides == {} and grid.lr_grids["ce"] == list(FAIR_LRS)
+
+
+@pytest.mark.parametrize("text", ["0.1", "0.1,0.1", "-0.1,0.1", "0.1,nan", "0.1,fast"])
+def test_a_bad_lr_grid_is_one_line(text, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        protocol_grid("--lr-grid", text)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "--lr-grid" in err and "Traceback" not in err
+
+
+def test_an_lr_grid_without_a_protocol_is_refused(capsys):
+    argv = ["compare", "--teachers", "ce", "--lr-grid", "0.1,0.3", "--out", "unused"]
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "sets the lr search of a --protocol" in err
 
 
 def test_lr_flag_and_a_fixed_teachers_lr_are_refused(capsys):
