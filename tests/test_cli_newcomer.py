@@ -31,6 +31,7 @@ MALFORMED = {
     "--students-per-seed": "0",
     "--checkpoint": "best-test",
     "--checks": "0",
+    "--lr-grid": "0.1",
     "--teacher-config": "@/nonexistent/config.json",
     "--data-root": "/nonexistent/data",
     "--download": None,
