@@ -149,7 +149,7 @@ def learning_curves(
         ax.set_visible(False)
     zoom_title = f"second half, zoomed on teachers within {100 * ZOOM_POINTS:.0f} accuracy points of the best"
     panels = [(axes[0], curves, "whole episode")]
-    for ax, (name, teachers) in zip(axes[1:], groups, strict=True):
+    for ax, (name, teachers) in zip(axes[1 : 1 + len(groups)], groups, strict=True):
         shown = teachers + (
             [BASELINE] if facets and BASELINE not in teachers and BASELINE in set(kept) else []
         )

@@ -295,3 +295,13 @@ def test_the_lr_action_is_its_own_row_and_a_teacher_without_it_keeps_its_knobs(f
     assert drawn == [tuple(np.round(2.0 ** (-np.array([0, 50, 100]) / 200), 6)),
                      tuple(np.round(2.0 ** (np.array([0, 50, 100]) / 200), 6))]  # fmt: skip
     plots.phi_stages(coeffs, tmp_path / "phi.png")  # Φ without the lr's number
+
+
+def test_four_kinds_of_teacher_fill_an_odd_grid_of_panels(figures, tmp_path):
+    """Four kinds (fixed, reweighting, gradient, RL) make 5 panels on a 2 x 3 grid: the sixth
+    is hidden (results/fair/clean's figure step failed on this)."""
+    teachers = {"ce": 0.9, "gce": 0.92, "label-smoothing": 0.9, "l2rw": 0.91, "mw-net": 0.9}
+    teachers |= {"l2t-dlf": 0.88, "l2t-dln": 0.91, "reinforce": 0.905, "ppo": 0.89}
+    plots.learning_curves(_records(teachers), tmp_path / "lc.png")
+    panels = [ax for ax in figures[0].axes if ax.get_visible()]
+    assert len(panels) == 5 and len(figures[0].axes) == 6
