@@ -1017,15 +1017,14 @@ def _data_layers(
     # the module's own forward wrapped on the instance rather than a forward hook: a module
     # with hooks takes nn.Module's slow call path (~15 us a step for the mlp's two layers); a
     # layer whose forward is already replaced (:func:`_feeding`) is left to it
-    caught = [m for m, _ in table.values() if "forward" not in vars(m)]
-    for name, (m, _) in table.items():
-        if "forward" not in vars(m):
-            m.forward = catch(name, m)
+    caught = [(n, m) for n, (m, _) in table.items() if "forward" not in vars(m)]
+    for name, m in caught:
+        m.forward = catch(name, m)
     layers: list = []
     try:
         yield layers
     finally:
-        for m in caught:
+        for _, m in caught:
             del m.forward
     for name, calls in seen.items():
         if len(calls) != 1 or calls[0][1]._version != calls[0][2]:
