@@ -165,9 +165,9 @@ class TeachingProcess(StateViews):
         ).to(self.device, dtype)
         self.student_name = c.student
         self._layers = _layer_table(self.model)
+        """the model's Linear/Conv layers, which may read the data (:func:`_data_layers`)"""
         self._slots = _parameter_slots(self.model)
         """where each weight and buffer goes in the model (:func:`_call_model`)"""
-        """the model's Linear/Conv layers, which may read the data (:func:`_data_layers`)"""
         self.family = make_loss(c.loss, self.num_classes, lr_action=c.lr_action, **c.loss_kwargs)
         self.optim = optim or SGDConfig()
         if c.batch_size > len(self.data.y_train):
@@ -269,7 +269,8 @@ class TeachingProcess(StateViews):
     def _head_loss(self, params, buffers, x, y, coeffs) -> tuple[torch.Tensor, torch.Tensor]:
         """A ``needs_head`` family's loss: the classifier's (the last nn.Linear's) input is
         caught by a forward hook, its weight and bias read from `params`."""
-        name, head = [(n, m) for n, m in self.model.named_modules() if isinstance(m, nn.Linear)][-1]
+        name = self._head_name()
+        head = self._layers[name][0]
         caught = []
         hook = head.register_forward_hook(lambda mod, inp, out: caught.append(inp[0]))
         try:
