@@ -306,7 +306,8 @@ def fit_learned(
     """Fit learned teacher `name` once (seed 0: SeedPlan's fit students, none a test or dev
     student) on `spec` (its select-chosen lr and start), its snapshot chosen on select by the
     fit skeleton; stored as ``teacher_<name>.pt`` and unit ``fit_<name>``. A stored fit made
-    under other choices than `changes` is refused."""
+    under other choices than `changes` is refused. `selection_steps`, the student steps of this
+    teacher's own search on select, is recorded beside the fit's own steps."""
     cfg = dict(p.teachers[name])
     episode = spec.episode_steps
     if plan.fit_budget:
@@ -423,7 +424,6 @@ def run_paper(
         )
     lr = {name: sel.chosen["lr"] for name, sel in chosen.items()}
     start = chosen["l2t-dlf"].chosen["start"] if "l2t-dlf" in chosen else None
-    selection_steps = sum(sel.student_steps for sel in chosen.values())
 
     # 2. the learned teachers, each fitted once on fit students at its select-chosen choices
     fitted = {
@@ -434,7 +434,7 @@ def run_paper(
             name,
             chosen[name].apply(spec),
             dict(chosen[name].chosen),
-            selection_steps,
+            chosen[name].student_steps,  # its own search only, whichever --teachers ran
         )  # fmt: skip
         for name in LEARNED
         if name in wanted

@@ -314,7 +314,7 @@ def test_paper_protocol_chooses_the_bilinear_start_with_the_lr_on_dev(tmp_path):
     best = min(dlf, key=lambda r: (r["dev_error"], plan.starts.index(r["start"]), r["lr"]))
     fit = json.loads((units / "fit_l2t-dlf.json").read_text())
     assert (fit["start"], fit["lr"]) == (best["start"], best["lr"])
-    assert fit["selection_student_steps"] == sum(r["student_steps"] for r in rows)
+    assert fit["selection_student_steps"] == sum(r["student_steps"] for r in dlf)  # its own
     assert all(r["student_steps"] == len(r["dev_seeds"]) * 10 for r in rows)  # 2 x 5 steps each
     final = json.loads((units / "final_l2t-dlf_0.json").read_text())
     assert (final["start"], final["lr"]) == (best["start"], best["lr"])
@@ -365,7 +365,8 @@ def test_paper_trained_runs_its_whole_pipeline_and_resumes(tmp_path):
     for name in ("l2t-dlf", "l2t-dln"):
         fit = json.loads((units / f"fit_{name}.json").read_text())
         assert fit["budget"] == plan.fit_budget * 10 and 0 < fit["student_steps"] <= fit["budget"]
-        assert fit["selection_student_steps"] == sum(r["student_steps"] for r in rows)
+        own = dln if name == "l2t-dln" else [r for r in rows if r["loss"] == mf.START_LOSS]
+        assert fit["selection_student_steps"] == sum(r["student_steps"] for r in own)
     assert json.loads((units / "fit_l2t-dln.json").read_text())["lr"] == best_dln["lr"]
     per_seed = pd.read_csv(out / "per_seed.csv")
     assert per_seed.groupby("teacher").seed.apply(sorted).map(tuple).to_dict() == {
