@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from analysis import cli, data_fetch
 from analysis.protocols import PROTOCOLS, get_protocol, validate
+from analysis.stats import paired_p
 from envs.large_margin import LargeMargin, psi
 from envs.losses import make_loss
 from envs.process import TeachingProcess
@@ -406,3 +407,44 @@ def test_dln_start_teaches_what_the_untrained_l2t_dln_teaches():
     b = make_teacher("l2t-dln", **p.teachers["l2t-dln"]).teach(spec, seed=7).final
     assert a["dev_error"] == pytest.approx(b["dev_error"], abs=1e-6)
     assert a["dev_loss"] == pytest.approx(b["dev_loss"], rel=1e-4)
+
+
+def _final_unit(units: Path, teacher: str, seed: int, dev: float, test: float) -> None:
+    row = {"protocol": "paper-trained", "protocol_version": "paper-trained-1", "student": "mlp",
+           "unit": f"final_{teacher}_{seed}", "kind": "final", "teacher": teacher, "seed": seed,
+           "lr": 0.1, "student_steps": 100, "dev_error": dev, "test_error": test,
+           "wall_time": 1.0}  # fmt: skip
+    (units / f"final_{teacher}_{seed}.json").write_text(json.dumps(row))
+
+
+def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
+    """The summary names as best baseline the fixed loss of lowest dev error (not of lowest test
+    error), and a teacher 'beats' it only when the Holm-adjusted paired p is below 0.05: a
+    consistent 1-point gain on 5 seeds does, a gain that flips sign from seed to seed does not."""
+    mf = load_script()
+    units = tmp_path / "units" / "paper-trained" / "mlp"
+    units.mkdir(parents=True)
+    noise = [0.0, 0.001, -0.001, 0.0005, -0.0005]
+    for seed, e in enumerate(noise):
+        _final_unit(units, "ce", seed, dev=0.030, test=0.020 + e)  # best on test, not on dev
+        _final_unit(units, "label-smoothing", seed, dev=0.025, test=0.030 + e)
+        _final_unit(units, "l2t-dlf", seed, dev=0.040, test=0.020 + e + 0.0002 * seed)
+        _final_unit(units, "l2t-dln", seed, dev=0.040, test=0.030 + 0.02 * (-1) ** seed)
+    summary = mf.summarise(tmp_path).set_index("teacher")
+    assert set(summary.best_baseline) == {"label-smoothing"}
+    dlf, dln = summary.loc["l2t-dlf"], summary.loc["l2t-dln"]
+    assert dlf.test_minus_best_mean == pytest.approx(-0.96, abs=1e-9)
+    assert dlf.test_minus_best_p_holm < 0.05
+    assert dln.test_minus_best_p_holm > 0.05
+    assert math.isnan(summary.loc["label-smoothing"].test_minus_best_p_holm)
+    # Holm only raises p-values: no comparison looks stronger than its own t-test
+    assert dlf.test_minus_ce_p_holm >= paired_p([0.0002 * s for s in range(5)])
+    readme = mf.write_readme(tmp_path).read_text()
+    assert "- (label-smoothing is best on dev)" in readme
+
+
+def test_report_only_on_a_directory_without_units_is_one_clear_error(tmp_path, capsys):
+    mf = load_script()
+    with pytest.raises(SystemExit):
+        mf.main(["--report-only", "--out", str(tmp_path / "nothing")])
+    assert "no units under" in capsys.readouterr().err
