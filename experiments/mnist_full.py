@@ -665,6 +665,7 @@ def summarise(out: Path) -> pd.DataFrame | None:
         (r.protocol, r.student, r.unit.removeprefix("fit_")): float(r.wall_time)
         for r in df[df.kind == "fit"].itertuples()
     }
+    prep = _preparation_steps(df)
     rows = []
     for (proto, student), g_run in final.groupby(["protocol", "student"]):
         # the best baseline: the fixed loss (LR_LOSSES) of lowest mean dev error, chosen on dev
@@ -682,9 +683,31 @@ def summarise(out: Path) -> pd.DataFrame | None:
         for teacher, g in g_run.groupby("teacher"):
             rows.append(_summary_row(proto, student, teacher, g, vs["ce"].loc[teacher],
                                      best, vs[best].loc[teacher], fits))  # fmt: skip
+            rows[-1]["prep_runs"] = (
+                prep.get((proto, student, teacher), 0) / rows[-1]["student_steps"]
+            )
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     return summary
+
+
+def _preparation_steps(df: pd.DataFrame) -> dict:
+    """(protocol, student, teacher) -> the student steps a teacher spent before its test
+    students: its own trials on select (lr, and m or the bilinear start with it) plus, for a
+    learned teacher, its fit's charged steps (``envs.cost``). Divided by a run's steps this is
+    its price in whole CE students, comparable across teachers."""
+    owner = {START_LOSS: "l2t-dlf", DLN_START: "l2t-dln"}
+    steps: dict = {}
+    for r in df.itertuples():
+        if r.kind == "lr":
+            loss = "large-margin" if r.loss.startswith("large-margin") else r.loss
+            key = (r.protocol, r.student, owner.get(loss, loss))
+        elif r.kind == "fit" and isinstance(getattr(r, "teacher", None), str):
+            key = (r.protocol, r.student, r.teacher)
+        else:
+            continue
+        steps[key] = steps.get(key, 0) + int(r.student_steps)
+    return steps
 
 
 def _summary_row(proto, student, teacher, g, vs_ce, best, vs_best, fits) -> dict:
@@ -770,7 +793,10 @@ def write_readme(out: Path) -> Path:
         "per student type); `- ce` is the paired difference on the same students (same init, "
         "same data order); `p (Holm)`: its paired t-test, Holm-adjusted over the teachers "
         "compared with the same baseline; the best baseline is the fixed loss (ce, label "
-        "smoothing, large-margin) of lowest mean dev error. `reported, unverified`: the paper's MNIST numbers as recalled in "
+        "smoothing, large-margin) of lowest mean dev error. `select + fit`: the student steps a "
+        "teacher spent before its test students (its own trials on select, and a learned "
+        "teacher's fit, charged as `envs.cost` prices it) in whole CE students of that "
+        "length. `reported, unverified`: the paper's MNIST numbers as recalled in "
         "our notes on the paper, not checked against the PDF, for a different "
         "(full-length) training run.",
         "",
@@ -779,8 +805,8 @@ def write_readme(out: Path) -> Path:
         lines += [
             "| protocol | student | teacher | seeds | lr | steps | dev error | test error | "
             "test - ce (paired) | p (Holm) | test - best baseline (paired) | p (Holm) | "
-            "reported, unverified | fit s | s / student |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "reported, unverified | select + fit (CE students) | fit s | s / student |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in summary.itertuples():
             rep_ = (
@@ -799,6 +825,7 @@ def write_readme(out: Path) -> Path:
                 f"{r.lr:g} | {r.student_steps} | {r.dev_error_mean:.2f} | "
                 f"{_fmt(r.test_error_mean, r.test_error_ci95)} | {diff} | "
                 f"{_p(r.test_minus_ce_p_holm)} | {best} | {_p(r.test_minus_best_p_holm)} | {rep_} | "
+                f"{r.prep_runs:.1f} | "
                 f"{r.fit_wall_s:.0f} | {r.teach_wall_s_per_student:.0f} |"
             )
         lines.append("")

@@ -419,7 +419,8 @@ def _final_unit(units: Path, teacher: str, seed: int, dev: float, test: float) -
 
 def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
     """The summary names as best baseline the fixed loss of lowest dev error (not of lowest test
-    error), and a teacher 'beats' it only when the Holm-adjusted paired p is below 0.05: a
+    error), prices each teacher's trials on select and fit in whole students, and a teacher
+    'beats' it only when the Holm-adjusted paired p is below 0.05: a
     consistent 1-point gain on 5 seeds does, a gain that flips sign from seed to seed does not."""
     mf = load_script()
     units = tmp_path / "units" / "paper-trained" / "mlp"
@@ -430,7 +431,19 @@ def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
         _final_unit(units, "label-smoothing", seed, dev=0.025, test=0.030 + e)
         _final_unit(units, "l2t-dlf", seed, dev=0.040, test=0.020 + e + 0.0002 * seed)
         _final_unit(units, "l2t-dln", seed, dev=0.040, test=0.030 + 0.02 * (-1) ** seed)
+    base = {"protocol": "paper-trained", "protocol_version": "paper-trained-1", "student": "mlp",
+            "student_steps": 100}  # fmt: skip
+    for name, row in {  # what each teacher spent before its test students
+        "lr_label-smoothing_0.1": {"kind": "lr", "loss": "label-smoothing"},
+        "lr_label-smoothing_0.2": {"kind": "lr", "loss": "label-smoothing"},
+        "lr_bilinear-init_log-c_0.1": {"kind": "lr", "loss": mf.START_LOSS},
+        "fit_l2t-dlf": {"kind": "fit", "teacher": "l2t-dlf", "student_steps": 250},
+    }.items():
+        (units / f"{name}.json").write_text(json.dumps({**base, "unit": name, **row}))
     summary = mf.summarise(tmp_path).set_index("teacher")
+    assert summary.prep_runs.to_dict() == {
+        "ce": 0.0, "label-smoothing": 2.0, "l2t-dlf": 3.5, "l2t-dln": 0.0
+    }  # fmt: skip
     assert set(summary.best_baseline) == {"label-smoothing"}
     dlf, dln = summary.loc["l2t-dlf"], summary.loc["l2t-dln"]
     assert dlf.test_minus_best_mean == pytest.approx(-0.96, abs=1e-9)
