@@ -867,6 +867,8 @@ def write_readme(out: Path) -> Path:
             lines += ["Candidates (whole-dev error of fresh students; best kept):", ""]
             cols = [c for c in ("updates", "dev_error", "dev_loss", "best") if c in sel]
             lines += [markdown(sel[cols], index=False, digits=4), ""]
+    for fit in sorted(out.glob("units/*/*/fit_log_l2t-dln.jsonl")):
+        lines += _dln_fit_lines(fit)
     finals = df[(df.kind == "final") & (df.teacher == "l2t-dlf")] if "kind" in df else df.iloc[:0]
     for (proto, student), g in finals.groupby(["protocol", "student"]):
         coef = [c for cs in g.get("coefficients", []) if isinstance(cs, list) for c in cs]
@@ -885,6 +887,36 @@ def write_readme(out: Path) -> Path:
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _dln_fit_lines(fit: Path) -> list[str]:
+    """L2T-DLN's fit, one row per fit student: its iterations, the meta CE after the look-ahead
+    (first, largest, last), and how often the LSTM's step |Delta| reached 0.9 (saturated: phi
+    then drifts by about alpha per weight and iteration, whatever the loss state says)."""
+    log = pd.read_json(fit, lines=True)
+    kind = log["kind"] if "kind" in log else pd.Series(None, index=log.index)
+    train = log[kind.isna() | (kind == "train")]
+    lines = [f"## L2T-DLN fit diagnostics: {fit.parent.parent.name}/{fit.parent.name}", ""]
+    if len(train) and "val_ce_lookahead" in train:
+        rows = [
+            {
+                "fit student": int(ep),
+                "iterations": len(g),
+                "meta CE first": g.val_ce_lookahead.iloc[0],
+                "meta CE max": g.val_ce_lookahead.max(),
+                "meta CE last": g.val_ce_lookahead.iloc[-1],
+                "share |Delta| >= 0.9": float((g.max_abs_delta >= 0.9).mean()),
+                "skipped updates": int(g.diverged.sum()),
+            }
+            for ep, g in train.groupby("episode")
+        ]
+        lines += [markdown(pd.DataFrame(rows), index=False, digits=3), ""]
+    sel = log[kind == "select"]
+    if len(sel):
+        cols = [c for c in ("updates", "dev_error", "dev_loss", "best") if c in sel]
+        lines += ["Candidates (select error of fresh students; best kept):", "",
+                  markdown(sel[cols], index=False, digits=4), ""]  # fmt: skip
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

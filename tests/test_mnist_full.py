@@ -456,6 +456,23 @@ def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
     assert "- (label-smoothing is best on dev)" in readme
 
 
+def test_the_report_shows_where_l2t_dln_fit_saturated(tmp_path):
+    """L2T-DLN's fit log becomes one row per fit student: its meta CE first / largest / last
+    and the share of iterations whose LSTM step reached |Delta| >= 0.9."""
+    mf = load_script()
+    units = tmp_path / "units" / "paper-trained" / "mlp"
+    units.mkdir(parents=True)
+    rows = [{"kind": "select", "updates": 0, "dev_error": 0.02, "dev_loss": 0.07, "best": 1}]
+    for ep, (ce, delta) in enumerate([([1.0, 9.0, 3.0], [0.5, 0.95, 0.99]), ([0.4], [0.1])]):
+        rows += [{"val_ce_lookahead": c, "max_abs_delta": d, "diverged": False, "episode": ep}
+                 for c, d in zip(ce, delta, strict=True)]  # fmt: skip
+    pd.DataFrame(rows).to_json(units / "fit_log_l2t-dln.jsonl", orient="records", lines=True)
+    text = "\n".join(mf._dln_fit_lines(units / "fit_log_l2t-dln.jsonl"))
+    assert "| 0 | 3 | 1 | 9 | 3 | 0.667 | 0 |" in text
+    assert "| 1 | 1 | 0.4 | 0.4 | 0.4 | 0 | 0 |" in text
+    assert "| 0 | 0.02 | 0.07 | 1 |" in text
+
+
 def test_report_only_on_a_directory_without_units_is_one_clear_error(tmp_path, capsys):
     mf = load_script()
     with pytest.raises(SystemExit):
