@@ -665,7 +665,7 @@ def summarise(out: Path) -> pd.DataFrame | None:
         (r.protocol, r.student, r.unit.removeprefix("fit_")): float(r.wall_time)
         for r in df[df.kind == "fit"].itertuples()
     }
-    prep = _preparation_steps(df)
+    prep, grids = _preparation(df)
     rows = []
     for (proto, student), g_run in final.groupby(["protocol", "student"]):
         # the best baseline: the fixed loss (LR_LOSSES) of lowest mean dev error, chosen on dev
@@ -683,31 +683,40 @@ def summarise(out: Path) -> pd.DataFrame | None:
         for teacher, g in g_run.groupby("teacher"):
             rows.append(_summary_row(proto, student, teacher, g, vs["ce"].loc[teacher],
                                      best, vs[best].loc[teacher], fits))  # fmt: skip
-            rows[-1]["prep_runs"] = (
-                prep.get((proto, student, teacher), 0) / rows[-1]["student_steps"]
-            )
+            key, row = (proto, student, teacher), rows[-1]
+            row["prep_runs"] = prep.get(key, 0) / row["student_steps"]
+            grid = grids.get(key, set())  # an lr at an end of its grid: a wider one may move it
+            row["lr_at_grid_edge"] = len(grid) > 1 and row["lr"] in (min(grid), max(grid))
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     return summary
 
 
-def _preparation_steps(df: pd.DataFrame) -> dict:
-    """(protocol, student, teacher) -> the student steps a teacher spent before its test
+def _trial_owner(loss: str) -> str:
+    """The teacher a trial on select was made for: large-margin's units carry their m in the
+    loss name, the learned teachers' trials are of their untrained starts."""
+    if loss.startswith("large-margin"):
+        return "large-margin"
+    return {START_LOSS: "l2t-dlf", DLN_START: "l2t-dln"}.get(loss, loss)
+
+
+def _preparation(df: pd.DataFrame) -> tuple[dict, dict]:
+    """(protocol, student, teacher) -> (a) the student steps a teacher spent before its test
     students: its own trials on select (lr, and m or the bilinear start with it) plus, for a
-    learned teacher, its fit's charged steps (``envs.cost``). Divided by a run's steps this is
-    its price in whole CE students, comparable across teachers."""
-    owner = {START_LOSS: "l2t-dlf", DLN_START: "l2t-dln"}
+    learned teacher, its fit's charged steps (``envs.cost``; divided by a run's steps, its price
+    in whole CE students, comparable across teachers); (b) the lr grid its trials covered."""
     steps: dict = {}
+    grid: dict = {}
     for r in df.itertuples():
         if r.kind == "lr":
-            loss = "large-margin" if r.loss.startswith("large-margin") else r.loss
-            key = (r.protocol, r.student, owner.get(loss, loss))
+            key = (r.protocol, r.student, _trial_owner(r.loss))
+            grid.setdefault(key, set()).add(float(r.lr))
         elif r.kind == "fit" and isinstance(getattr(r, "teacher", None), str):
             key = (r.protocol, r.student, r.teacher)
         else:
             continue
         steps[key] = steps.get(key, 0) + int(r.student_steps)
-    return steps
+    return steps, grid
 
 
 def _summary_row(proto, student, teacher, g, vs_ce, best, vs_best, fits) -> dict:
@@ -796,7 +805,8 @@ def write_readme(out: Path) -> Path:
         "smoothing, large-margin) of lowest mean dev error. `select + fit`: the student steps a "
         "teacher spent before its test students (its own trials on select, and a learned "
         "teacher's fit, charged as `envs.cost` prices it) in whole CE students of that "
-        "length. `reported, unverified`: the paper's MNIST numbers as recalled in "
+        "length. `(edge)`: the lr chosen on select is an end of the grid its trials covered, so a "
+        "wider grid might choose another. `reported, unverified`: the paper's MNIST numbers as recalled in "
         "our notes on the paper, not checked against the PDF, for a different "
         "(full-length) training run.",
         "",
@@ -822,7 +832,8 @@ def write_readme(out: Path) -> Path:
             )
             lines.append(
                 f"| {r.protocol} ({r.protocol_version}) | {r.student} | {r.teacher} | {r.seeds} | "
-                f"{r.lr:g} | {r.student_steps} | {r.dev_error_mean:.2f} | "
+                f"{r.lr:g}{' (edge)' if r.lr_at_grid_edge else ''} | {r.student_steps} | "
+                f"{r.dev_error_mean:.2f} | "
                 f"{_fmt(r.test_error_mean, r.test_error_ci95)} | {diff} | "
                 f"{_p(r.test_minus_ce_p_holm)} | {best} | {_p(r.test_minus_best_p_holm)} | {rep_} | "
                 f"{r.prep_runs:.1f} | "

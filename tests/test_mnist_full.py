@@ -434,9 +434,9 @@ def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
     base = {"protocol": "paper-trained", "protocol_version": "paper-trained-1", "student": "mlp",
             "student_steps": 100}  # fmt: skip
     for name, row in {  # what each teacher spent before its test students
-        "lr_label-smoothing_0.1": {"kind": "lr", "loss": "label-smoothing"},
-        "lr_label-smoothing_0.2": {"kind": "lr", "loss": "label-smoothing"},
-        "lr_bilinear-init_log-c_0.1": {"kind": "lr", "loss": mf.START_LOSS},
+        "lr_label-smoothing_0.1": {"kind": "lr", "loss": "label-smoothing", "lr": 0.1},
+        "lr_label-smoothing_0.2": {"kind": "lr", "loss": "label-smoothing", "lr": 0.2},
+        "lr_bilinear-init_log-c_0.1": {"kind": "lr", "loss": mf.START_LOSS, "lr": 0.1},
         "fit_l2t-dlf": {"kind": "fit", "teacher": "l2t-dlf", "student_steps": 250},
     }.items():
         (units / f"{name}.json").write_text(json.dumps({**base, "unit": name, **row}))
@@ -445,6 +445,10 @@ def test_the_report_compares_with_the_best_baseline_on_dev_under_holm(tmp_path):
         "ce": 0.0, "label-smoothing": 2.0, "l2t-dlf": 3.5, "l2t-dln": 0.0
     }  # fmt: skip
     assert set(summary.best_baseline) == {"label-smoothing"}
+    # label smoothing's trials covered {0.1, 0.2} and its students ran at 0.1: an end of its grid
+    assert summary.lr_at_grid_edge.to_dict() == {
+        "ce": False, "label-smoothing": True, "l2t-dlf": False, "l2t-dln": False
+    }  # fmt: skip
     dlf, dln = summary.loc["l2t-dlf"], summary.loc["l2t-dln"]
     assert dlf.test_minus_best_mean == pytest.approx(-0.96, abs=1e-9)
     assert dlf.test_minus_best_p_holm < 0.05
