@@ -872,7 +872,15 @@ def write_readme(out: Path) -> Path:
                     "rel. move M": getattr(r, "move_rel_M", np.nan),
                     "rel. move V": getattr(r, "move_rel_V", np.nan),
                 })  # fmt: skip
-            lines += [markdown(pd.DataFrame(rows), index=False, digits=3), ""]
+            table = pd.DataFrame(rows)
+            if len(table) > WINDOW_ROWS:  # windowed estimators: hundreds of updates, a row per
+                # fit student instead (first / last window's figures, medians between)
+                table = table.groupby("update").agg(["first", "median", "last"])
+                table.columns = [f"{c} ({how})" for c, how in table.columns]
+                keep = [c for c in table if not c.startswith(("sign", "cos"))]
+                table = table[keep].reset_index().rename(columns={"update": "fit student"})
+                table.insert(1, "windows", train.groupby("episode").size().to_numpy())
+            lines += [markdown(table, index=False, digits=3), ""]
         sel = log[log.kind == "select"]
         if len(sel):
             lines += ["Candidates (whole-dev error of fresh students; best kept):", ""]
@@ -898,6 +906,10 @@ def write_readme(out: Path) -> Path:
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+WINDOW_ROWS = 24
+"""an L2T-DLF fit log with more updates than this is shown a row per fit student"""
 
 
 def _dln_fit_lines(fit: Path) -> list[str]:
