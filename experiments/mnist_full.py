@@ -389,9 +389,12 @@ LEARNED = ("l2t-dlf", "l2t-dln")
 def run_paper(
     p: Protocol, student: str, out: Path, data_root: str, smoke: bool,
     only: set[str] | None = None,
+    test_seeds: list[int] | None = None,
 ) -> None:  # fmt: skip
     """The paper protocols' units for one student: selections, fits, finals; `only` limits them
-    to these teachers (a later run with more reuses every unit made)."""
+    to these teachers and `test_seeds` the final students to these of the protocol's seeds, in
+    this order (a later run with more reuses every unit made; two processes can split a
+    teacher's final students between them once its fit is stored)."""
     plan = p.students[student]
     wanted = [t for t in p.teachers if only is None or t in only]
     units = Units(out, p, student)
@@ -442,6 +445,7 @@ def run_paper(
 
     # 3. fresh test students, seed-major, every teacher on the same seeds
     seeds = p.seeds[:2] if smoke else p.seeds
+    seeds = [s for s in test_seeds if s in seeds] if test_seeds is not None else seeds
     for seed in seeds:
         for name in wanted:
             unit = f"final_{name}_{seed}"
@@ -950,6 +954,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--teachers", default=None,
                     help="comma list (paper protocols): only these teachers' selections, fits "
                     "and final students; default: the protocol's")  # fmt: skip
+    ap.add_argument("--seeds", default=None,
+                    help="comma list (paper protocols): only these test seeds' final students, "
+                    "in this order; default: the protocol's")  # fmt: skip
     ap.add_argument("--out", default="results/mnist_full")
     ap.add_argument("--smoke", action="store_true", help="tiny run of every code path (tests)")
     ap.add_argument("--report-only", action="store_true", help="rebuild summary + README.md")
@@ -977,6 +984,15 @@ def main(argv: list[str] | None = None) -> None:
     unknown = only - {t for p in protocols for t in p.teachers} if only else set()
     if unknown:
         ap.error(f"--teachers: not in the protocols: {sorted(unknown)}")
+    test_seeds = None
+    if args.seeds:
+        try:
+            test_seeds = [int(s) for s in args.seeds.split(",")]
+        except ValueError:
+            ap.error(f"--seeds: a comma list of integers, got {args.seeds!r}")
+        stray = set(test_seeds) - {s for p in protocols for s in p.seeds}
+        if stray:
+            ap.error(f"--seeds: not test seeds of the protocols: {sorted(stray)}")
     if args.smoke:
         protocols = [smoke_version(p) for p in protocols]
     if args.time_one is not None:
@@ -998,7 +1014,7 @@ def main(argv: list[str] | None = None) -> None:
             if student not in p.students:
                 continue
             if p.kind == "episode":
-                run_paper(p, student, out, args.data_root, args.smoke, only)
+                run_paper(p, student, out, args.data_root, args.smoke, only, test_seeds)
             else:
                 run_demo(p, student, out, args.data_root, args.smoke)
     summary = summarise(out)

@@ -332,14 +332,20 @@ def test_paper_trained_runs_its_whole_pipeline_and_resumes(tmp_path):
     """The smoke run of paper-trained (fake MNIST): large-margin's (m, lr) and L2T-DLN's lr are
     the lowest-select-error trials and the final students use them; both learned teachers are
     fitted within the protocol's budget at their chosen lr; every teacher teaches the same test
-    seeds; a run limited to CE (--teachers ce) makes only CE's units, and the full run after it
-    reuses them; a further invocation redoes nothing."""
+    seeds; a run limited to CE (--teachers ce) makes only CE's units, one limited to a test seed
+    (--seeds 1) only that final student, and the full run after them reuses them; a further
+    invocation redoes nothing."""
     write_pkl(tmp_path / "mnist.pkl.gz", sizes=(5200, 100, 60))
     mf = load_script()
     out = tmp_path / "out"
     argv = ["--smoke", "--data-root", str(tmp_path), "--protocols", "paper-trained"]
-    mf.main([*argv, "--students", "mlp", "--out", str(out), "--teachers", "ce"])
+    mf.main([*argv, "--students", "mlp", "--out", str(out), "--teachers", "ce", "--seeds", "1"])
     units = out / "units" / "paper-trained" / "mlp"
+    assert sorted(f.name for f in units.glob("final_*")) == ["final_ce_1.json"]
+    for bad in ("7", "1,x"):
+        with pytest.raises(SystemExit):
+            mf.main([*argv, "--out", str(out), "--teachers", "ce", "--seeds", bad])
+    mf.main([*argv, "--students", "mlp", "--out", str(out), "--teachers", "ce"])
     ce_only = {f.name: f.stat().st_mtime_ns for f in units.glob("*")}
     assert sorted(ce_only) == ["final_ce_0.json", "final_ce_1.json", "lr_ce_0.02.json",
                                "lr_ce_0.05.json"]  # fmt: skip
