@@ -685,12 +685,9 @@ def summarise(out: Path) -> pd.DataFrame | None:
             d["p_holm"] = holm(d.diff_p.to_numpy())  # family: every teacher against `base`
             vs[base] = d
         for teacher, g in g_run.groupby("teacher"):
-            rows.append(_summary_row(proto, student, teacher, g, vs["ce"].loc[teacher],
-                                     best, vs[best].loc[teacher], fits))  # fmt: skip
-            key, row = (proto, student, teacher), rows[-1]
-            row["prep_runs"] = prep.get(key, 0) / row["student_steps"]
-            grid = grids.get(key, set())  # an lr at an end of its grid: a wider one may move it
-            row["lr_at_grid_edge"] = len(grid) > 1 and row["lr"] in (min(grid), max(grid))
+            key = (proto, student, teacher)
+            rows.append(_summary_row(key, g, vs["ce"].loc[teacher], best, vs[best].loc[teacher],
+                                     fits.get(key, 0.0), prep.get(key, 0), grids.get(key, set())))  # fmt: skip
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     return summary
@@ -723,10 +720,14 @@ def _preparation(df: pd.DataFrame) -> tuple[dict, dict]:
     return steps, grid
 
 
-def _summary_row(proto, student, teacher, g, vs_ce, best, vs_best, fits) -> dict:
-    """One summary.csv row: a teacher's test error over its seeds and its paired differences
-    against CE and against the run's best baseline (Holm-adjusted within each family)."""
+def _summary_row(key, g, vs_ce, best, vs_best, fit_wall, prep_steps, grid) -> dict:
+    """One summary.csv row: a teacher's test error over its seeds, its paired differences
+    against CE and against the run's best baseline (Holm-adjusted within each family), its
+    price before teaching (`prep_steps`, in whole students) and whether its lr is an end of
+    the `grid` its trials covered (a wider grid might move it)."""
+    proto, student, teacher = key
     test = mean_ci(g.test_error)
+    lr, steps = g.lr.iloc[0], int(g.student_steps.iloc[0])
     reported = REPORTED.get(student, {}).get(teacher) if proto.startswith("paper") else None
     return {
         "protocol": proto,
@@ -746,12 +747,14 @@ def _summary_row(proto, student, teacher, g, vs_ce, best, vs_best, fits) -> dict
         "test_minus_best_ci95": 0.0 if teacher == best else vs_best.diff_ci,
         "test_minus_best_p_holm": vs_best.p_holm,
         "reported_unverified": reported,
-        "lr": g.lr.iloc[0],
+        "lr": lr,
+        "lr_at_grid_edge": len(grid) > 1 and lr in (min(grid), max(grid)),
         "start": g.start.iloc[0],
         "margin": g.margin.iloc[0],
-        "student_steps": int(g.student_steps.iloc[0]),
+        "student_steps": steps,
+        "prep_runs": prep_steps / steps,
         "teach_wall_s_per_student": g.wall_time.mean(),
-        "fit_wall_s": fits.get((proto, student, teacher), 0.0),
+        "fit_wall_s": fit_wall,
     }
 
 
@@ -885,11 +888,7 @@ def write_readme(out: Path) -> Path:
                 table = table[keep].reset_index().rename(columns={"update": "fit student"})
                 table.insert(1, "windows", train.groupby("episode").size().to_numpy())
             lines += [markdown(table, index=False, digits=3), ""]
-        sel = log[log.kind == "select"]
-        if len(sel):
-            lines += ["Candidates (whole-dev error of fresh students; best kept):", ""]
-            cols = [c for c in ("updates", "dev_error", "dev_loss", "best") if c in sel]
-            lines += [markdown(sel[cols], index=False, digits=4), ""]
+        lines += _candidate_lines(log[log.kind == "select"])
     for fit in sorted(out.glob("units/*/*/fit_log_l2t-dln.jsonl")):
         lines += _dln_fit_lines(fit)
     finals = df[(df.kind == "final") & (df.teacher == "l2t-dlf")] if "kind" in df else df.iloc[:0]
@@ -938,12 +937,17 @@ def _dln_fit_lines(fit: Path) -> list[str]:
             for ep, g in train.groupby("episode")
         ]
         lines += [markdown(pd.DataFrame(rows), index=False, digits=3), ""]
-    sel = log[kind == "select"]
-    if len(sel):
-        cols = [c for c in ("updates", "dev_error", "dev_loss", "best") if c in sel]
-        lines += ["Candidates (select error of fresh students; best kept):", "",
-                  markdown(sel[cols], index=False, digits=4), ""]  # fmt: skip
-    return lines
+    return lines + _candidate_lines(log[kind == "select"])
+
+
+def _candidate_lines(sel: pd.DataFrame) -> list[str]:
+    """A learned teacher's snapshots scored on select during its fit (the best is kept)."""
+    if not len(sel):
+        return []
+    cols = [c for c in ("updates", "dev_error", "dev_loss", "best") if c in sel]
+    return ["Candidates (dev error of fresh students, on the split the protocol selects on; "
+            "best kept):", "",
+            markdown(sel[cols], index=False, digits=4), ""]  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
